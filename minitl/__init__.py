@@ -1,0 +1,19 @@
+"""minitl: a from-scratch deep-learning engine for transfer learning in image recognition.
+
+    y = f(X; W)                       minitl.nn layers, minitl.functional
+    L(W) = 1/N Σ l(y_i, ŷ_i)          minitl.functional.softmax_cross_entropy
+    W_{t+1} = W_t − η ∇L(W_t)         minitl.optim.SGD.step, after Tensor.backward
+"""
+__version__ = "0.1.0"
+
+from . import functional, ops, optim
+from .backend import device_available, get_array_module
+from .errors import (DataError, DeviceError, DownloadError, GradcheckError, MinitlError, ShapeError,
+                     TrainingError, WeightsError)
+from .gradcheck import gradcheck
+from .tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad
+
+__all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "gradcheck",
+           "functional", "ops", "optim", "get_array_module", "device_available",
+           "MinitlError", "ShapeError", "GradcheckError", "WeightsError", "DownloadError", "DataError",
+           "DeviceError", "TrainingError", "__version__"]

@@ -1,0 +1,33 @@
+"""minitl's exception classes. Each message names the file, layer and shapes involved."""
+
+
+class MinitlError(Exception):
+    """Base class of every error minitl raises on purpose."""
+
+
+class ShapeError(MinitlError, ValueError):
+    """Operands whose shapes, ranks or dtypes do not fit the operation."""
+
+
+class GradcheckError(MinitlError, AssertionError):
+    """An analytic gradient disagrees with central differences."""
+
+
+class WeightsError(MinitlError):
+    """A weights file that cannot be read, written or does not fit the model."""
+
+
+class DownloadError(MinitlError):
+    """A download that failed, was truncated or has the wrong checksum."""
+
+
+class DataError(MinitlError):
+    """A dataset folder or image that cannot be used."""
+
+
+class DeviceError(MinitlError):
+    """A device that is not available, or arrays on different devices in one op."""
+
+
+class TrainingError(MinitlError):
+    """Training that cannot go on (a NaN or infinite loss, a bad run directory)."""

@@ -1,0 +1,305 @@
+"""Tensor and reverse-mode automatic differentiation.
+
+A ``Tensor`` wraps an array (NumPy on the CPU, CuPy on the GPU). Every op is a
+``Function`` with ``forward`` on arrays and ``backward`` on arrays side by side.
+Calling a Function records it as the creator of its output, so the graph is built
+as the computation runs; ``Tensor.backward()`` walks that graph in reverse
+topological order and applies the chain rule: for y = f(x), dL/dx = dL/dy · ∂f/∂x.
+"""
+import contextlib
+
+import numpy
+
+from .backend import DEFAULT_DTYPE, device_of, get_array_module, to_device, to_numpy
+from .errors import DeviceError, MinitlError, ShapeError
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Run ops without recording a graph (evaluation, parameter updates)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+@contextlib.contextmanager
+def enable_grad():
+    """Record the graph again inside a ``no_grad`` block."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, True
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def is_grad_enabled():
+    return _grad_enabled
+
+
+def _as_array(data, dtype=None):
+    """An array for ``data``: arrays keep their dtype, Python numbers and lists become float32."""
+    if isinstance(data, Tensor):
+        data = data.data
+    xp = get_array_module(data)
+    if isinstance(data, (numpy.ndarray, numpy.generic)) or xp is not numpy:
+        return data.astype(dtype, copy=False) if dtype is not None else xp.asarray(data)
+    return numpy.asarray(data, dtype=dtype or DEFAULT_DTYPE)
+
+
+class Tensor:
+    """An array with a gradient: ``data``, ``grad`` and the op that created it."""
+
+    __array_priority__ = 100  # numpy_array + tensor calls Tensor.__radd__
+
+    def __init__(self, data, requires_grad=False, dtype=None):
+        self.data = _as_array(data, dtype)
+        if requires_grad and self.data.dtype.kind != "f":
+            raise MinitlError(f"only floating-point tensors can require gradients, got {self.data.dtype}")
+        self.requires_grad = bool(requires_grad)
+        self.grad = None
+        self.name = None
+        self._creator = None
+        self._retain_grad = False
+
+    # ---- array-like properties -------------------------------------------------
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: self.data.size)
+    device = property(lambda self: device_of(self.data))
+    is_leaf = property(lambda self: self._creator is None)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        body = numpy.array2string(to_numpy(self.data), precision=4, threshold=20, prefix="Tensor(")
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        dev = ", device='gpu'" if self.device == "gpu" else ""
+        return f"Tensor({body}, dtype={self.dtype}{dev}{grad})"
+
+    def numpy(self):
+        """The data as a NumPy array (copied from the GPU when needed)."""
+        return to_numpy(self.data)
+
+    def item(self):
+        return self.data.item()
+
+    def detach(self):
+        """The same data, cut from the graph."""
+        return Tensor(self.data)
+
+    def astype(self, dtype):
+        return Tensor(self.data.astype(dtype), requires_grad=self.requires_grad)
+
+    def to(self, device):
+        """This tensor on ``device`` ('cpu' or 'gpu'); a leaf keeps requires_grad."""
+        out = Tensor(to_device(self.data, device), requires_grad=self.requires_grad)
+        if self.grad is not None:
+            out.grad = to_device(self.grad, device)
+        return out
+
+    def retain_grad(self):
+        """Keep ``.grad`` on this non-leaf tensor after backward (e.g. for Grad-CAM)."""
+        self._retain_grad = True
+        return self
+
+    def zero_grad(self):
+        self.grad = None
+
+    # ---- reverse-mode differentiation ------------------------------------------
+    def backward(self, grad=None, retain_graph=False):
+        """Accumulate dself/dleaf into ``leaf.grad`` for every leaf that requires grad.
+
+        ``grad`` is dL/dself; it may be omitted only for a single-element tensor
+        (then it is 1). The walk is iterative, so deep graphs never hit Python's
+        recursion limit, and each op's saved buffers are freed once used unless
+        ``retain_graph=True``.
+        """
+        if not self.requires_grad:
+            raise MinitlError("backward() on a tensor that does not require grad "
+                              "(no input had requires_grad=True, or it was built under no_grad)")
+        xp = get_array_module(self.data)
+        if grad is None:
+            if self.size != 1:
+                raise ShapeError(f"backward() without a gradient needs a single-element tensor; "
+                                 f"this one has shape {self.shape}: pass grad= of that shape, or reduce it first")
+            grad = xp.ones_like(self.data)
+        else:
+            grad = _as_array(grad, self.dtype)
+            if grad.shape != self.shape:
+                raise ShapeError(f"backward(): gradient shape {grad.shape} does not match tensor shape {self.shape}")
+
+        grads = {id(self): grad}
+        for node in reversed(_topological_order(self)):
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            fn = node._creator
+            if fn is None or node._retain_grad:
+                node.grad = g if node.grad is None else node.grad + g
+            if fn is None:
+                continue
+            if fn.inputs is None:
+                raise MinitlError("backward through a graph that was already freed; "
+                                  "call backward(retain_graph=True) the first time")
+            gxs = fn.backward(g)
+            if not isinstance(gxs, tuple):
+                gxs = (gxs,)
+            for x, gx in zip(fn.inputs, gxs):
+                if gx is None or not x.requires_grad:
+                    continue
+                gx = _unbroadcast(gx, x.shape).astype(x.dtype, copy=False)
+                k = id(x)
+                grads[k] = grads[k] + gx if k in grads else gx
+            if not retain_graph:
+                fn.release()
+
+    # ---- operators (the ops themselves live in minitl.ops) ---------------------
+    def __add__(self, other): return ops.add(self, other)
+    def __radd__(self, other): return ops.add(other, self)
+    def __sub__(self, other): return ops.sub(self, other)
+    def __rsub__(self, other): return ops.sub(other, self)
+    def __mul__(self, other): return ops.mul(self, other)
+    def __rmul__(self, other): return ops.mul(other, self)
+    def __truediv__(self, other): return ops.div(self, other)
+    def __rtruediv__(self, other): return ops.div(other, self)
+    def __neg__(self): return ops.neg(self)
+    def __pow__(self, exponent): return ops.pow(self, exponent)
+    def __matmul__(self, other): return ops.matmul(self, other)
+    def __rmatmul__(self, other): return ops.matmul(other, self)
+    def __getitem__(self, key): return ops.getitem(self, key)
+
+    # Comparisons give boolean tensors and are not differentiable.
+    def _compare(self, other, op):
+        other = other.data if isinstance(other, Tensor) else other
+        return Tensor(op(self.data, other))
+
+    def __lt__(self, other): return self._compare(other, lambda a, b: a < b)
+    def __le__(self, other): return self._compare(other, lambda a, b: a <= b)
+    def __gt__(self, other): return self._compare(other, lambda a, b: a > b)
+    def __ge__(self, other): return self._compare(other, lambda a, b: a >= b)
+    def __eq__(self, other): return self._compare(other, lambda a, b: a == b)
+    def __ne__(self, other): return self._compare(other, lambda a, b: a != b)
+    __hash__ = object.__hash__
+
+    # ---- methods -------------------------------------------------------------
+    def sum(self, axis=None, keepdims=False): return ops.sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return ops.mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False): return ops.max(self, axis, keepdims)
+    def exp(self): return ops.exp(self)
+    def log(self): return ops.log(self)
+    def sqrt(self): return ops.sqrt(self)
+    def reshape(self, *shape): return ops.reshape(self, shape[0] if len(shape) == 1 else shape)
+    def transpose(self, *axes): return ops.transpose(self, (axes[0] if len(axes) == 1 else axes) or None)
+    def broadcast_to(self, shape): return ops.broadcast_to(self, shape)
+    T = property(lambda self: ops.transpose(self))
+
+    def argmax(self, axis=None):
+        return Tensor(self.data.argmax(axis=axis))
+
+
+def _topological_order(root):
+    """Tensors reachable from ``root`` that need a gradient, inputs before outputs (iterative DFS)."""
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        fn = node._creator
+        if fn is not None and fn.inputs is not None:
+            for x in fn.inputs:
+                if x.requires_grad and id(x) not in visited:
+                    stack.append((x, False))
+    return order
+
+
+def _unbroadcast(grad, shape):
+    """Sum ``grad`` over the axes that broadcasting added or stretched, back to ``shape``."""
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad
+
+
+def as_tensor(x, like=None):
+    """``x`` as a Tensor; Python numbers take the dtype of ``like`` (as NumPy does for scalars)."""
+    if isinstance(x, Tensor):
+        return x
+    if like is not None and isinstance(x, (int, float, bool)):
+        xp = get_array_module(like.data)
+        dtype = like.dtype if like.dtype.kind == "f" else DEFAULT_DTYPE
+        return Tensor(xp.asarray(x, dtype=dtype))
+    if like is not None and like.device == "gpu":
+        return Tensor(to_device(_as_array(x), "gpu"))
+    return Tensor(x)
+
+
+class Function:
+    """A differentiable op: ``forward(*arrays) -> array`` and ``backward(gy) -> grads``.
+
+    Subclasses register themselves in ``Function.registry`` (the gradient-check
+    test walks it, so no op goes unchecked). Non-tensor arguments (axes, shapes)
+    go to ``__init__``; whatever backward needs is saved on ``self`` in forward
+    and freed by ``release()`` once the backward pass has used it.
+    """
+
+    registry = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        Function.registry[cls.__name__] = cls
+
+    inputs = None
+
+    def __call__(self, *inputs):
+        first = next((x for x in inputs if isinstance(x, Tensor)), None)
+        tensors = [as_tensor(x, like=first) for x in inputs]
+        devices = {t.device for t in tensors}
+        if len(devices) > 1:
+            desc = ", ".join(f"{t.shape} on {t.device}" for t in tensors)
+            raise DeviceError(f"{type(self).__name__}: inputs are on different devices ({desc}); "
+                              f"move them with .to('cpu') or .to('gpu') first")
+        try:
+            y = self.forward(*[t.data for t in tensors])
+        except ShapeError:
+            raise
+        except ValueError as e:  # NumPy's broadcasting errors, said in minitl's words
+            shapes = " and ".join(str(t.shape) for t in tensors)
+            raise ShapeError(f"{type(self).__name__}: input shapes {shapes} do not fit ({e})") from None
+        needs_grad = _grad_enabled and any(t.requires_grad for t in tensors)
+        out = Tensor(y, requires_grad=needs_grad and y.dtype.kind == "f")
+        if out.requires_grad:
+            out._creator = self
+            self.inputs = tensors
+        return out
+
+    def forward(self, *xs):
+        raise NotImplementedError
+
+    def backward(self, gy):
+        raise NotImplementedError
+
+    def release(self):
+        """Drop the inputs and saved arrays once backward has used them."""
+        self.__dict__.clear()
+
+
+from . import ops  # noqa: E402  (ops needs Tensor and Function defined above)

@@ -1,0 +1,19 @@
+import numpy as np
+import pytest
+
+import minitl
+
+
+def pytest_collection_modifyitems(config, items):
+    usable, reason = minitl.backend.gpu_status() if any("gpu" in i.keywords for i in items) else (True, "")
+    if usable:
+        return
+    skip = pytest.mark.skip(reason=f"no usable GPU: {reason}")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

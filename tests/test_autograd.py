@@ -1,0 +1,137 @@
+import sys
+
+import numpy as np
+import pytest
+
+import minitl
+import minitl.functional as F
+from minitl import MinitlError, ShapeError, Tensor
+
+
+def test_dtype_rules():
+    assert Tensor([1.0, 2.0]).dtype == np.float32
+    assert Tensor(3).dtype == np.float32
+    assert Tensor(np.zeros(2)).dtype == np.float64
+    assert Tensor(np.zeros(2, np.float32)).dtype == np.float32
+    assert Tensor(np.arange(3)).dtype.kind == "i"
+    a, b = Tensor(np.ones(2, np.float32)), Tensor(np.ones(2, np.float64))
+    assert (a + b).dtype == np.float64
+    assert (a * 2.0).dtype == np.float32  # Python scalars take the tensor's dtype
+    with pytest.raises(MinitlError):
+        Tensor(np.arange(3), requires_grad=True)
+
+
+def test_basic_backward_and_accessors():
+    x = Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
+    y = (x * x).sum()
+    y.backward()
+    np.testing.assert_allclose(x.grad, [2.0, 4.0, 6.0])
+    assert y.item() == 14.0
+    assert isinstance(x.numpy(), np.ndarray)
+    d = x.detach()
+    assert not d.requires_grad and d.is_leaf and d.data is x.data
+
+
+def test_gradients_accumulate_into_leaves_and_reused_nodes():
+    x = Tensor(np.array([2.0]), requires_grad=True)
+    y = x * 3
+    z = y * y + y  # y used three times: dz/dy = 2y + 1 = 13, dz/dx = 39
+    z.backward()
+    np.testing.assert_allclose(x.grad, [39.0])
+    (x * 1).sum().backward()  # a second graph adds to the existing gradient
+    np.testing.assert_allclose(x.grad, [40.0])
+
+
+def test_broadcasting_gradients_reduce_to_input_shape():
+    a = Tensor(np.ones((2, 3, 4)), requires_grad=True)
+    b = Tensor(np.ones((3, 1)), requires_grad=True)
+    c = Tensor(np.ones(()), requires_grad=True)
+    (a * b + c).sum().backward()
+    assert b.grad.shape == (3, 1) and c.grad.shape == ()
+    np.testing.assert_allclose(b.grad, np.full((3, 1), 8.0))
+    np.testing.assert_allclose(c.grad, 24.0)
+
+
+def test_no_grad_builds_no_graph():
+    x = Tensor(np.ones(3), requires_grad=True)
+    with minitl.no_grad():
+        y = x * 2 + 1
+        with minitl.enable_grad():
+            z = x * 2
+    assert not y.requires_grad and y.is_leaf
+    assert z.requires_grad and not z.is_leaf
+    assert minitl.is_grad_enabled()
+    with pytest.raises(MinitlError, match="does not require grad"):
+        y.sum().backward()
+
+
+def test_deep_chain_has_no_recursion_limit():
+    x = Tensor(np.array([1.0]), requires_grad=True)
+    y = x
+    for _ in range(100_000):
+        y = y + 1e-5
+    assert 100_000 > sys.getrecursionlimit()
+    y.backward()
+    np.testing.assert_allclose(x.grad, [1.0])
+
+
+def test_backward_frees_graph_unless_retained():
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = (x.exp() * x).sum()
+    y.backward(retain_graph=True)
+    g1 = x.grad.copy()
+    y.backward()
+    np.testing.assert_allclose(x.grad, 2 * g1)
+    assert y._creator.inputs is None  # saved buffers released
+    with pytest.raises(MinitlError, match="already freed"):
+        y.backward()
+
+
+def test_retain_grad_on_intermediate():
+    x = Tensor(np.array([1.0, -2.0]), requires_grad=True)
+    h = (x * 3).retain_grad()
+    F.relu(h).sum().backward()
+    np.testing.assert_allclose(h.grad, [1.0, 0.0])
+    np.testing.assert_allclose(x.grad, [3.0, 0.0])
+
+
+def test_backward_on_non_scalar_needs_gradient():
+    x = Tensor(np.ones((2, 2)), requires_grad=True)
+    y = x * 2
+    with pytest.raises(ShapeError, match=r"single-element.*\(2, 2\)"):
+        y.backward()
+    with pytest.raises(ShapeError, match="does not match"):
+        y.backward(np.ones(3))
+    y.backward(np.ones((2, 2)))
+    np.testing.assert_allclose(x.grad, 2 * np.ones((2, 2)))
+
+
+def test_matmul_shape_error_is_clear():
+    a, b = Tensor(np.ones((2, 3))), Tensor(np.ones((4, 5)))
+    with pytest.raises(ShapeError, match=r"\(2, 3\) and \(4, 5\)"):
+        a @ b
+    with pytest.raises(ShapeError, match="rank"):
+        Tensor(np.ones(3)) @ b
+    with pytest.raises(ShapeError, match=r"\(2, 3\) and \(4,\)"):
+        a + Tensor(np.ones(4))
+
+
+def test_comparisons_and_methods():
+    x = Tensor(np.array([[1.0, 5.0], [3.0, 2.0]]))
+    assert (x > 2).dtype == bool and not (x > 2).requires_grad
+    np.testing.assert_array_equal((x == 3).data, [[False, False], [True, False]])
+    np.testing.assert_array_equal(x.argmax(axis=1).data, [1, 0])
+    np.testing.assert_allclose(x.T.data, x.data.T)
+    np.testing.assert_allclose(x.reshape(4).data, [1, 5, 3, 2])
+    np.testing.assert_allclose(x.mean(axis=0).data, [2.0, 3.5])
+    np.testing.assert_allclose((2 - x).data, 2 - x.data)
+    np.testing.assert_allclose((np.ones(2) + x).data, 1 + x.data)
+    np.testing.assert_allclose((1 / x).data, 1 / x.data)
+    np.testing.assert_allclose((x ** 2).data, x.data ** 2)
+    assert "Tensor(" in repr(x)
+
+
+def test_integer_indexing_with_repeats_accumulates():
+    x = Tensor(np.arange(4.0), requires_grad=True)
+    x[[0, 2, 2, 2]].sum().backward()
+    np.testing.assert_allclose(x.grad, [1.0, 0.0, 3.0, 0.0])

@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+
+import minitl.functional as F
+from minitl import ShapeError, Tensor
+
+
+def reference_cross_entropy(z, labels):
+    """Float64 log-softmax loss, written with explicit logsumexp per row."""
+    out = []
+    for row, k in zip(z.astype(np.float64), labels):
+        m = row.max()
+        lse = m + np.log(np.exp(row - m).sum())
+        out.append(lse - row[k])
+    return np.mean(out)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1000.0])
+def test_cross_entropy_and_gradient_match_reference(scale, rng):
+    z = rng.standard_normal((5, 4)) * scale
+    z[0, 0], z[1, 2] = 1000.0, -1000.0
+    labels = np.array([0, 1, 2, 3, 0])
+    logits = Tensor(z, requires_grad=True)
+    loss = F.softmax_cross_entropy(logits, labels)
+    assert np.isfinite(loss.item())
+    np.testing.assert_allclose(loss.item(), reference_cross_entropy(z, labels), rtol=1e-12)
+    loss.backward()
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    expected = (p - np.eye(4)[labels]) / 5  # softmax − onehot, over N
+    np.testing.assert_allclose(logits.grad, expected, atol=1e-15)
+    assert np.isfinite(logits.grad).all()
+
+
+def test_float32_logits_of_1000_do_not_overflow():
+    z = Tensor(np.array([[1000.0, -1000.0, 0.0], [-1000.0, -1000.0, 1000.0]], np.float32), requires_grad=True)
+    loss = F.softmax_cross_entropy(z, np.array([1, 2]))
+    assert loss.dtype == np.float32
+    np.testing.assert_allclose(loss.item(), 1000.0, rtol=1e-6)
+    p = F.softmax(z)
+    assert np.isfinite(p.data).all()
+    np.testing.assert_allclose(p.data.sum(axis=1), 1.0, rtol=1e-6)
+    assert np.isfinite(F.log_softmax(z).data).all()
+
+
+def test_one_hot_targets_equal_integer_labels(rng):
+    z = rng.standard_normal((4, 3))
+    labels = np.array([2, 0, 1, 1])
+    a = F.softmax_cross_entropy(Tensor(z), labels).item()
+    b = F.softmax_cross_entropy(Tensor(z), np.eye(3)[labels]).item()
+    np.testing.assert_allclose(a, b, rtol=1e-12)
+    per = F.softmax_cross_entropy(Tensor(z), labels, reduction="none").data
+    np.testing.assert_allclose(per.mean(), a, rtol=1e-12)
+
+
+def test_softmax_matches_reference(rng):
+    z = rng.standard_normal((3, 6)) * 50
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(F.softmax(Tensor(z)).data, e / e.sum(1, keepdims=True), rtol=1e-12)
+
+
+@pytest.mark.parametrize("labels,match", [
+    (np.array([0.0, 1.0, 2.0]), "must be integers"),
+    (np.array([0, 1, 3]), r"\[0, 3\).*from 0 to 3"),
+    (np.array([-1, 0, 1]), r"\[0, 3\)"),
+    (np.array([0, 1]), "2 labels for 3 rows"),
+    (np.ones((3, 4)), r"targets of shape \(3, 4\)"),
+])
+def test_bad_labels_get_clear_errors(labels, match):
+    with pytest.raises(ShapeError, match=match):
+        F.softmax_cross_entropy(Tensor(np.zeros((3, 3))), labels)
+
+
+def test_logits_must_be_2d():
+    with pytest.raises(ShapeError, match=r"\(N, K\)"):
+        F.softmax_cross_entropy(Tensor(np.zeros(3)), np.array([0]))

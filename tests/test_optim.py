@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+
+import minitl.functional as F
+from minitl import Tensor
+from minitl.optim import SGD, CosineLR, StepLR
+
+
+def param(values, grad):
+    p = Tensor(np.array(values, dtype=np.float64), requires_grad=True)
+    p.grad = np.array(grad, dtype=np.float64)
+    return p
+
+
+def test_plain_sgd_step():
+    p = param([1.0, -2.0], [0.5, 1.0])
+    SGD([p], lr=0.1).step()
+    np.testing.assert_allclose(p.data, [1.0 - 0.05, -2.0 - 0.1])
+
+
+def test_momentum_by_hand():
+    p = param([1.0], [2.0])
+    opt = SGD([p], lr=0.1, momentum=0.9)
+    opt.step()                       # v1 = g = 2,          w = 1 - 0.2 = 0.8
+    p.grad = np.array([1.0])
+    opt.step()                       # v2 = 0.9*2 + 1 = 2.8, w = 0.8 - 0.28 = 0.52
+    np.testing.assert_allclose(p.data, [0.52])
+
+
+def test_nesterov_by_hand():
+    p = param([1.0], [2.0])
+    opt = SGD([p], lr=0.1, momentum=0.9, nesterov=True)
+    opt.step()                       # v1 = 2, step g + 0.9 v1 = 3.8,   w = 0.62
+    p.grad = np.array([1.0])
+    opt.step()                       # v2 = 2.8, step 1 + 2.52 = 3.52,  w = 0.268
+    np.testing.assert_allclose(p.data, [0.268])
+
+
+def test_weight_decay_added_before_momentum():
+    p = param([2.0], [1.0])
+    opt = SGD([p], lr=0.1, momentum=0.5, weight_decay=0.1)
+    opt.step()                       # g = 1 + 0.1*2 = 1.2, v1 = 1.2, w = 2 - 0.12 = 1.88
+    p.grad = np.array([1.0])
+    opt.step()                       # g = 1 + 0.188 = 1.188, v2 = 0.6 + 1.188 = 1.788, w = 1.88 - 0.1788
+    np.testing.assert_allclose(p.data, [1.88 - 0.1788])
+
+
+def test_param_groups_frozen_and_zero_grad():
+    head, base, frozen = param([1.0], [1.0]), param([1.0], [1.0]), param([1.0], [1.0])
+    frozen.requires_grad = False
+    opt = SGD([{"params": [head]}, {"params": [base, frozen], "lr": 0.01}], lr=0.1)
+    opt.step()
+    np.testing.assert_allclose([head.data[0], base.data[0], frozen.data[0]], [0.9, 0.99, 1.0])
+    opt.zero_grad()
+    assert head.grad is None and base.grad is None
+
+
+def test_schedules():
+    p = param([1.0], [0.0])
+    opt = SGD([{"params": [p]}, {"params": [], "lr": 0.01}], lr=0.1)
+    sched = StepLR(opt, step_size=2, gamma=0.5)
+    lrs = []
+    for _ in range(5):
+        lrs.append(sched.get_lr())
+        sched.step()
+    np.testing.assert_allclose([l[0] for l in lrs], [0.1, 0.1, 0.05, 0.05, 0.025])
+    np.testing.assert_allclose([l[1] for l in lrs], [0.01, 0.01, 0.005, 0.005, 0.0025])
+    cos = CosineLR(SGD([p], lr=1.0), t_max=4)
+    values = []
+    for _ in range(6):
+        values.append(cos.get_lr()[0])
+        cos.step()
+    np.testing.assert_allclose(values, [1.0, 0.8535534, 0.5, 0.1464466, 0.0, 0.0], atol=1e-7)
+
+
+def test_state_dict_round_trip():
+    p = param([1.0, 2.0], [1.0, 1.0])
+    opt = SGD([p], lr=0.1, momentum=0.9)
+    opt.step()
+    state = opt.state_dict()
+    q = param(p.data.copy(), [1.0, 1.0])
+    opt2 = SGD([q], lr=0.5, momentum=0.9)
+    opt2.load_state_dict(state)
+    p.grad = np.array([1.0, 1.0])
+    opt.step()
+    opt2.step()
+    np.testing.assert_allclose(q.data, p.data)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError):
+        SGD([], lr=0)
+    with pytest.raises(ValueError):
+        SGD([], lr=0.1, nesterov=True)
+
+
+def test_two_layer_network_fits_separable_data():
+    rng = np.random.default_rng(0)
+    n = 60
+    x = rng.standard_normal((n, 2))
+    y = (x[:, 0] * x[:, 1] > 0).astype(np.int64)  # XOR-like quadrants: needs the hidden layer
+    w1 = Tensor(rng.standard_normal((2, 16)) * 0.5, requires_grad=True)
+    b1 = Tensor(np.zeros(16), requires_grad=True)
+    w2 = Tensor(rng.standard_normal((16, 2)) * 0.5, requires_grad=True)
+    b2 = Tensor(np.zeros(2), requires_grad=True)
+    opt = SGD([w1, b1, w2, b2], lr=0.1, momentum=0.9)
+    losses = []
+    for _ in range(500):
+        logits = F.dense(F.relu(F.dense(Tensor(x), w1, b1)), w2, b2)
+        loss = F.softmax_cross_entropy(logits, y)
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert all(b < a for a, b in zip(losses[:5], losses[1:6])), losses[:6]
+    accuracy = (logits.data.argmax(axis=1) == y).mean()
+    assert accuracy == 1.0, (accuracy, losses[-1])
+
+
+def test_global_norm_clipping():
+    a, b = param([0.0], [3.0]), param([0.0], [4.0])  # global norm 5
+    opt = SGD([a, b], lr=1.0, clip_norm=1.0)
+    assert opt.grad_norm() == pytest.approx(5.0)
+    opt.step()
+    np.testing.assert_allclose([a.data[0], b.data[0]], [-0.6, -0.8])
+    c = param([0.0], [0.5])
+    SGD([c], lr=1.0, clip_norm=1.0).step()  # below the limit: unchanged
+    np.testing.assert_allclose(c.data, [-0.5])
