@@ -1,0 +1,174 @@
+"""Convolution and pooling on channels-last tensors (N, H, W, C).
+
+Notation: x is (N, H, W, C), a kernel W is (kh, kw, C, O) (Keras' HWIO), strides
+(sh, sw), zero padding (top, bottom, left, right), and the output is
+(N, Ho, Wo, O) with Ho = (H + top + bottom - kh) // sh + 1 (Wo likewise).
+The array work (im2col, col2im, pooling windows) is in ``minitl.kernels``.
+"""
+from . import kernels
+from .errors import ShapeError
+from .ops import mean
+from .tensor import Function, as_tensor
+
+
+def _pair(v, what):
+    if isinstance(v, int):
+        return v, v
+    v = tuple(v)
+    if len(v) != 2 or not all(isinstance(i, int) for i in v):
+        raise ValueError(f"{what} must be an int or a pair of ints, got {v!r}")
+    return v
+
+
+def resolve_padding(padding, size, window, stride):
+    """(top, bottom, left, right) for 'valid', 'same' (Keras: extra pad bottom/right), an int or pairs."""
+    (h, w), (kh, kw), (sh, sw) = size, window, stride
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return 0, 0, 0, 0
+        if mode == "same":
+            pads = []
+            for n, k, s in ((h, kh, sh), (w, kw, sw)):
+                total = max((-(-n // s) - 1) * s + k - n, 0)
+                pads += [total // 2, total - total // 2]
+            return tuple(pads)
+        raise ValueError(f"padding must be 'valid', 'same', an int or pairs, got {padding!r}")
+    if isinstance(padding, int):
+        return (padding,) * 4
+    p = tuple(padding)
+    if len(p) == 2 and all(isinstance(i, int) for i in p):  # (ph, pw)
+        return p[0], p[0], p[1], p[1]
+    if len(p) == 2:  # ((top, bottom), (left, right))
+        return tuple(p[0]) + tuple(p[1])
+    if len(p) == 4:
+        return p
+    raise ValueError(f"cannot read padding {padding!r}")
+
+
+def _output_size(what, shape, window, stride, pads):
+    _, h, w, _ = shape
+    ho = (h + pads[0] + pads[1] - window[0]) // stride[0] + 1
+    wo = (w + pads[2] + pads[3] - window[1]) // stride[1] + 1
+    if ho < 1 or wo < 1:
+        raise ShapeError(f"{what}: window {window} is larger than the padded input "
+                         f"{h + pads[0] + pads[1]}x{w + pads[2] + pads[3]} (input shape {shape}, "
+                         f"padding {pads})")
+    return ho, wo
+
+
+def _check_nhwc(what, x):
+    if x.ndim != 4:
+        raise ShapeError(f"{what}: input must be (N, H, W, C), got shape {x.shape} (rank {x.ndim})")
+
+
+class Conv2D(Function):
+    """Y = X * W + b, a cross-correlation (no kernel flip), computed as one matrix product.
+
+    Forward:  cols = im2col(X)            (N·Ho·Wo, kh·kw·C)
+              Y    = cols @ W_mat + b     W_mat = W.reshape(kh·kw·C, O);  Y is (N·Ho·Wo, O) = NHWC
+    Backward: dW_mat = colsᵀ @ gY         (kh·kw·C, O)
+              dX     = col2im(gY @ W_matᵀ)
+              db     = Σ gY over N, Ho, Wo
+    cols is recomputed in backward instead of kept, so memory stays at one layer's worth.
+    """
+
+    def __init__(self, stride, pads):
+        self.stride, self.pads = stride, pads
+
+    def forward(self, x, w, b=None):
+        kh, kw, c, o = w.shape
+        self.x, self.w, self.has_bias = x, w, b is not None
+        n = x.shape[0]
+        ho, wo = _output_size("conv2d", x.shape, (kh, kw), self.stride, self.pads)
+        cols = kernels.im2col(x, kh, kw, *self.stride, self.pads)
+        y = cols @ w.reshape(kh * kw * c, o)
+        if b is not None:
+            y = y.__iadd__(b) if b.dtype == y.dtype else y + b
+        return y.reshape(n, ho, wo, o)
+
+    def backward(self, gy):
+        kh, kw, c, o = self.w.shape
+        g = gy.reshape(-1, o)
+        cols = kernels.im2col(self.x, kh, kw, *self.stride, self.pads)
+        dw = (cols.T @ g).reshape(self.w.shape)
+        del cols
+        dcols = g @ self.w.reshape(kh * kw * c, o).T
+        dx = kernels.col2im(dcols, self.x.shape, kh, kw, *self.stride, self.pads)
+        if self.has_bias:
+            return dx, dw, g.sum(axis=0)
+        return dx, dw
+
+
+def conv2d(x, w, b=None, stride=1, padding="valid"):
+    """2-D convolution of x (N, H, W, C) with kernel w (kh, kw, C, O) and bias b (O,), as Keras' Conv2D."""
+    x, w = as_tensor(x), as_tensor(w)
+    _check_nhwc("conv2d", x)
+    if w.ndim != 4:
+        raise ShapeError(f"conv2d: kernel must be (kh, kw, C_in, C_out), got shape {w.shape}")
+    if x.shape[3] != w.shape[2]:
+        raise ShapeError(f"conv2d: input has {x.shape[3]} channels (shape {x.shape}) but the kernel "
+                         f"expects {w.shape[2]} (kernel shape {w.shape})")
+    if b is not None and tuple(b.shape) != (w.shape[3],):
+        raise ShapeError(f"conv2d: bias shape {tuple(b.shape)} does not match {w.shape[3]} filters")
+    stride = _pair(stride, "stride")
+    pads = resolve_padding(padding, x.shape[1:3], w.shape[:2], stride)
+    fn = Conv2D(stride, pads)
+    return fn(x, w) if b is None else fn(x, w, b)
+
+
+class MaxPool2D(Function):
+    """y = max over each window;  dL/dx = gy routed to the window's arg-max (first one on ties)."""
+
+    def __init__(self, pool, stride, pads):
+        self.pool, self.stride, self.pads = pool, stride, pads
+
+    def forward(self, x):
+        _output_size("max_pool2d", x.shape, self.pool, self.stride, self.pads)
+        self.shape = x.shape
+        y, self.arg = kernels.max_pool_forward(x, *self.pool, *self.stride, self.pads)
+        return y
+
+    def backward(self, gy):
+        return kernels.max_pool_backward(gy, self.arg, self.shape, *self.pool, *self.stride, self.pads)
+
+
+class AvgPool2D(Function):
+    """y = mean over each window's non-padded cells (Keras);  dL/dx = gy / count spread over the window."""
+
+    def __init__(self, pool, stride, pads):
+        self.pool, self.stride, self.pads = pool, stride, pads
+
+    def forward(self, x):
+        _output_size("avg_pool2d", x.shape, self.pool, self.stride, self.pads)
+        self.shape = x.shape
+        return kernels.avg_pool_forward(x, *self.pool, *self.stride, self.pads)
+
+    def backward(self, gy):
+        return kernels.avg_pool_backward(gy, self.shape, *self.pool, *self.stride, self.pads)
+
+
+def _pool(cls, what, x, pool, stride, padding):
+    x = as_tensor(x)
+    _check_nhwc(what, x)
+    pool = _pair(pool, "pool")
+    stride = pool if stride is None else _pair(stride, "stride")
+    pads = resolve_padding(padding, x.shape[1:3], pool, stride)
+    return cls(pool, stride, pads)(x)
+
+
+def max_pool2d(x, pool=2, stride=None, padding="valid"):
+    """Max pooling of x (N, H, W, C); stride defaults to the pool size, as in Keras."""
+    return _pool(MaxPool2D, "max_pool2d", x, pool, stride, padding)
+
+
+def avg_pool2d(x, pool=2, stride=None, padding="valid"):
+    """Average pooling of x (N, H, W, C); padded cells are not counted, as in Keras."""
+    return _pool(AvgPool2D, "avg_pool2d", x, pool, stride, padding)
+
+
+def global_avg_pool2d(x):
+    """(N, H, W, C) -> (N, C): the mean over H and W."""
+    x = as_tensor(x)
+    _check_nhwc("global_avg_pool2d", x)
+    return mean(x, axis=(1, 2))

@@ -1,0 +1,461 @@
+"""Array kernels behind convolution, pooling and ReLU (channels-last).
+
+Notation
+    x      activations, (N, H, W, C)
+    w      convolution kernel, HWIO: (kh, kw, C, O)
+    pads   zero padding (top, bottom, left, right)
+    sh, sw strides
+    Ho     (H + top + bottom - kh) // sh + 1, and Wo likewise
+    cols   im2col matrix, (N*Ho*Wo, kh*kw*C);
+           cols[(n*Ho + i)*Wo + j, (a*kw + b)*C + c] = x_pad[n, i*sh + a, j*sw + b, c]
+
+Convolution is then one GEMM: ``cols @ w.reshape(kh*kw*C, O)`` is the output
+(N*Ho*Wo, O), i.e. (N, Ho, Wo, O) after a reshape.
+
+Each kernel has two versions: a Numba one (``_*_nb``, parallel over rows of
+N*Ho or N*H, so both cores are busy even at N=1) used for NumPy arrays, and a
+plain array-module twin (``*_numpy``) written only with ``xp`` slicing, so it
+also runs on CuPy arrays. The public function picks one; the tests check that
+both agree. Backward kernels gather into rows of dx, so threads never write the
+same cell, and they add terms in the same order as the twins.
+"""
+
+import numba
+import numpy
+from numba import prange
+
+from .backend import get_array_module
+from .errors import ShapeError
+
+_jit = numba.njit(parallel=True, cache=True)
+
+
+def output_size(size, k, s, lo, hi):
+    """Output length of a window of length k, stride s, over size + lo + hi cells."""
+    return (size + lo + hi - k) // s + 1
+
+
+def _out_hw(x_shape, kh, kw, sh, sw, pads):
+    """Checks the arguments and returns (Ho, Wo)."""
+    if len(x_shape) != 4:
+        raise ShapeError(f"kernels: expected an (N, H, W, C) array, got shape {tuple(x_shape)}")
+    if len(pads) != 4 or min(pads) < 0:
+        raise ShapeError(f"kernels: pads must be four non-negative ints (top, bottom, left, right), got {pads}")
+    if min(kh, kw, sh, sw) < 1:
+        raise ShapeError(f"kernels: window {(kh, kw)} and strides {(sh, sw)} must be positive")
+    top, bottom, left, right = pads
+    _, H, W, _ = x_shape
+    Ho = output_size(H, kh, sh, top, bottom)
+    Wo = output_size(W, kw, sw, left, right)
+    if Ho < 1 or Wo < 1:
+        raise ShapeError(f"kernels: window {(kh, kw)} does not fit input {tuple(x_shape)} padded by {tuple(pads)}")
+    return Ho, Wo
+
+
+def _check_pool(x_shape, ph, pw, sh, sw, pads):
+    """Like _out_hw, and refuses padding so wide that a window holds no real cell."""
+    Ho, Wo = _out_hw(x_shape, ph, pw, sh, sw, pads)
+    top, _, left, _ = pads
+    _, H, W, _ = x_shape
+    if top >= ph or left >= pw or (Ho - 1) * sh - top >= H or (Wo - 1) * sw - left >= W:
+        raise ShapeError(f"pooling: padding {tuple(pads)} leaves a {(ph, pw)} window with no real cell "
+                         f"for input {tuple(x_shape)}")
+    return Ho, Wo
+
+
+def _is_numpy(a):
+    return isinstance(a, numpy.ndarray)
+
+
+# ---------------------------------------------------------------- im2col
+
+def im2col(x, kh, kw, sh, sw, pads):
+    """Unfolds x (N, H, W, C) into cols (N*Ho*Wo, kh*kw*C); see the module notation."""
+    Ho, Wo = _out_hw(x.shape, kh, kw, sh, sw, pads)
+    if not _is_numpy(x):
+        return im2col_numpy(x, kh, kw, sh, sw, pads)
+    x = numpy.ascontiguousarray(x)
+    N, H, W, C = x.shape
+    cols = numpy.empty((N * Ho * Wo, kh * kw * C), dtype=x.dtype)
+    _im2col_nb(x, cols, kh, kw, sh, sw, pads[0], pads[2], Ho, Wo)
+    return cols
+
+
+@_jit
+def _im2col_nb(x, cols, kh, kw, sh, sw, top, left, Ho, Wo):
+    N, H, W, C = x.shape
+    for r in prange(N * Ho):
+        n = r // Ho
+        i = r % Ho
+        for j in range(Wo):
+            row = r * Wo + j
+            for a in range(kh):
+                y = i * sh + a - top
+                for b in range(kw):
+                    xx = j * sw + b - left
+                    col = (a * kw + b) * C
+                    if 0 <= y < H and 0 <= xx < W:
+                        for c in range(C):
+                            cols[row, col + c] = x[n, y, xx, c]
+                    else:
+                        for c in range(C):
+                            cols[row, col + c] = 0
+
+
+def im2col_numpy(x, kh, kw, sh, sw, pads):
+    """Array-module twin of im2col: pad, then copy one strided slice per window cell."""
+    xp = get_array_module(x)
+    Ho, Wo = _out_hw(x.shape, kh, kw, sh, sw, pads)
+    N, H, W, C = x.shape
+    top, bottom, left, right = pads
+    xpad = xp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    cols = xp.empty((N, Ho, Wo, kh, kw, C), dtype=x.dtype)
+    for a in range(kh):
+        for b in range(kw):
+            cols[:, :, :, a, b, :] = xpad[:, a:a + sh * (Ho - 1) + 1:sh, b:b + sw * (Wo - 1) + 1:sw, :]
+    return cols.reshape(N * Ho * Wo, kh * kw * C)
+
+
+# ---------------------------------------------------------------- col2im
+
+def col2im(cols, x_shape, kh, kw, sh, sw, pads):
+    """Adjoint of im2col: folds cols (N*Ho*Wo, kh*kw*C) back into dx (N, H, W, C),
+    summing overlapping cells and dropping the padded border."""
+    Ho, Wo = _out_hw(x_shape, kh, kw, sh, sw, pads)
+    N, H, W, C = x_shape
+    if tuple(cols.shape) != (N * Ho * Wo, kh * kw * C):
+        raise ShapeError(f"col2im: cols shape {tuple(cols.shape)} does not fit x shape {tuple(x_shape)}, "
+                         f"expected {(N * Ho * Wo, kh * kw * C)}")
+    if not _is_numpy(cols):
+        return col2im_numpy(cols, x_shape, kh, kw, sh, sw, pads)
+    cols = numpy.ascontiguousarray(cols)
+    dx = numpy.zeros((N, H, W, C), dtype=cols.dtype)
+    _col2im_nb(cols, dx, kh, kw, sh, sw, pads[0], pads[2], Ho, Wo)
+    return dx
+
+
+@_jit
+def _col2im_nb(cols, dx, kh, kw, sh, sw, top, left, Ho, Wo):
+    # Parallel over rows of dx: each thread gathers into its own rows, so no races.
+    # Each dx cell receives its terms in (a, b) order, the same order as the twin.
+    N, H, W, C = dx.shape
+    for r in prange(N * H):
+        n = r // H
+        y = r % H
+        for a in range(kh):
+            t = y + top - a
+            if t < 0 or t % sh != 0 or t // sh >= Ho:
+                continue
+            i = t // sh
+            for b in range(kw):
+                col = (a * kw + b) * C
+                for j in range(Wo):
+                    xx = j * sw + b - left
+                    if 0 <= xx < W:
+                        row = (n * Ho + i) * Wo + j
+                        for c in range(C):
+                            dx[n, y, xx, c] += cols[row, col + c]
+
+
+def col2im_numpy(cols, x_shape, kh, kw, sh, sw, pads):
+    """Array-module twin of col2im: one strided slice-add per window cell into a padded dx."""
+    xp = get_array_module(cols)
+    Ho, Wo = _out_hw(x_shape, kh, kw, sh, sw, pads)
+    N, H, W, C = x_shape
+    top, bottom, left, right = pads
+    c6 = cols.reshape(N, Ho, Wo, kh, kw, C)
+    dxp = xp.zeros((N, H + top + bottom, W + left + right, C), dtype=cols.dtype)
+    for a in range(kh):
+        for b in range(kw):
+            dxp[:, a:a + sh * (Ho - 1) + 1:sh, b:b + sw * (Wo - 1) + 1:sw, :] += c6[:, :, :, a, b, :]
+    return dxp[:, top:top + H, left:left + W, :]
+
+
+# ---------------------------------------------------------------- max pooling
+
+def max_pool_forward(x, ph, pw, sh, sw, pads):
+    """Max pooling of x (N, H, W, C) over ph x pw windows.
+
+    Returns y (N, Ho, Wo, C) and arg (N, Ho, Wo, C) int32, the winning cell a*pw + b
+    of each window. Padded cells never win; on ties the first cell in row-major
+    order wins; a NaN wins over numbers (as in argmax), so NaNs propagate.
+    """
+    Ho, Wo = _check_pool(x.shape, ph, pw, sh, sw, pads)
+    if not _is_numpy(x):
+        return max_pool_forward_numpy(x, ph, pw, sh, sw, pads)
+    x = numpy.ascontiguousarray(x)
+    N, H, W, C = x.shape
+    y = numpy.empty((N, Ho, Wo, C), dtype=x.dtype)
+    arg = numpy.empty((N, Ho, Wo, C), dtype=numpy.int32)
+    _max_pool_forward_nb(x, y, arg, ph, pw, sh, sw, pads[0], pads[2])
+    return y, arg
+
+
+@_jit
+def _max_pool_forward_nb(x, y, arg, ph, pw, sh, sw, top, left):
+    N, H, W, C = x.shape
+    _, Ho, Wo, _ = y.shape
+    for r in prange(N * Ho):
+        n = r // Ho
+        i = r % Ho
+        for j in range(Wo):
+            first = True                     # every window has a real cell (_check_pool)
+            for a in range(ph):
+                yy = i * sh + a - top
+                if yy < 0 or yy >= H:
+                    continue
+                for b in range(pw):
+                    xx = j * sw + b - left
+                    if xx < 0 or xx >= W:
+                        continue
+                    k = a * pw + b
+                    for c in range(C):
+                        v = x[n, yy, xx, c]
+                        best = y[n, i, j, c]
+                        if first or v > best or (v != v and best == best):
+                            y[n, i, j, c] = v
+                            arg[n, i, j, c] = k
+                    first = False
+
+
+def max_pool_forward_numpy(x, ph, pw, sh, sw, pads):
+    """Array-module twin of max_pool_forward: one strided slice per window cell."""
+    xp = get_array_module(x)
+    Ho, Wo = _check_pool(x.shape, ph, pw, sh, sw, pads)
+    N, H, W, C = x.shape
+    top, bottom, left, right = pads
+    xpad = xp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    valid = xp.pad(xp.ones((1, H, W, 1), dtype=bool), ((0, 0), (top, bottom), (left, right), (0, 0)))
+    y = xp.zeros((N, Ho, Wo, C), dtype=x.dtype)
+    arg = xp.zeros((N, Ho, Wo, C), dtype=xp.int32)
+    taken = xp.zeros((1, Ho, Wo, 1), dtype=bool)   # window already has a real cell
+    for a in range(ph):
+        for b in range(pw):
+            rows, cols = slice(a, a + sh * (Ho - 1) + 1, sh), slice(b, b + sw * (Wo - 1) + 1, sw)
+            v = xpad[:, rows, cols, :]
+            ok = valid[:, rows, cols, :]
+            win = ok & (~taken | (v > y) | (xp.isnan(v) & ~xp.isnan(y)))
+            y = xp.where(win, v, y)
+            arg = xp.where(win, xp.int32(a * pw + b), arg)
+            taken = taken | ok
+    return y, arg
+
+
+def max_pool_backward(gy, arg, x_shape, ph, pw, sh, sw, pads):
+    """Routes gy (N, Ho, Wo, C) to the winning cells given by arg; returns dx (x_shape),
+    summing where windows overlap."""
+    Ho, Wo = _check_pool(x_shape, ph, pw, sh, sw, pads)
+    N, H, W, C = x_shape
+    if tuple(gy.shape) != (N, Ho, Wo, C) or tuple(arg.shape) != (N, Ho, Wo, C):
+        raise ShapeError(f"max_pool_backward: gy {tuple(gy.shape)} and arg {tuple(arg.shape)} "
+                         f"must both be {(N, Ho, Wo, C)} for x shape {tuple(x_shape)}")
+    if not _is_numpy(gy):
+        return max_pool_backward_numpy(gy, arg, x_shape, ph, pw, sh, sw, pads)
+    gy = numpy.ascontiguousarray(gy)
+    arg = numpy.ascontiguousarray(arg)
+    dx = numpy.zeros((N, H, W, C), dtype=gy.dtype)
+    _max_pool_backward_nb(gy, arg, dx, ph, pw, sh, sw, pads[0], pads[2])
+    return dx
+
+
+@_jit
+def _max_pool_backward_nb(gy, arg, dx, ph, pw, sh, sw, top, left):
+    # Parallel over rows of dx (gather), so overlapping windows need no atomics.
+    N, H, W, C = dx.shape
+    _, Ho, Wo, _ = gy.shape
+    for r in prange(N * H):
+        n = r // H
+        y = r % H
+        for a in range(ph):
+            t = y + top - a
+            if t < 0 or t % sh != 0 or t // sh >= Ho:
+                continue
+            i = t // sh
+            for b in range(pw):
+                k = a * pw + b
+                for j in range(Wo):
+                    xx = j * sw + b - left
+                    if 0 <= xx < W:
+                        for c in range(C):
+                            if arg[n, i, j, c] == k:
+                                dx[n, y, xx, c] += gy[n, i, j, c]
+
+
+def max_pool_backward_numpy(gy, arg, x_shape, ph, pw, sh, sw, pads):
+    """Array-module twin of max_pool_backward: one masked slice-add per window cell."""
+    xp = get_array_module(gy)
+    Ho, Wo = _check_pool(x_shape, ph, pw, sh, sw, pads)
+    N, H, W, C = x_shape
+    top, bottom, left, right = pads
+    dxp = xp.zeros((N, H + top + bottom, W + left + right, C), dtype=gy.dtype)
+    zero = xp.zeros((), dtype=gy.dtype)
+    for a in range(ph):
+        for b in range(pw):
+            rows, cols = slice(a, a + sh * (Ho - 1) + 1, sh), slice(b, b + sw * (Wo - 1) + 1, sw)
+            dxp[:, rows, cols, :] += xp.where(arg == a * pw + b, gy, zero)
+    return dxp[:, top:top + H, left:left + W, :]
+
+
+# ---------------------------------------------------------------- average pooling
+
+def _real_counts(xp, H, W, ph, pw, sh, sw, pads, Ho, Wo, dtype):
+    """Number of real (non-padded) cells in each window, shape (Ho, Wo)."""
+    top, _, left, _ = pads
+    r0 = xp.arange(Ho) * sh - top
+    c0 = xp.arange(Wo) * sw - left
+    rows = xp.minimum(r0 + ph, H) - xp.maximum(r0, 0)
+    cols = xp.minimum(c0 + pw, W) - xp.maximum(c0, 0)
+    return (rows[:, None] * cols[None, :]).astype(dtype)
+
+
+def avg_pool_forward(x, ph, pw, sh, sw, pads):
+    """Average pooling of x (N, H, W, C) -> y (N, Ho, Wo, C), averaging only the
+    real cells of each window (padding is not counted)."""
+    Ho, Wo = _check_pool(x.shape, ph, pw, sh, sw, pads)
+    if not _is_numpy(x):
+        return avg_pool_forward_numpy(x, ph, pw, sh, sw, pads)
+    x = numpy.ascontiguousarray(x)
+    N, H, W, C = x.shape
+    counts = _real_counts(numpy, H, W, ph, pw, sh, sw, pads, Ho, Wo, x.dtype)
+    y = numpy.empty((N, Ho, Wo, C), dtype=x.dtype)
+    _avg_pool_forward_nb(x, counts, y, ph, pw, sh, sw, pads[0], pads[2])
+    return y
+
+
+@_jit
+def _avg_pool_forward_nb(x, counts, y, ph, pw, sh, sw, top, left):
+    N, H, W, C = x.shape
+    _, Ho, Wo, _ = y.shape
+    for r in prange(N * Ho):
+        n = r // Ho
+        i = r % Ho
+        for j in range(Wo):
+            for c in range(C):
+                y[n, i, j, c] = 0
+            for a in range(ph):
+                yy = i * sh + a - top
+                if yy < 0 or yy >= H:
+                    continue
+                for b in range(pw):
+                    xx = j * sw + b - left
+                    if 0 <= xx < W:
+                        for c in range(C):
+                            y[n, i, j, c] += x[n, yy, xx, c]
+            for c in range(C):
+                y[n, i, j, c] /= counts[i, j]
+
+
+def avg_pool_forward_numpy(x, ph, pw, sh, sw, pads):
+    """Array-module twin of avg_pool_forward: slice-sum over window cells, then divide."""
+    xp = get_array_module(x)
+    Ho, Wo = _check_pool(x.shape, ph, pw, sh, sw, pads)
+    N, H, W, C = x.shape
+    top, bottom, left, right = pads
+    xpad = xp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    s = xp.zeros((N, Ho, Wo, C), dtype=x.dtype)
+    for a in range(ph):
+        for b in range(pw):
+            s += xpad[:, a:a + sh * (Ho - 1) + 1:sh, b:b + sw * (Wo - 1) + 1:sw, :]
+    return s / _real_counts(xp, H, W, ph, pw, sh, sw, pads, Ho, Wo, x.dtype)[None, :, :, None]
+
+
+def avg_pool_backward(gy, x_shape, ph, pw, sh, sw, pads):
+    """Gradient of avg_pool_forward: spreads gy (N, Ho, Wo, C) / count over each window;
+    returns dx (x_shape)."""
+    Ho, Wo = _check_pool(x_shape, ph, pw, sh, sw, pads)
+    N, H, W, C = x_shape
+    if tuple(gy.shape) != (N, Ho, Wo, C):
+        raise ShapeError(f"avg_pool_backward: gy {tuple(gy.shape)} must be {(N, Ho, Wo, C)} "
+                         f"for x shape {tuple(x_shape)}")
+    if not _is_numpy(gy):
+        return avg_pool_backward_numpy(gy, x_shape, ph, pw, sh, sw, pads)
+    gy = numpy.ascontiguousarray(gy)
+    counts = _real_counts(numpy, H, W, ph, pw, sh, sw, pads, Ho, Wo, gy.dtype)
+    dx = numpy.zeros((N, H, W, C), dtype=gy.dtype)
+    _avg_pool_backward_nb(gy, counts, dx, ph, pw, sh, sw, pads[0], pads[2])
+    return dx
+
+
+@_jit
+def _avg_pool_backward_nb(gy, counts, dx, ph, pw, sh, sw, top, left):
+    # Parallel over rows of dx (gather), in the twin's (a, b) order.
+    N, H, W, C = dx.shape
+    _, Ho, Wo, _ = gy.shape
+    for r in prange(N * H):
+        n = r // H
+        y = r % H
+        for a in range(ph):
+            t = y + top - a
+            if t < 0 or t % sh != 0 or t // sh >= Ho:
+                continue
+            i = t // sh
+            for b in range(pw):
+                for j in range(Wo):
+                    xx = j * sw + b - left
+                    if 0 <= xx < W:
+                        for c in range(C):
+                            dx[n, y, xx, c] += gy[n, i, j, c] / counts[i, j]
+
+
+def avg_pool_backward_numpy(gy, x_shape, ph, pw, sh, sw, pads):
+    """Array-module twin of avg_pool_backward: one slice-add of gy / count per window cell."""
+    xp = get_array_module(gy)
+    Ho, Wo = _check_pool(x_shape, ph, pw, sh, sw, pads)
+    N, H, W, C = x_shape
+    top, bottom, left, right = pads
+    g = gy / _real_counts(xp, H, W, ph, pw, sh, sw, pads, Ho, Wo, gy.dtype)[None, :, :, None]
+    dxp = xp.zeros((N, H + top + bottom, W + left + right, C), dtype=gy.dtype)
+    for a in range(ph):
+        for b in range(pw):
+            dxp[:, a:a + sh * (Ho - 1) + 1:sh, b:b + sw * (Wo - 1) + 1:sw, :] += g
+    return dxp[:, top:top + H, left:left + W, :]
+
+
+# ---------------------------------------------------------------- ReLU
+# Kept in Numba because it measured about 2x faster than NumPy on 2 cores
+# for a (8, 224, 224, 64) float32 array (one fused, threaded pass).
+
+def relu_forward(x):
+    """y = max(x, 0), any shape; NaN stays NaN."""
+    if not _is_numpy(x):
+        return relu_forward_numpy(x)
+    x = numpy.ascontiguousarray(x)
+    y = numpy.empty_like(x)
+    _relu_forward_nb(x.reshape(-1), y.reshape(-1))
+    return y
+
+
+@_jit
+def _relu_forward_nb(x, y):
+    for i in prange(x.size):
+        v = x[i]
+        y[i] = 0 if v < 0 else v
+
+
+def relu_forward_numpy(x):
+    """Array-module twin of relu_forward."""
+    return get_array_module(x).maximum(x, 0)
+
+
+def relu_backward(gy, x):
+    """dx = gy where x > 0, else 0; gy and x of the same shape."""
+    if tuple(gy.shape) != tuple(x.shape):
+        raise ShapeError(f"relu_backward: gy {tuple(gy.shape)} and x {tuple(x.shape)} differ")
+    if not _is_numpy(gy):
+        return relu_backward_numpy(gy, x)
+    gy = numpy.ascontiguousarray(gy)
+    x = numpy.ascontiguousarray(x)
+    dx = numpy.empty_like(gy)
+    _relu_backward_nb(gy.reshape(-1), x.reshape(-1), dx.reshape(-1))
+    return dx
+
+
+@_jit
+def _relu_backward_nb(gy, x, dx):
+    for i in prange(x.size):
+        dx[i] = gy[i] if x[i] > 0 else 0
+
+
+def relu_backward_numpy(gy, x):
+    """Array-module twin of relu_backward."""
+    return get_array_module(gy).where(x > 0, gy, 0).astype(gy.dtype, copy=False)

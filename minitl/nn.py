@@ -1,0 +1,403 @@
+"""Layers: y = f(X; W) as modules that own their parameters W.
+
+A ``Module`` records the parameters and sub-modules assigned to it, in order.
+Leaf layers (``Conv2D``, ``Dense``, ...) create their weights when they first see
+an input shape (``build``), so input channels never need to be given. Layer names
+follow Keras (``block1_conv1``, ``fc1``), which is how weight files are matched.
+"""
+import math
+from collections import OrderedDict
+
+import numpy
+
+from . import functional as F
+from .backend import to_device, to_numpy
+from .errors import ShapeError, WeightsError
+from .tensor import Tensor
+
+_rng = numpy.random.default_rng(0)
+
+
+def manual_seed(seed):
+    """Seed the generator that initialises weights and draws dropout masks."""
+    global _rng
+    _rng = numpy.random.default_rng(seed)
+
+
+def he_normal(shape, fan_in, rng):
+    """N(0, 2 / fan_in), truncated at two standard deviations as Keras does."""
+    std = math.sqrt(2.0 / fan_in) / 0.87962566103423978  # Keras' truncated-normal correction
+    w = rng.standard_normal(shape, dtype=numpy.float32)
+    while (bad := numpy.abs(w) > 2).any():
+        w[bad] = rng.standard_normal(int(bad.sum()), dtype=numpy.float32)
+    return w * numpy.float32(std)
+
+
+def glorot_uniform(shape, fan_in, fan_out, rng):
+    """U(-a, a) with a = √(6 / (fan_in + fan_out))."""
+    a = numpy.float32(math.sqrt(6.0 / (fan_in + fan_out)))
+    return (rng.random(shape, dtype=numpy.float32) * 2 - 1) * a
+
+
+ACTIVATIONS = {None: None, "linear": None, "relu": F.relu, "sigmoid": F.sigmoid, "tanh": F.tanh,
+               "softmax": F.softmax}
+
+
+def _activation(name):
+    if callable(name):
+        return name
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; use one of {sorted(k for k in ACTIVATIONS if k)}")
+    return ACTIVATIONS[name]
+
+
+class Parameter(Tensor):
+    """A tensor that a module trains: requires_grad=True unless frozen."""
+
+    def __init__(self, data, requires_grad=True):
+        super().__init__(data, requires_grad=requires_grad)
+
+
+class Module:
+    """Base class: holds named parameters and sub-modules, in the order they were assigned."""
+
+    def __init__(self, name=None):
+        object.__setattr__(self, "_params", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        self.name = name or type(self).__name__.lower()
+        self.training = True
+
+    def __setattr__(self, key, value):
+        if isinstance(value, Parameter):
+            self._params[key] = value
+        elif isinstance(value, Module):
+            self._modules[key] = value
+        object.__setattr__(self, key, value)
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    # ---- traversal -------------------------------------------------------------
+    def named_parameters(self, prefix=""):
+        for key, p in self._params.items():
+            yield prefix + key, p
+        for key, m in self._modules.items():
+            yield from m.named_parameters(prefix + m.name + ".")
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def trainable_parameters(self):
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def modules(self):
+        yield self
+        for m in self._modules.values():
+            yield from m.modules()
+
+    def layers(self):
+        """The leaf layers in model order (what weight files are matched against)."""
+        return [m for m in self.modules() if not m._modules]
+
+    def get_layer(self, name):
+        for m in self.modules():
+            if m.name == name:
+                return m
+        raise KeyError(f"no layer named {name!r}; layers: {[m.name for m in self.layers()]}")
+
+    # ---- modes -----------------------------------------------------------------
+    def train(self, mode=True):
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def freeze(self):
+        """Stop training these parameters (requires_grad=False)."""
+        for p in self.parameters():
+            p.requires_grad = False
+            p.grad = None
+        return self
+
+    def unfreeze(self):
+        for p in self.parameters():
+            p.requires_grad = True
+        return self
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    def to(self, device):
+        """Move every parameter (and its gradient) to 'cpu' or 'gpu', in place."""
+        for p in self.parameters():
+            p.data = to_device(p.data, device)
+            if p.grad is not None:
+                p.grad = to_device(p.grad, device)
+        return self
+
+    # ---- state -----------------------------------------------------------------
+    def state_dict(self):
+        """{'layer.weight': NumPy array} for every parameter."""
+        return OrderedDict((k, to_numpy(p.data).copy()) for k, p in self.named_parameters())
+
+    def load_state_dict(self, state, strict=True):
+        """Copy arrays into the parameters; shapes are checked first, nothing changes on error."""
+        own = OrderedDict(self.named_parameters())
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if strict and (missing or unexpected):
+            raise WeightsError(f"state dict does not fit the model: missing {missing}, unexpected {unexpected}")
+        for k, p in own.items():
+            if k in state and tuple(state[k].shape) != p.shape:
+                raise WeightsError(f"state dict: {k} has shape {tuple(state[k].shape)}, the model expects {p.shape}")
+        for k, p in own.items():
+            if k in state:
+                p.data = to_device(numpy.asarray(state[k], dtype=p.dtype), p.device)
+        return missing, unexpected
+
+    # ---- description -------------------------------------------------------------
+    def count_params(self):
+        return sum(p.size for p in self.parameters())
+
+    def summary(self, input_shape=None, print_fn=print):
+        """A Keras-like table: layer, type, output shape, parameters, and the totals."""
+        shape = input_shape or getattr(self, "input_shape", None)
+        if shape is None:
+            raise ShapeError("summary() needs an input shape: pass input_shape=(H, W, C)")
+        rows, shape = [], (None,) + tuple(shape)
+        for layer in self.layers():
+            shape = layer.output_shape(shape)
+            if not layer.built:
+                raise ShapeError(f"layer {layer.name} is not built yet")
+            rows.append((layer.name, type(layer).__name__, str(shape), f"{layer.count_params():,}"))
+        head = ("Layer", "Type", "Output shape", "Param #")
+        widths = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
+        line = "  ".join("{:<%d}" % w for w in widths[:3]) + "  {:>%d}" % widths[3]
+        rule = "-" * (sum(widths) + 6)
+        total = self.count_params()
+        trainable = sum(p.size for p in self.parameters() if p.requires_grad)
+        text = [f'Model: "{self.name}"', rule, line.format(*head), rule]
+        text += [line.format(*r) for r in rows]
+        text += [rule, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+                 f"Non-trainable params: {total - trainable:,}"]
+        print_fn("\n".join(text))
+        return "\n".join(text)
+
+
+class Layer(Module):
+    """A leaf layer: no sub-modules, weights made by ``build`` from the first input shape."""
+
+    built = True
+
+    def output_shape(self, input_shape):
+        """The output shape for ``input_shape`` (None for the batch); builds the layer if needed."""
+        return input_shape
+
+    @property
+    def weights(self):
+        """The layer's parameters in Keras order (kernel, bias)."""
+        return list(self._params.values())
+
+
+class Conv2D(Layer):
+    """y = activation(conv2d(x, kernel) + bias), kernel (kh, kw, C_in, filters), as Keras' Conv2D."""
+
+    def __init__(self, filters, kernel_size=3, strides=1, padding="valid", activation=None, use_bias=True,
+                 kernel_initializer="glorot_uniform", name=None, input_channels=None):
+        super().__init__(name or "conv2d")
+        self.filters, self.use_bias = filters, use_bias
+        self.kernel_size = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        self.strides, self.padding = strides, padding
+        self.activation = _activation(activation)
+        self.activation_name = activation
+        self.kernel_initializer = kernel_initializer
+        self.built = False
+        if input_channels is not None:
+            self.build(input_channels)
+
+    def build(self, channels):
+        kh, kw = self.kernel_size
+        fan_in, fan_out = kh * kw * channels, kh * kw * self.filters
+        shape = (kh, kw, channels, self.filters)
+        if self.kernel_initializer == "he_normal":
+            w = he_normal(shape, fan_in, _rng)
+        else:
+            w = glorot_uniform(shape, fan_in, fan_out, _rng)
+        self.kernel = Parameter(w.astype(numpy.float32))
+        if self.use_bias:
+            self.bias = Parameter(numpy.zeros(self.filters, numpy.float32))
+        self.built = True
+
+    def output_shape(self, input_shape):
+        from .conv import resolve_padding
+        n, h, w, c = input_shape
+        if not self.built:
+            self.build(c)
+        s = (self.strides, self.strides) if isinstance(self.strides, int) else tuple(self.strides)
+        t, b, l, r = resolve_padding(self.padding, (h, w), self.kernel_size, s)
+        return n, (h + t + b - self.kernel_size[0]) // s[0] + 1, (w + l + r - self.kernel_size[1]) // s[1] + 1, \
+            self.filters
+
+    def forward(self, x):
+        if not self.built:
+            if x.ndim != 4:
+                raise ShapeError(f"layer {self.name}: input must be (N, H, W, C), got shape {x.shape}")
+            self.build(x.shape[-1])
+        y = F.conv2d(x, self.kernel, self.bias if self.use_bias else None, self.strides, self.padding)
+        return self.activation(y) if self.activation else y
+
+
+class Dense(Layer):
+    """y = activation(x @ kernel + bias), kernel (in, units), as Keras' Dense."""
+
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 name=None, input_dim=None):
+        super().__init__(name or "dense")
+        self.units, self.use_bias = units, use_bias
+        self.activation = _activation(activation)
+        self.activation_name = activation
+        self.kernel_initializer = kernel_initializer
+        self.built = False
+        if input_dim is not None:
+            self.build(input_dim)
+
+    def build(self, input_dim):
+        shape = (input_dim, self.units)
+        if self.kernel_initializer == "he_normal":
+            w = he_normal(shape, input_dim, _rng)
+        else:
+            w = glorot_uniform(shape, input_dim, self.units, _rng)
+        self.kernel = Parameter(w.astype(numpy.float32))
+        if self.use_bias:
+            self.bias = Parameter(numpy.zeros(self.units, numpy.float32))
+        self.built = True
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 2:
+            raise ShapeError(f"layer {self.name}: Dense needs a flat (N, features) input, got {input_shape}")
+        if not self.built:
+            self.build(input_shape[-1])
+        return input_shape[0], self.units
+
+    def forward(self, x):
+        if not self.built:
+            self.build(x.shape[-1])
+        y = F.dense(x, self.kernel, self.bias if self.use_bias else None)
+        return self.activation(y) if self.activation else y
+
+
+class MaxPool2D(Layer):
+    def __init__(self, pool_size=2, strides=None, padding="valid", name=None):
+        super().__init__(name or "max_pooling2d")
+        self.pool_size, self.strides, self.padding = pool_size, strides, padding
+
+    def output_shape(self, input_shape):
+        from .conv import _pair, resolve_padding
+        n, h, w, c = input_shape
+        p = _pair(self.pool_size, "pool")
+        s = p if self.strides is None else _pair(self.strides, "strides")
+        t, b, l, r = resolve_padding(self.padding, (h, w), p, s)
+        return n, (h + t + b - p[0]) // s[0] + 1, (w + l + r - p[1]) // s[1] + 1, c
+
+    def forward(self, x):
+        return F.max_pool2d(x, self.pool_size, self.strides, self.padding)
+
+
+class AvgPool2D(MaxPool2D):
+    def __init__(self, pool_size=2, strides=None, padding="valid", name=None):
+        super().__init__(pool_size, strides, padding, name or "average_pooling2d")
+
+    def forward(self, x):
+        return F.avg_pool2d(x, self.pool_size, self.strides, self.padding)
+
+
+class GlobalAvgPool2D(Layer):
+    def __init__(self, name=None):
+        super().__init__(name or "global_average_pooling2d")
+
+    def output_shape(self, input_shape):
+        return input_shape[0], input_shape[3]
+
+    def forward(self, x):
+        return F.global_avg_pool2d(x)
+
+
+class Flatten(Layer):
+    """(N, H, W, C) -> (N, H·W·C) in Keras' (h, w, c) order."""
+
+    def __init__(self, name=None):
+        super().__init__(name or "flatten")
+
+    def output_shape(self, input_shape):
+        return input_shape[0], int(numpy.prod(input_shape[1:]))
+
+    def forward(self, x):
+        return F.flatten(x)
+
+
+class ReLU(Layer):
+    def __init__(self, name=None):
+        super().__init__(name or "re_lu")
+
+    def forward(self, x):
+        return F.relu(x)
+
+
+class Dropout(Layer):
+    """Inverted dropout while training; the identity in eval mode."""
+
+    def __init__(self, rate, seed=None, name=None):
+        super().__init__(name or "dropout")
+        self.rate = rate
+        self.rng = numpy.random.default_rng(seed) if seed is not None else None
+
+    def forward(self, x):
+        return F.dropout(x, self.rate, self.training, self.rng or _rng)
+
+
+class Sequential(Module):
+    """Layers applied one after the other. ``input_shape`` (H, W, C) builds every layer at once."""
+
+    def __init__(self, layers=(), name="sequential", input_shape=None):
+        super().__init__(name)
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        names = set()
+        for layer in layers:
+            self.add(layer)
+            if layer.name in names:
+                raise ValueError(f"two layers are named {layer.name!r} in {name}")
+            names.add(layer.name)
+        if self.input_shape is not None:
+            self.build(self.input_shape)
+
+    def add(self, layer):
+        setattr(self, f"layer{len(self._modules)}", layer)
+        return layer
+
+    def build(self, input_shape):
+        """Create every layer's weights for inputs of shape (H, W, C); returns the output shape."""
+        shape = (None,) + tuple(input_shape)
+        for layer in self.layers():
+            shape = layer.output_shape(shape)
+        self.input_shape = tuple(input_shape)
+        return shape
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __getitem__(self, i):
+        return list(self._modules.values())[i]
+
+    def forward(self, x):
+        for layer in self._modules.values():
+            x = layer(x)
+        return x

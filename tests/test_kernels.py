@@ -1,0 +1,336 @@
+"""Tests of minitl.kernels: each Numba kernel against its array-module twin and
+against a naive loop reference written here."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from minitl import kernels as K
+from minitl.errors import ShapeError
+
+PADS = [(0, 0, 0, 0), (1, 1, 1, 1), (0, 1, 0, 1)]
+DTYPES = [np.float32, np.float64]
+LAYOUTS = ["contiguous", "flipped", "transposed"]
+
+
+def make_cases(sizes):
+    """(k, s, pads, dtype) over the full product; N, H/W and memory layout cycle along."""
+    cases = []
+    for t, (k, s, pads, dtype) in enumerate(itertools.product(sizes, [1, 2], PADS, DTYPES)):
+        n = [1, 3][t % 2]
+        hw = [(7, 6), (6, 7), (8, 5)][t % 3]
+        layout = LAYOUTS[(t // 2) % 3]
+        cases.append((n, hw, k, s, pads, dtype, layout))
+    return cases
+
+
+CONV_CASES = make_cases([1, 2, 3, 5])
+POOL_CASES = [c for c in make_cases([1, 2, 3, 5]) if c[2] > 1 or c[4] == (0, 0, 0, 0)]
+
+
+def case_id(c):
+    n, hw, k, s, pads, dtype, layout = c
+    return f"n{n}-{hw[0]}x{hw[1]}-k{k}-s{s}-p{''.join(map(str, pads))}-{np.dtype(dtype).name}-{layout}"
+
+
+def make_x(rng, shape, dtype, layout):
+    """A random (N, H, W, C) array, possibly a non-contiguous view."""
+    n, h, w, c = shape
+    if layout == "flipped":
+        x = rng.standard_normal((n, h, w, c)).astype(dtype)[:, ::-1]
+    elif layout == "transposed":
+        x = rng.standard_normal((n, w, h, c)).astype(dtype).swapaxes(1, 2)
+    else:
+        x = rng.standard_normal((n, h, w, c)).astype(dtype)
+    assert x.shape == shape
+    assert x.flags.c_contiguous == (layout == "contiguous") or min(h, w) == 1
+    return x
+
+
+def tol(dtype):
+    return dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- naive references
+
+def conv_ref(x, w, s, pads):
+    """Direct convolution by loops, zero padding."""
+    N, H, W, C = x.shape
+    kh, kw, _, O = w.shape
+    top, bottom, left, right = pads
+    Ho, Wo = (H + top + bottom - kh) // s + 1, (W + left + right - kw) // s + 1
+    out = np.zeros((N, Ho, Wo, O))
+    for n, i, j, a, b in itertools.product(range(N), range(Ho), range(Wo), range(kh), range(kw)):
+        y, xx = i * s + a - top, j * s + b - left
+        if 0 <= y < H and 0 <= xx < W:
+            out[n, i, j] += x[n, y, xx].astype(np.float64) @ w[a, b].astype(np.float64)
+    return out
+
+
+def real_cells(H, W, i, j, ph, pw, s, pads):
+    """(window index, row, col) of the non-padded cells of window (i, j), row-major."""
+    top, _, left, _ = pads
+    for a, b in itertools.product(range(ph), range(pw)):
+        y, xx = i * s + a - top, j * s + b - left
+        if 0 <= y < H and 0 <= xx < W:
+            yield a * pw + b, y, xx
+
+
+def max_pool_ref(x, p, s, pads):
+    N, H, W, C = x.shape
+    Ho, Wo = K.output_size(H, p, s, pads[0], pads[1]), K.output_size(W, p, s, pads[2], pads[3])
+    y = np.zeros((N, Ho, Wo, C), x.dtype)
+    arg = np.zeros((N, Ho, Wo, C), np.int64)
+    for n, i, j, c in itertools.product(range(N), range(Ho), range(Wo), range(C)):
+        best = None
+        for k, yy, xx in real_cells(H, W, i, j, p, p, s, pads):
+            if best is None or x[n, yy, xx, c] > best:
+                best, arg[n, i, j, c] = x[n, yy, xx, c], k
+        y[n, i, j, c] = best
+    return y, arg
+
+
+def max_pool_backward_ref(gy, arg, x_shape, p, s, pads):
+    dx = np.zeros(x_shape, gy.dtype)
+    for n, i, j, c in np.ndindex(*gy.shape):
+        a, b = divmod(int(arg[n, i, j, c]), p)
+        dx[n, i * s + a - pads[0], j * s + b - pads[2], c] += gy[n, i, j, c]
+    return dx
+
+
+def avg_pool_ref(x, p, s, pads):
+    N, H, W, C = x.shape
+    Ho, Wo = K.output_size(H, p, s, pads[0], pads[1]), K.output_size(W, p, s, pads[2], pads[3])
+    y = np.zeros((N, Ho, Wo, C))
+    for n, i, j in itertools.product(range(N), range(Ho), range(Wo)):
+        cells = [x[n, yy, xx] for _, yy, xx in real_cells(H, W, i, j, p, p, s, pads)]
+        y[n, i, j] = np.mean(cells, axis=0)
+    return y
+
+
+# ---------------------------------------------------------------- im2col / col2im
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=case_id)
+def test_im2col_matches_twin_and_direct_conv(case):
+    n, (h, w), k, s, pads, dtype, layout = case
+    rng = np.random.default_rng(0)
+    C, O = 3, 5
+    x = make_x(rng, (n, h, w, C), dtype, layout)
+    x_copy = x.copy()
+    wt = rng.standard_normal((k, k, C, O)).astype(dtype)
+    cols = K.im2col(x, k, k, s, s, pads)
+    twin = K.im2col_numpy(x, k, k, s, s, pads)
+    assert cols.dtype == dtype and cols.flags.c_contiguous
+    np.testing.assert_array_equal(cols, twin)
+    np.testing.assert_array_equal(x, x_copy)
+    ref = conv_ref(x, wt, s, pads)
+    out = (cols @ wt.reshape(k * k * C, O)).reshape(ref.shape)
+    np.testing.assert_allclose(out, ref, **tol(dtype))
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=case_id)
+def test_col2im_matches_twin(case):
+    n, (h, w), k, s, pads, dtype, layout = case
+    rng = np.random.default_rng(1)
+    C = 2
+    Ho, Wo = K.output_size(h, k, s, pads[0], pads[1]), K.output_size(w, k, s, pads[2], pads[3])
+    cols = rng.standard_normal((n * Ho * Wo, k * k * C)).astype(dtype)
+    if layout != "contiguous":
+        cols = np.asfortranarray(cols)
+    dx = K.col2im(cols, (n, h, w, C), k, k, s, s, pads)
+    assert dx.shape == (n, h, w, C) and dx.dtype == dtype
+    np.testing.assert_array_equal(dx, K.col2im_numpy(cols, (n, h, w, C), k, k, s, s, pads))
+
+
+@pytest.mark.parametrize("k,s,pads", [(3, 1, (1, 1, 1, 1)), (3, 2, (0, 1, 0, 1)), (2, 2, (0, 0, 0, 0)),
+                                      (5, 2, (2, 1, 0, 2))])
+@pytest.mark.parametrize("impl", ["numba", "twin"])
+def test_col2im_is_adjoint_of_im2col(k, s, pads, impl):
+    rng = np.random.default_rng(2)
+    shape = (2, 7, 6, 3)
+    x = rng.standard_normal(shape)
+    fwd, bwd = (K.im2col, K.col2im) if impl == "numba" else (K.im2col_numpy, K.col2im_numpy)
+    cols = fwd(x, k, k, s, s, pads)
+    c = rng.standard_normal(cols.shape)
+    lhs = np.vdot(cols, c)
+    rhs = np.vdot(x, bwd(c, shape, k, k, s, s, pads))
+    assert lhs == pytest.approx(rhs, rel=1e-12, abs=1e-12)
+
+
+# ---------------------------------------------------------------- max pooling
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=case_id)
+def test_max_pool_matches_twin_and_loops(case):
+    n, (h, w), p, s, pads, dtype, layout = case
+    rng = np.random.default_rng(3)
+    x = make_x(rng, (n, h, w, 2), dtype, layout)
+    x_copy = x.copy()
+    y, arg = K.max_pool_forward(x, p, p, s, s, pads)
+    y2, arg2 = K.max_pool_forward_numpy(x, p, p, s, s, pads)
+    y_ref, arg_ref = max_pool_ref(x, p, s, pads)
+    for yy, aa in [(y, arg), (y2, arg2)]:
+        assert yy.dtype == dtype and np.issubdtype(aa.dtype, np.integer)
+        np.testing.assert_array_equal(yy, y_ref)
+        np.testing.assert_array_equal(aa, arg_ref)
+
+    gy = make_x(rng, y.shape, dtype, layout)
+    if layout != "contiguous":
+        arg = np.asfortranarray(arg)
+    dx = K.max_pool_backward(gy, arg, x.shape, p, p, s, s, pads)
+    assert dx.dtype == dtype
+    np.testing.assert_array_equal(dx, K.max_pool_backward_numpy(gy, arg, x.shape, p, p, s, s, pads))
+    np.testing.assert_allclose(dx, max_pool_backward_ref(gy, arg, x.shape, p, s, pads), **tol(dtype))
+    np.testing.assert_array_equal(x, x_copy)
+
+
+FWD = {"numba": K.max_pool_forward, "twin": K.max_pool_forward_numpy}
+BWD = {"numba": K.max_pool_backward, "twin": K.max_pool_backward_numpy}
+
+
+@pytest.mark.parametrize("impl", ["numba", "twin"])
+def test_max_pool_ties_route_to_first_cell(impl):
+    x = np.ones((1, 4, 6, 2), np.float32)
+    y, arg = FWD[impl](x, 2, 2, 2, 2, (0, 0, 0, 0))
+    assert (arg == 0).all()
+    dx = BWD[impl](np.ones_like(y), arg, x.shape, 2, 2, 2, 2, (0, 0, 0, 0))
+    expect = np.zeros_like(x)
+    expect[:, ::2, ::2, :] = 1
+    np.testing.assert_array_equal(dx, expect)
+
+
+@pytest.mark.parametrize("impl", ["numba", "twin"])
+def test_max_pool_padding_never_wins(impl):
+    # 'same' 3x3 pooling of an all-negative, all-equal input: a zero pad would win
+    # if padded cells were real; the first real cell must win instead.
+    x = np.full((2, 4, 5, 3), -2.0)
+    y, arg = FWD[impl](x, 3, 3, 1, 1, (1, 1, 1, 1))
+    np.testing.assert_array_equal(y, x)
+    assert (arg[:, 0, 0] == 4).all()        # window (0, 0): cells 0-3 and 6 are padding
+    assert (arg[:, 1:, 1:] == 0).all()      # interior windows: first cell is real
+    assert (arg[:, 0, 1:] == 3).all()       # top row: first real cell is (1, 0)
+    dx = BWD[impl](np.ones_like(y), arg, x.shape, 3, 3, 1, 1, (1, 1, 1, 1))
+    assert dx.sum() == y.size               # nothing is lost to the padded border
+
+
+@pytest.mark.parametrize("impl", ["numba", "twin"])
+def test_max_pool_backward_accumulates_overlaps(impl):
+    # pool 3 stride 2 on 5x5: cell (2, 2) lies in all four windows.
+    x = np.zeros((1, 5, 5, 1))
+    x[0, 2, 2, 0] = 1.0
+    y, arg = FWD[impl](x, 3, 3, 2, 2, (0, 0, 0, 0))
+    np.testing.assert_array_equal(y[0, :, :, 0], np.ones((2, 2)))
+    gy = np.arange(1.0, 5.0).reshape(1, 2, 2, 1)
+    dx = BWD[impl](gy, arg, x.shape, 3, 3, 2, 2, (0, 0, 0, 0))
+    assert dx[0, 2, 2, 0] == 10.0
+    assert dx.sum() == 10.0
+
+
+@pytest.mark.parametrize("impl", ["numba", "twin"])
+def test_max_pool_propagates_nan(impl):
+    x = np.arange(16.0).reshape(1, 4, 4, 1)
+    x[0, 0, 1, 0] = np.nan
+    y, arg = FWD[impl](x, 2, 2, 2, 2, (0, 0, 0, 0))
+    assert np.isnan(y[0, 0, 0, 0]) and arg[0, 0, 0, 0] == 1
+    assert not np.isnan(y[0, 1:, :]).any() and not np.isnan(y[0, :, 1:]).any()
+
+
+# ---------------------------------------------------------------- average pooling
+
+@pytest.mark.parametrize("case", POOL_CASES[::2], ids=case_id)
+def test_avg_pool_matches_twin_and_loops(case):
+    n, (h, w), p, s, pads, dtype, layout = case
+    rng = np.random.default_rng(4)
+    x = make_x(rng, (n, h, w, 2), dtype, layout)
+    y = K.avg_pool_forward(x, p, p, s, s, pads)
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, K.avg_pool_forward_numpy(x, p, p, s, s, pads))
+    np.testing.assert_allclose(y, avg_pool_ref(x, p, s, pads), **tol(dtype))
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    dx = K.avg_pool_backward(gy, x.shape, p, p, s, s, pads)
+    assert dx.dtype == dtype
+    np.testing.assert_array_equal(dx, K.avg_pool_backward_numpy(gy, x.shape, p, p, s, s, pads))
+
+
+@pytest.mark.parametrize("p,s,pads", [(3, 1, (1, 1, 1, 1)), (3, 2, (0, 1, 0, 1)), (2, 2, (0, 0, 0, 0))])
+def test_avg_pool_backward_is_adjoint(p, s, pads):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 7, 6, 3))
+    y = K.avg_pool_forward(x, p, p, s, s, pads)
+    g = rng.standard_normal(y.shape)
+    assert np.vdot(y, g) == pytest.approx(np.vdot(x, K.avg_pool_backward(g, x.shape, p, p, s, s, pads)),
+                                          rel=1e-12, abs=1e-12)
+
+
+def test_avg_pool_does_not_count_padding():
+    x = np.ones((1, 3, 3, 1), np.float32)
+    y = K.avg_pool_forward(x, 3, 3, 1, 1, (1, 1, 1, 1))
+    np.testing.assert_array_equal(y, np.ones_like(x))
+
+
+# ---------------------------------------------------------------- ReLU
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_relu_matches_numpy(dtype, layout):
+    rng = np.random.default_rng(6)
+    x = make_x(rng, (2, 5, 4, 3), dtype, layout)
+    x[0, 0, 0, 0] = 0.0
+    gy = make_x(rng, (2, 5, 4, 3), dtype, layout)
+    y = K.relu_forward(x)
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    np.testing.assert_array_equal(y, K.relu_forward_numpy(x))
+    dx = K.relu_backward(gy, x)
+    assert dx.dtype == dtype and dx[0, 0, 0, 0] == 0
+    np.testing.assert_array_equal(dx, gy * (x > 0))
+    np.testing.assert_array_equal(dx, K.relu_backward_numpy(gy, x))
+
+
+# ---------------------------------------------------------------- errors
+
+def test_bad_shapes_raise():
+    x = np.zeros((1, 4, 4, 2))
+    with pytest.raises(ShapeError):
+        K.im2col(x, 5, 5, 1, 1, (0, 0, 0, 0))           # kernel larger than input
+    with pytest.raises(ShapeError):
+        K.im2col(x[0], 3, 3, 1, 1, (0, 0, 0, 0))        # not 4-D
+    with pytest.raises(ShapeError):
+        K.im2col(x, 3, 3, 1, 1, (1, 1, 1))              # three pads
+    with pytest.raises(ShapeError):
+        K.col2im(np.zeros((5, 18)), x.shape, 3, 3, 1, 1, (0, 0, 0, 0))
+    with pytest.raises(ShapeError):
+        K.max_pool_forward(x, 2, 2, 2, 2, (2, 0, 0, 0))  # first window all padding
+    with pytest.raises(ShapeError):
+        K.max_pool_backward(np.zeros((1, 3, 3, 2)), np.zeros((1, 3, 3, 2), np.int32), x.shape,
+                            2, 2, 2, 2, (0, 0, 0, 0))
+    with pytest.raises(ShapeError):
+        K.relu_backward(np.zeros(3), np.zeros(4))
+
+
+# ---------------------------------------------------------------- CuPy (twins on the GPU)
+
+@pytest.mark.gpu
+def test_twins_on_cupy_match_numba():
+    cp = pytest.importorskip("cupy")
+    try:
+        cp.zeros(1)
+    except Exception as e:  # CuPy installed without a usable GPU
+        pytest.skip(f"no usable GPU: {e}")
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 7, 6, 3)).astype(np.float32)
+    args = (3, 3, 2, 2, (0, 1, 0, 1))
+    cols = K.im2col(cp.asarray(x), *args)
+    assert isinstance(cols, cp.ndarray)
+    np.testing.assert_array_equal(cp.asnumpy(cols), K.im2col(x, *args))
+    np.testing.assert_array_equal(cp.asnumpy(K.col2im(cols, x.shape, *args)),
+                                  K.col2im(cp.asnumpy(cols), x.shape, *args))
+    y, arg = K.max_pool_forward(cp.asarray(x), *args)
+    y_np, arg_np = K.max_pool_forward(x, *args)
+    np.testing.assert_array_equal(cp.asnumpy(y), y_np)
+    np.testing.assert_array_equal(cp.asnumpy(arg), arg_np)
+    np.testing.assert_array_equal(cp.asnumpy(K.max_pool_backward(y, arg, x.shape, *args)),
+                                  K.max_pool_backward(y_np, arg_np, x.shape, *args))
+    np.testing.assert_allclose(cp.asnumpy(K.avg_pool_forward(cp.asarray(x), *args)),
+                               K.avg_pool_forward(x, *args), rtol=1e-6)
+    np.testing.assert_array_equal(cp.asnumpy(K.relu_forward(cp.asarray(x))), K.relu_forward(x))
