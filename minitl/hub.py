@@ -1,0 +1,274 @@
+"""Published files (VGG16 weights, the ImageNet class index): where they live,
+download with resume, and md5 check.
+
+The manifest is the package file `minitl/resources/weights_manifest.json`:
+name -> file, url, mirrors, bytes, md5.
+
+Folder for the files (`weights_dir`), first that applies:
+1. the `directory` argument (the CLI's `--dir`);
+2. `$MINITL_HOME/weights` when MINITL_HOME is set;
+3. the repository's `weights/` folder, when minitl runs from a checkout;
+4. `~/.minitl/weights`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from minitl.errors import DownloadError
+
+__all__ = ["MANIFEST", "WeightsRow", "weights_dir", "fetch", "list_weights", "file_md5"]
+
+MANIFEST_PATH = Path(__file__).resolve().parent / "resources" / "weights_manifest.json"
+CHUNK = 1 << 20
+USER_AGENT = "minitl"
+
+
+def _load_manifest(path: Path = MANIFEST_PATH) -> dict:
+    with open(path, encoding="utf8") as f:
+        return json.load(f)
+
+
+MANIFEST: dict = _load_manifest()
+
+
+def weights_dir(directory=None) -> Path:
+    """The folder for downloaded files (see the module docstring for the order)."""
+    if directory is not None:
+        return Path(directory).expanduser()
+    home = os.environ.get("MINITL_HOME")
+    if home:
+        return Path(home).expanduser() / "weights"
+    repo = Path(__file__).resolve().parent.parent
+    if (repo / "weights" / "README.md").is_file() and (repo / "setup.cfg").is_file():
+        return repo / "weights"
+    return Path.home() / ".minitl" / "weights"
+
+
+def file_md5(path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _entry(name: str, manifest) -> dict:
+    manifest = MANIFEST if manifest is None else manifest
+    if name not in manifest:
+        raise DownloadError(f"unknown file '{name}'; known: {', '.join(sorted(manifest))}")
+    return manifest[name]
+
+
+def _is_good(path: Path, size: int, md5: str) -> bool:
+    return path.is_file() and path.stat().st_size == size and file_md5(path) == md5
+
+
+def fetch(name, directory=None, progress=True, url=None, manifest=None, timeout=60.0) -> Path:
+    """Download the manifest entry `name` into `weights_dir(directory)`; return its path.
+
+    A file already there with the right size and md5 is not downloaded
+    again. The download goes to `<file>.part` and resumes from it with an
+    HTTP Range request (or restarts when the server ignores Range); the
+    final name appears only after size and md5 match. A broken connection
+    keeps the `.part` for the next try; a wrong md5 deletes it.
+
+    `url` replaces the manifest's URLs: a full URL, or a base ending in
+    '/' to which the file name is added. `manifest` replaces the packaged
+    manifest (a dict name -> {file, url, bytes, md5}).
+    """
+    entry = _entry(name, manifest)
+    size, md5, filename = int(entry["bytes"]), entry["md5"].lower(), entry["file"]
+    folder = weights_dir(directory)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DownloadError(f"cannot create the folder {folder} ({e})") from e
+    dest = folder / filename
+    if _is_good(dest, size, md5):
+        return dest
+    if url is not None:
+        urls = [url + filename if url.endswith("/") else url]
+    else:
+        urls = [entry["url"], *entry.get("mirrors", [])]
+    errors = []
+    for u in urls:
+        try:
+            _download(u, dest, size, md5, progress, timeout)
+            return dest
+        except DownloadError as e:
+            errors.append(str(e))
+        except OSError as e:  # writing the file, not the network
+            raise DownloadError(f"{dest}: cannot write the download ({e})") from e
+    if len(errors) == 1:
+        raise DownloadError(errors[0])
+    raise DownloadError("every URL failed:\n  " + "\n  ".join(errors))
+
+
+def _download(url: str, dest: Path, size: int, md5: str, progress: bool, timeout: float):
+    part = dest.with_name(dest.name + ".part")
+    for attempt in range(2):  # the second attempt restarts from zero
+        offset = part.stat().st_size if part.is_file() else 0
+        if offset > size or attempt:
+            _unlink(part)
+            offset = 0
+        if offset == size:  # a finished .part that was never renamed
+            found = file_md5(part)
+            if found != md5:
+                continue
+        else:
+            found = _stream(url, part, offset, size, progress, timeout, dest.name)
+            if found is None:
+                continue  # the server refused the range
+        if found != md5:
+            _unlink(part)
+            raise DownloadError(
+                f"{dest.name}: checksum mismatch (expected md5 {md5}, found {found}); "
+                f"the download from {url} was deleted"
+            )
+        os.replace(part, dest)
+        _fsync_dir(dest.parent)
+        return
+    raise DownloadError(f"{url}: the server refused the download twice")
+
+
+def _stream(url, part: Path, offset: int, size: int, progress, timeout, label):
+    """Write the file from `offset` on into `part`; return the md5 of the whole
+    file, or None when the server refused the range."""
+    headers = {"User-Agent": USER_AGENT}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        resp = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and offset:
+            return None
+        raise DownloadError(f"{url}: HTTP error {e.code} {e.reason}") from e
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+        reason = getattr(e, "reason", e)
+        raise DownloadError(f"{url}: cannot connect ({reason})") from e
+    with resp:
+        if resp.status == 206 and offset:
+            if _range_start(resp.headers.get("Content-Range", "")) != offset:
+                return None
+        elif resp.status == 200:
+            offset = 0  # no range asked, or the server ignored it: start over
+        else:
+            raise DownloadError(f"{url}: unexpected HTTP status {resp.status}")
+        h = hashlib.md5()
+        if offset:
+            with open(part, "rb") as f:
+                for chunk in iter(lambda: f.read(CHUNK), b""):
+                    h.update(chunk)
+        got = offset
+        with open(part, "ab" if offset else "wb") as out, tqdm(
+            total=size, initial=offset, unit="B", unit_scale=True,
+            unit_divisor=1024, desc=label, disable=not progress,
+        ) as bar:
+            while True:
+                try:
+                    chunk = resp.read(CHUNK)
+                except (OSError, http.client.HTTPException) as e:
+                    _flush(out)
+                    raise DownloadError(
+                        f"{url}: the connection broke after {got} of {size} bytes ({e!r}); "
+                        f"{part} is kept, run again to resume"
+                    ) from e
+                if not chunk:
+                    break
+                got += len(chunk)
+                if got > size:
+                    break
+                out.write(chunk)
+                h.update(chunk)
+                bar.update(len(chunk))
+            _flush(out)
+    if got > size:
+        _unlink(part)
+        raise DownloadError(f"{url}: the server sent more than the expected {size} bytes")
+    if got < size:
+        raise DownloadError(
+            f"{url}: incomplete download, {got} of {size} bytes; "
+            f"{part} is kept, run again to resume"
+        )
+    return h.hexdigest()
+
+
+def _range_start(content_range: str):
+    m = re.match(r"bytes\s+(\d+)-", content_range)
+    return int(m.group(1)) if m else None
+
+
+def _flush(f) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+@dataclass
+class WeightsRow:
+    """One line of `minitl weights list`.
+
+    status: 'missing', 'partial' (a .part from a broken download),
+    'present' (right size, md5 not checked), 'verified' (md5 checked) or
+    'corrupt' (wrong size or md5).
+    """
+
+    name: str
+    file: str
+    bytes: int
+    path: Path
+    status: str
+
+
+def list_weights(directory=None, verify=False, manifest=None) -> list[WeightsRow]:
+    """The state of every manifest entry in `weights_dir(directory)`."""
+    manifest = MANIFEST if manifest is None else manifest
+    folder = weights_dir(directory)
+    rows = []
+    for name, entry in manifest.items():
+        size = int(entry["bytes"])
+        path = folder / entry["file"]
+        if path.is_file():
+            if path.stat().st_size != size:
+                status = "corrupt"
+            elif verify:
+                status = "verified" if file_md5(path) == entry["md5"].lower() else "corrupt"
+            else:
+                status = "present"
+        elif path.with_name(path.name + ".part").is_file():
+            status = "partial"
+        else:
+            status = "missing"
+        rows.append(WeightsRow(name, entry["file"], size, path, status))
+    return rows

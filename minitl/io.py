@@ -1,0 +1,533 @@
+"""Keras HDF5 weight files: read, write, and load into / save from a model.
+
+Three layouts are read (see docs of `read_keras_weights`):
+
+- legacy `.h5` (Keras 1 as in the published VGG16 files, Keras 2 and 3),
+  also inside a full-model file under `model_weights`;
+- Keras 3 native `.weights.h5` (`layers/<class>[_k]/vars/0, 1, ...`).
+
+The writer produces the Keras 2 legacy layout, which Keras 2 and Keras 3
+`model.load_weights("x.h5")` both read.
+
+Shapes follow Keras (channels last): conv kernel (kh, kw, cin, cout),
+Dense kernel (in, out), bias (out,).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from minitl.backend import device_of, to_device, to_numpy
+from minitl.errors import WeightsError
+
+__all__ = [
+    "KerasLayerWeights",
+    "LoadReport",
+    "read_keras_weights",
+    "write_keras_weights",
+    "load_weights",
+    "save_weights",
+    "keras_class_name",
+]
+
+# Keras splits an attribute larger than this into name0, name1, ...
+HDF5_OBJECT_HEADER_LIMIT = 64512
+
+# Written to the root of a legacy file. Keras readers compare keras_version
+# only with "1" (Keras 1 files get converted); "tensorflow" means TF-style
+# (channels-last) kernels, which is what minitl stores.
+KERAS_VERSION = "2.15.0"
+KERAS_BACKEND = "tensorflow"
+
+# minitl layer classes whose Keras class name differs from their snake case.
+KERAS_CLASS_NAMES = {
+    "MaxPool2D": "max_pooling2d",
+    "AvgPool2D": "average_pooling2d",
+    "GlobalAvgPool2D": "global_average_pooling2d",
+    "BatchNorm": "batch_normalization",
+    "BatchNorm2D": "batch_normalization",
+}
+
+
+@dataclass
+class KerasLayerWeights:
+    """The weights of one layer as stored in a file.
+
+    Legacy layouts: `name` is the layer name, `class_name`, `index` and
+    `stored_name` are None.
+
+    Native `.weights.h5`: the layer name is not a key, so `name` is the group
+    path under `layers/` (`"conv2d_1"`, or `"functional/conv2d_1"` in a nested
+    model), `class_name` is the Keras snake class name (`"conv2d"`), `index`
+    is k of `conv2d_k` (0 for `conv2d`), and `stored_name` is the real layer
+    name from the `name` attribute when the file has it (recent Keras 3).
+    Match these by order within each class: the k-th Conv2D of a model is
+    `conv2d_k`.
+    """
+
+    name: str
+    arrays: list
+    weight_names: list = field(default_factory=list)
+    class_name: str | None = None
+    index: int | None = None
+    stored_name: str | None = None
+
+    @property
+    def native(self) -> bool:
+        return self.class_name is not None
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_keras_weights(path) -> list[KerasLayerWeights]:
+    """Read every layer that has weights, in model order.
+
+    Legacy files: the order of the root attribute `layer_names`, and within
+    a layer the order of its `weight_names` (kernel, bias); never the key
+    order. Layers with empty `weight_names` are left out, and so is the
+    Keras 3 group `top_level_model_weights`.
+
+    Native `.weights.h5` files: sorted by class name, then by the numeric
+    suffix (`conv2d`, `conv2d_1`, ..., `conv2d_10`), then `dense`, ...; the
+    arrays of a layer are `vars/0`, `vars/1`, ... Layers whose `vars` group
+    is empty are left out.
+
+    Raises WeightsError naming the file when it is missing, empty, not
+    HDF5, truncated, of no known layout, or lacks a listed dataset.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        with h5py.File(path, "r") as f:
+            root = f
+            if not _has_attr(root, "layer_names") and isinstance(
+                root.get("model_weights"), h5py.Group
+            ):
+                root = root["model_weights"]
+            if _has_attr(root, "layer_names"):
+                return _read_legacy(root, path)
+            if isinstance(f.get("layers"), h5py.Group):
+                return _read_native(f["layers"], path)
+            raise WeightsError(
+                f"{path}: no known weights layout (no 'layer_names' attribute, "
+                f"no 'model_weights' group, no 'layers' group)"
+            )
+    except WeightsError:
+        raise
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError) as e:
+        raise WeightsError(f"{path}: cannot read the HDF5 file ({e})") from e
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise WeightsError(f"{path}: no such file")
+    if not path.is_file():
+        raise WeightsError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{path}: the file is empty")
+    if not h5py.is_hdf5(path):
+        raise WeightsError(f"{path}: not an HDF5 file")
+
+
+def _has_attr(group, name: str) -> bool:
+    return name in group.attrs or f"{name}0" in group.attrs
+
+
+def _decode(x) -> str:
+    if isinstance(x, (bytes, np.bytes_)):
+        return x.decode("utf8")
+    if isinstance(x, str):
+        return x
+    raise ValueError(f"expected a string, found {x!r}")
+
+
+def _load_attr_list(group, name: str) -> list[str]:
+    """A list-of-strings attribute, also when split as name0, name1, ..."""
+    if name in group.attrs:
+        chunks = [group.attrs[name]]
+    else:
+        chunks = []
+        while f"{name}{len(chunks)}" in group.attrs:
+            chunks.append(group.attrs[f"{name}{len(chunks)}"])
+    out = []
+    for chunk in chunks:
+        values = np.atleast_1d(chunk)
+        if values.size == 0:  # weightless layers store an empty float64 array
+            continue
+        out.extend(_decode(v) for v in values)
+    return out
+
+
+def _read_dataset(group, key: str, path: Path, where: str) -> np.ndarray:
+    ds = group.get(key)
+    if not isinstance(ds, h5py.Dataset):
+        raise WeightsError(f"{path}: {where}: dataset '{key}' is missing")
+    return np.asarray(ds[()])
+
+
+def _read_legacy(root, path: Path) -> list[KerasLayerWeights]:
+    out = []
+    for name in _load_attr_list(root, "layer_names"):
+        g = root.get(name)
+        if not isinstance(g, h5py.Group):
+            raise WeightsError(
+                f"{path}: layer '{name}' is listed in layer_names but has no group"
+            )
+        weight_names = _load_attr_list(g, "weight_names")
+        if not weight_names:
+            continue
+        arrays = [
+            _read_dataset(g, w, path, f"layer '{name}'") for w in weight_names
+        ]
+        out.append(KerasLayerWeights(name, arrays, weight_names))
+    return out
+
+
+_SUFFIX = re.compile(r"(.+?)(?:_(\d+))?")
+
+
+def _split_key(key: str) -> tuple[str, int]:
+    """'conv2d_10' -> ('conv2d', 10); 'conv2d' -> ('conv2d', 0)."""
+    m = _SUFFIX.fullmatch(key)
+    return m.group(1), int(m.group(2) or 0)
+
+
+def _read_native(layers, path: Path) -> list[KerasLayerWeights]:
+    found = []  # (sort key, entry)
+    _walk_native(layers, "", (), path, found)
+    found.sort(key=lambda t: t[0])
+    return [entry for _, entry in found]
+
+
+def _walk_native(group, prefix: str, order: tuple, path: Path, found: list):
+    for key in group:
+        child = group[key]
+        if not isinstance(child, h5py.Group):
+            continue
+        cls, k = _split_key(key)
+        name = f"{prefix}{key}"
+        vars_ = child.get("vars")
+        if isinstance(vars_, h5py.Group) and len(vars_):
+            keys = sorted(vars_, key=lambda s: int(s) if s.isdigit() else -1)
+            if keys != [str(i) for i in range(len(keys))]:
+                raise WeightsError(
+                    f"{path}: layers/{name}/vars has keys {list(vars_)}, "
+                    f"expected 0 .. {len(keys) - 1}"
+                )
+            arrays = [
+                _read_dataset(vars_, i, path, f"layers/{name}/vars") for i in keys
+            ]
+            stored = vars_.attrs.get("name")
+            entry = KerasLayerWeights(
+                name,
+                arrays,
+                keys,
+                class_name=cls,
+                index=k,
+                stored_name=None if stored is None else _decode(stored),
+            )
+            # Sort by class first, then by the container path, then by k.
+            found.append(((cls, order, k), entry))
+        for sub in child:
+            if sub != "vars" and isinstance(child[sub], h5py.Group):
+                _walk_native(
+                    child[sub], f"{name}/{sub}/", order + (_split_key(key),), path, found
+                )
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_keras_weights(path, layers) -> None:
+    """Write the Keras 2 legacy `.h5` weights layout, atomically.
+
+    `layers` is the ordered list `[(layer_name, [(weight_name, array), ...]),
+    ...]` of every layer, weightless ones with an empty list; weight names
+    are short (`"kernel"`, `"bias"`). As Keras' `save_weights_to_hdf5_group`:
+    root attributes `layer_names`, `backend`, `keras_version`; one group per
+    layer with attribute `weight_names` = `[b"<layer>/kernel:0", ...]`
+    (an empty float64 array for weightless layers); nested datasets
+    `<layer>/<layer>/kernel:0`.
+    """
+    path = Path(path)
+    layers = [(name, list(weights)) for name, weights in layers]
+    _check_names(path, layers)
+    prepared = [
+        (name, [(w, _to_numpy(a)) for w, a in weights]) for name, weights in layers
+    ]
+
+    def fill(f):
+        _save_attr_list(f, "layer_names", [n.encode("utf8") for n, _ in prepared])
+        f.attrs["backend"] = np.bytes_(KERAS_BACKEND.encode("utf8"))
+        f.attrs["keras_version"] = np.bytes_(KERAS_VERSION.encode("utf8"))
+        # Groups in name order, as Keras does (keeps names strictly growing).
+        for name, weights in sorted(prepared, key=lambda t: t[0]):
+            g = f.create_group(name)
+            full = [f"{name}/{w}:0" for w, _ in weights]
+            _save_attr_list(g, "weight_names", [s.encode("utf8") for s in full])
+            for key, (_, arr) in zip(full, weights):
+                g.create_dataset(key, data=arr)
+
+    _atomic_h5(path, fill)
+
+
+def _check_names(path: Path, layers) -> None:
+    seen = set()
+    for name, weights in layers:
+        if not isinstance(name, str) or not name or "/" in name:
+            raise WeightsError(f"{path}: bad layer name {name!r} (non-empty, no '/')")
+        if name in seen:
+            raise WeightsError(f"{path}: layer name '{name}' appears twice")
+        seen.add(name)
+        wseen = set()
+        for w, _ in weights:
+            if not isinstance(w, str) or not w or "/" in w or w in wseen:
+                raise WeightsError(
+                    f"{path}: layer '{name}': bad or repeated weight name {w!r}"
+                )
+            wseen.add(w)
+
+
+def _save_attr_list(group, name: str, data: list) -> None:
+    """Keras' save_attributes_to_hdf5_group: split into name0, name1, ... when large."""
+    arr = np.asarray(data)
+    chunks = 1
+    parts = np.array_split(arr, chunks)
+    while any(p.nbytes > HDF5_OBJECT_HEADER_LIMIT for p in parts):
+        chunks += 1
+        parts = np.array_split(arr, chunks)
+    if chunks > 1:
+        for i, part in enumerate(parts):
+            group.attrs[f"{name}{i}"] = part
+    else:
+        group.attrs[name] = arr  # fixed-length strings, as in the published files
+
+
+def _atomic_h5(path: Path, fill) -> None:
+    """Write an HDF5 file to a temporary name in the same folder, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            fill(f)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, (OSError, ValueError, TypeError)):
+            raise WeightsError(f"{path}: cannot write the weights file ({e})") from e
+        raise
+
+
+# ------------------------------------------------------------ arrays and devices
+
+
+def _to_numpy(x) -> np.ndarray:
+    """A NumPy array of numbers from a NumPy or CuPy array."""
+    arr = to_numpy(x)
+    if arr.dtype.kind not in "biuf":
+        raise WeightsError(f"cannot store an array of dtype {arr.dtype}")
+    return arr
+
+
+def _like_param(param, arr: np.ndarray):
+    """The one place where loaded values get the parameter's dtype and device."""
+    # The arrays come fresh from the file, so no copy is needed (VGG16 is 528 MB).
+    value = np.ascontiguousarray(arr, dtype=param.data.dtype)
+    return to_device(value, device_of(param.data))
+
+
+# ---------------------------------------------------------------- model level
+
+
+@dataclass
+class LoadReport:
+    """What `load_weights` did. Names are model layer names."""
+
+    path: str
+    loaded: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)  # "name: reason" (skip_mismatch)
+    untouched: list = field(default_factory=list)  # weighted layers not in the file
+
+
+def keras_class_name(layer) -> str:
+    """Keras' snake-case class name of a layer: Conv2D -> 'conv2d', Dense -> 'dense'."""
+    cls = type(layer).__name__
+    if cls in KERAS_CLASS_NAMES:
+        return KERAS_CLASS_NAMES[cls]
+    name = re.sub(r"\W+", "", cls)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def load_weights(model, path, by_name=True, skip_mismatch=False) -> LoadReport:
+    """Load a Keras weights file into `model`; all or nothing.
+
+    Legacy files: with by_name=True a file layer goes to the model layer of
+    the same name; model layers that the file lacks keep their values (a
+    notop file into a model with a new head). With by_name=False the k-th
+    weighted file layer goes to the k-th weighted model layer, and the
+    counts must agree.
+
+    Native `.weights.h5`: the k-th model layer of a class gets `<class>_k`.
+    With by_name=True the stored `name` attribute, when present, must
+    equal the model layer's name.
+
+    Every count and shape is checked before anything is assigned. A problem
+    raises WeightsError (file, layer, weight, expected and found shape) and
+    leaves the model unchanged, unless skip_mismatch=True: then the layers
+    concerned are skipped with a warning. A file layer with no model layer
+    is such a problem too.
+    """
+    path = Path(path)
+    entries = read_keras_weights(path)
+    layers = [layer for layer in model.layers() if layer.weights]
+    pairs, unmatched = _match(entries, layers, path, by_name)
+
+    problems = []  # (entry, layer or None, text)
+    for e in unmatched:
+        problems.append((e, None, f"file layer '{_label(e)}' has no model layer"))
+    for e, layer in pairs:
+        problems.extend((e, layer, t) for t in _check_pair(e, layer, by_name))
+
+    report = LoadReport(str(path))
+    if problems:
+        text = "\n  ".join(t for _, _, t in problems)
+        if not skip_mismatch:
+            raise WeightsError(f"{path}: does not fit the model; nothing was loaded:\n  {text}")
+        warnings.warn(f"{path}: skipping layers that do not fit:\n  {text}", stacklevel=2)
+        bad = {id(e) for e, _, _ in problems}
+        report.skipped = [
+            f"{layer.name if layer is not None else _label(e)}: {t}" for e, layer, t in problems
+        ]
+        pairs = [(e, layer) for e, layer in pairs if id(e) not in bad]
+
+    new_values = [
+        (p, _like_param(p, arr))
+        for e, layer in pairs
+        for p, arr in zip(layer.weights, e.arrays)
+    ]
+    for p, value in new_values:
+        p.data = value
+    done = {id(layer) for _, layer in pairs}
+    report.loaded = [layer.name for _, layer in pairs]
+    report.untouched = [layer.name for layer in layers if id(layer) not in done]
+    return report
+
+
+def _label(e: KerasLayerWeights) -> str:
+    if e.stored_name is not None:
+        return f"{e.name} ({e.stored_name})"
+    return e.name
+
+
+def _match(entries, layers, path: Path, by_name: bool):
+    """Pair file layers with model layers; returns (pairs, unmatched entries)."""
+    if entries and entries[0].native:
+        by_class: dict[str, list] = {}
+        for layer in layers:
+            by_class.setdefault(keras_class_name(layer), []).append(layer)
+        pairs, unmatched, rank = [], [], {}
+        for e in entries:
+            k = rank.get(e.class_name, 0)
+            rank[e.class_name] = k + 1
+            candidates = by_class.get(e.class_name, [])
+            if k < len(candidates):
+                pairs.append((e, candidates[k]))
+            else:
+                unmatched.append(e)
+        return pairs, unmatched
+
+    if by_name:
+        index = {}
+        for layer in layers:
+            if layer.name in index:
+                raise WeightsError(
+                    f"{path}: the model has two layers named '{layer.name}'; "
+                    f"loading by name needs unique names"
+                )
+            index[layer.name] = layer
+        pairs = [(e, index[e.name]) for e in entries if e.name in index]
+        unmatched = [e for e in entries if e.name not in index]
+        return pairs, unmatched
+
+    if len(entries) != len(layers):
+        raise WeightsError(
+            f"{path}: the file has {len(entries)} layers with weights, the model "
+            f"has {len(layers)}; loading by order needs equal counts"
+        )
+    return list(zip(entries, layers)), []
+
+
+def _check_pair(e: KerasLayerWeights, layer, by_name: bool) -> list[str]:
+    where = f"layer '{layer.name}'"
+    if e.name != layer.name:
+        where += f" (file layer '{_label(e)}')"
+    out = []
+    if e.native and by_name and e.stored_name is not None and e.stored_name != layer.name:
+        out.append(
+            f"{where}: the file stores the name '{e.stored_name}'"
+            f" (by_name=False matches by order only)"
+        )
+    if len(e.arrays) != len(layer.weights):
+        out.append(
+            f"{where}: the model has {len(layer.weights)} weights, "
+            f"the file has {len(e.arrays)}"
+        )
+        return out
+    for i, (p, arr) in enumerate(zip(layer.weights, e.arrays)):
+        expected, found = tuple(p.data.shape), tuple(arr.shape)
+        if expected != found:
+            out.append(
+                f"{where}: weight {i} '{e.weight_names[i]}': model expects "
+                f"shape {expected}, file has {found}"
+            )
+    return out
+
+
+def save_weights(model, path) -> None:
+    """Save `model` in the Keras 2 legacy `.h5` layout (see `write_keras_weights`).
+
+    Weight names are the parameter's `name` when it has a plain one,
+    otherwise Keras' `kernel`, `bias`. Keras 3 reads a name ending in
+    `.weights.h5` as its native layout, so such names are refused.
+    """
+    path = Path(path)
+    if path.name.endswith(".weights.h5"):
+        raise WeightsError(
+            f"{path}: this writes the legacy layout, which Keras reads only from "
+            f"a name ending in '.h5' but not '.weights.h5'"
+        )
+    layers = []
+    for layer in model.layers():
+        weights = list(layer.weights)
+        layers.append(
+            (layer.name, [(_weight_name(p, i), p.data) for i, p in enumerate(weights)])
+        )
+    write_keras_weights(path, layers)
+
+
+_KERAS_WEIGHT_NAMES = ("kernel", "bias")
+
+
+def _weight_name(param, i: int) -> str:
+    name = getattr(param, "name", None)
+    if isinstance(name, str):
+        name = re.split(r"[./]", name)[-1].split(":")[0]
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            return name
+    return _KERAS_WEIGHT_NAMES[i] if i < len(_KERAS_WEIGHT_NAMES) else f"weight_{i}"
