@@ -43,15 +43,134 @@ def _version(module):
         return f"not available ({type(e).__name__})"
 
 
-COMMANDS = {}
+def _device(name):
+    from .backend import normalize_device, device_available
+    from .errors import DeviceError
+    device = normalize_device(name)
+    if not device_available(device):
+        from .backend import gpu_status
+        raise DeviceError(f"device {name!r} is not available: {gpu_status()[1]}")
+    return device
 
 
-def command(name, help):
-    """Register a subcommand: the decorated function adds its arguments to the parser it gets."""
-    def register(add_arguments):
-        COMMANDS[name] = (help, add_arguments)
-        return add_arguments
-    return register
+def _image_size(text):
+    parts = [int(p) for p in str(text).lower().replace("x", ",").split(",") if p]
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"image size must be N or HxW, got {text!r}")
+    return tuple(parts)
+
+
+def cmd_finetune(args):
+    from .data import train_val_folders
+    from .errors import DataError, WeightsError
+    from .train import finetune
+    if not os.path.isdir(args.data):
+        raise DataError(f"data folder {args.data} does not exist")
+    if args.weights is not None and not os.path.isfile(args.weights):
+        raise WeightsError(f"weights file {args.weights} does not exist "
+                           f"(get the published one with: minitl weights fetch vgg16-notop)")
+    if min(args.image_size) < 32:
+        from .errors import ShapeError
+        raise ShapeError(f"--image-size {args.image_size[0]}x{args.image_size[1]} is too small: "
+                         f"VGG16's five 2x2 poolings need at least 32x32")
+    train_set, val_set = train_val_folders(args.data, args.image_size, validation_split=args.validation_split,
+                                           seed=args.seed, augment=args.augment)
+    print(f"{len(train_set)} training and {len(val_set)} validation images, classes: {', '.join(train_set.classes)}")
+    model, record = finetune(
+        train_set, val_set, args.out, weights=args.weights, width=args.width, hidden=tuple(args.hidden),
+        dropout=args.dropout, pooling=args.pooling, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        base_lr=args.base_lr, momentum=args.momentum, weight_decay=args.weight_decay,
+        unfreeze_blocks=args.unfreeze_blocks, schedule=args.schedule, patience=args.patience, seed=args.seed,
+        device=_device(args.device), cache_features=not args.no_cache, resume=args.resume,
+        progress=not args.quiet, augment=args.augment, clip_norm=args.clip_norm)
+    print(f"run saved in {args.out}; next: minitl evaluate {args.out} --data DIR, "
+          f"minitl predict {args.out} IMAGE")
+    return 0
+
+
+def cmd_evaluate(args):
+    from pathlib import Path
+    from .data import DataLoader, ImageFolder
+    from .metrics import format_report
+    from .train import BEST, CHECKPOINT, evaluate, load_run, write_json
+    device = _device(args.device)
+    model, record = load_run(args.run_dir, BEST if args.best else CHECKPOINT, device)
+    data = ImageFolder(args.data, tuple(record["image_size"]), classes=record["classes"])
+    report = evaluate(model, DataLoader(data, args.batch_size), record["classes"], device)
+    print(format_report(report))
+    out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
+    write_json(out, report)
+    try:
+        from .plots import plot_confusion
+        plot_confusion(report, out.with_suffix(".png"))
+    except ImportError:
+        pass
+    print(f"saved {out}")
+    return 0
+
+
+def cmd_predict(args):
+    import numpy
+    from .data import load_image
+    from .functional import softmax
+    from .tensor import Tensor, no_grad
+    from .train import BEST, CHECKPOINT, load_run
+    device = _device(args.device)
+    model, record = load_run(args.run_dir, BEST if args.best else CHECKPOINT, device)
+    classes = record["classes"]
+    for path in args.images:
+        x = load_image(path, tuple(record["image_size"]))[None]
+        with no_grad():
+            p = softmax(model(Tensor(x).to(device))).numpy()[0]
+        order = numpy.argsort(-p)[:args.top]
+        print(path)
+        for i in order:
+            print(f"  {classes[i]:<20} {p[i]:.4f}")
+    return 0
+
+
+def cmd_summary(args):
+    from .train import load_run
+    from .models import VGG16
+    if args.run_dir:
+        model, record = load_run(args.run_dir)
+        model.summary()
+    else:
+        VGG16(include_top=not args.notop, input_shape=(*args.image_size, 3), width=args.width).summary()
+    return 0
+
+
+def cmd_weights(args):
+    from . import hub
+    if args.action == "list":
+        rows = hub.list_weights(args.dir, verify=args.verify)
+        print(f"{'name':<22} {'file':<58} {'MB':>7}  status")
+        for r in rows:
+            print(f"{r.name:<22} {r.file:<58} {r.bytes / 1e6:7.1f}  {r.status}")
+        print(f"folder: {hub.weights_dir(args.dir)}")
+        return 0
+    for name in args.names:
+        path = hub.fetch(name, args.dir, progress=not args.quiet, url=args.url)
+        print(f"{name}: {path}")
+    return 0
+
+
+def cmd_demo(args):
+    from . import demo
+    if args.pretrain:
+        demo.pretrain(out=args.weights, progress=not args.quiet)
+    else:
+        demo.run(out=args.out, weights=args.weights, train_per_class=args.train_per_class, epochs=args.epochs,
+                 progress=not args.quiet, device=_device(args.device))
+    return 0
+
+
+def _add_common(p, device=True):
+    if device:
+        p.add_argument("--device", default="cpu", help="cpu, gpu or auto (the GPU when usable); default cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser():
@@ -61,12 +180,94 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"minitl {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
     p = sub.add_parser("info", help="versions, backend, Numba threads and whether a GPU is usable",
                        description="Print versions, the array backend, Numba threads and GPU status.")
     p.set_defaults(func=cmd_info)
-    for name, (help, add_arguments) in COMMANDS.items():
-        p = sub.add_parser(name, help=help, description=help)
-        add_arguments(p)
+
+    p = sub.add_parser("demo", help="the offline transfer-learning demo (about 3 minutes on 2 cores)",
+                       description="Pretrained base vs training from scratch on animal silhouettes, offline: "
+                                   "trains three models and prints their test accuracy and macro F1.")
+    p.add_argument("--out", help="run directory (default: a new folder under runs/)")
+    p.add_argument("--weights", help="pretrained base weights (default: weights/demo_vgg16_animals_notop.h5)")
+    p.add_argument("--train-per-class", type=int, default=20, help="labelled training images per class (20)")
+    p.add_argument("--epochs", type=int, default=30, help="epochs for the scratch and frozen settings (30)")
+    p.add_argument("--pretrain", action="store_true", help="rebuild the pretrained demo weights instead")
+    _add_common(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("finetune", help="fine-tune VGG16 on a folder of images (one sub-folder per class)",
+                       description="Replace VGG16's head, freeze the base (optionally unfreeze its last "
+                                   "blocks), fine-tune with SGD and save the run directory.")
+    p.add_argument("--data", required=True, help="folder with one sub-folder per class, or train/ and val/")
+    p.add_argument("--weights", help="VGG16 notop weights (.h5, Keras layout); omit to train from scratch")
+    p.add_argument("--out", default="runs/finetune", help="run directory (default runs/finetune)")
+    p.add_argument("--epochs", type=int, default=10, help="number of epochs (10)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (32)")
+    p.add_argument("--lr", type=float, default=0.01, help="learning rate of the new head (0.01)")
+    p.add_argument("--base-lr", type=float, help="learning rate of unfrozen base layers (default lr/10)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (0.9)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (0)")
+    p.add_argument("--clip-norm", type=float, help="clip the global gradient norm to this value")
+    p.add_argument("--unfreeze-blocks", type=int, default=0, choices=range(6),
+                   help="train the last K of VGG16's 5 blocks too (0: base frozen)")
+    p.add_argument("--image-size", type=_image_size, default=(224, 224), help="input size N or HxW (224)")
+    p.add_argument("--width", type=float, default=1.0, help="VGG16 width multiplier (1.0 for the real one)")
+    p.add_argument("--hidden", type=int, nargs="*", default=[1024, 512], help="hidden units of the head")
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout after each hidden head layer")
+    p.add_argument("--pooling", choices=["flatten", "avg"], default="flatten",
+                   help="flatten block5_pool or average it globally")
+    p.add_argument("--validation-split", type=float, default=0.2, help="share held out when there is no val/")
+    p.add_argument("--augment", action="store_true", help="random crops and flips (disables the feature cache)")
+    p.add_argument("--schedule", choices=["none", "step", "cosine"], default="none", help="learning-rate schedule")
+    p.add_argument("--patience", type=int, help="stop when val loss has not improved for this many epochs")
+    p.add_argument("--no-cache", action="store_true", help="do not cache the frozen base's features")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    _add_common(p)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="accuracy, precision, recall, F1 and confusion matrix of a run",
+                       description="Evaluate a run directory's model on a folder of images.")
+    p.add_argument("run_dir", help="run directory written by minitl finetune or minitl demo")
+    p.add_argument("--data", required=True, help="folder with one sub-folder per class")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--best", action="store_true", help="use best.h5 (lowest val loss) instead of the last epoch")
+    p.add_argument("--out", help="JSON report path (default RUN_DIR/evaluation.json)")
+    _add_common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="top-k classes with probabilities for image files",
+                       description="Classify image files with a run directory's model.")
+    p.add_argument("run_dir")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--top", type=int, default=3, help="how many classes to show (3)")
+    p.add_argument("--best", action="store_true", help="use best.h5 instead of the last checkpoint")
+    _add_common(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("summary", help="layer table of VGG16 or of a run's model",
+                       description="Print a Keras-like summary: layers, output shapes, parameter counts.")
+    p.add_argument("run_dir", nargs="?", help="a run directory (default: the standard VGG16)")
+    p.add_argument("--notop", action="store_true", help="VGG16 without its top")
+    p.add_argument("--image-size", type=_image_size, default=(224, 224))
+    p.add_argument("--width", type=float, default=1.0)
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("weights", help="list or download the published VGG16 weight files",
+                       description="List the published Keras VGG16 files, or download them (resumable, "
+                                   "size and md5 checked) into the weights folder.")
+    wsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    w = wsub.add_parser("list", help="files, sizes and whether they are present")
+    w.add_argument("--verify", action="store_true", help="check the md5 of present files")
+    w.add_argument("--dir", help="weights folder (default $MINITL_HOME/weights or ./weights)")
+    w.set_defaults(func=cmd_weights)
+    w = wsub.add_parser("fetch", help="download files: vgg16-notop, vgg16, imagenet-class-index")
+    w.add_argument("names", nargs="+", help="vgg16-notop, vgg16 or imagenet-class-index")
+    w.add_argument("--dir", help="weights folder (default $MINITL_HOME/weights or ./weights)")
+    w.add_argument("--url", help=argparse.SUPPRESS)
+    w.add_argument("--quiet", action="store_true", help="no progress bar")
+    w.set_defaults(func=cmd_weights)
     return parser
 
 

@@ -1,0 +1,45 @@
+"""Training curves and confusion matrices as PNG files (needs matplotlib: pip install 'minitl[plot]').
+
+Importing this module raises ImportError when matplotlib is missing; callers skip the plots then.
+"""
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_history(history, path):
+    """Loss and accuracy per epoch, training and validation."""
+    epochs = [row["epoch"] for row in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for key, ax in (("loss", ax1), ("accuracy", ax2)):
+        ax.plot(epochs, [row[key] for row in history], "o-", label="training")
+        if history and f"val_{key}" in history[0]:
+            ax.plot(epochs, [row[f"val_{key}"] for row in history], "s-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion(report, path):
+    """The confusion matrix of a classification report, counts written in the cells."""
+    names, c = report["classes"], report["confusion_matrix"]
+    k = len(names)
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * k, 1 + 0.6 * k))
+    ax.imshow(c, cmap="Blues")
+    ax.set_xticks(range(k), names, rotation=45, ha="right")
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    top = max(max(row) for row in c) or 1
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, c[i][j], ha="center", va="center", color="white" if c[i][j] > top / 2 else "black")
+    ax.set_title(f"accuracy {report['accuracy']:.3f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,202 @@
+"""Transfer learning end to end on tiny generated image folders, through the API and the CLI."""
+import json
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+import minitl.train as T
+from minitl import TrainingError, io
+from minitl.cli import main
+from minitl.data import ArrayDataset, DataLoader, ImageFolder
+from minitl.models import VGG16
+from minitl.nn import manual_seed
+
+SMALL = dict(width=1 / 16, hidden=(16, 8), batch_size=4, lr=0.01, seed=0, progress=False, log=lambda *a: None)
+
+
+def make_folder(root, per_class=6, size=40):
+    """Three classes told apart by colour, in mixed formats, with grayscale, RGBA and one corrupt file."""
+    rng = np.random.default_rng(0)
+    colours = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
+    formats = ["png", "jpg", "bmp", "gif", "webp", "png"]
+    for name, colour in colours.items():
+        d = root / name
+        d.mkdir(parents=True)
+        for i in range(per_class):
+            a = np.clip(np.array(colour) + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
+            img = Image.fromarray(a)
+            if name == "green" and i == 0:
+                img = img.convert("L")
+            if name == "blue" and i == 0:
+                img = img.convert("RGBA")
+                img.save(d / f"{i}.png")
+                continue
+            img.save(d / f"{i}.{formats[i % len(formats)]}")
+    (root / "red" / "broken.jpg").write_bytes(b"not an image at all")
+    return root
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_folder(tmp_path_factory.mktemp("images") / "photos")
+
+
+@pytest.fixture(scope="module")
+def notop(tmp_path_factory):
+    manual_seed(1)
+    path = tmp_path_factory.mktemp("weights") / "notop.h5"
+    io.save_weights(VGG16(include_top=False, input_shape=(32, 32, 3), width=1 / 16), path)
+    return path
+
+
+def datasets(folder):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train = ImageFolder(folder, (32, 32), validation_split=0.34, subset="training", seed=0)
+        val = ImageFolder(folder, (32, 32), validation_split=0.34, subset="validation", seed=0)
+    return train, val
+
+
+def params(model):
+    return {k: v.copy() for k, v in model.state_dict().items()}
+
+
+def test_corrupt_file_is_skipped_with_one_warning(folder):
+    with pytest.warns(UserWarning, match="broken.jpg") as caught:
+        ds = ImageFolder(folder, (32, 32))
+    assert len([w for w in caught if "broken.jpg" in str(w.message)]) == 1
+    assert len(ds) == 18 and ds.classes == ["blue", "green", "red"]
+
+
+def test_finetune_writes_a_complete_run(folder, notop, tmp_path):
+    train, val = datasets(folder)
+    model, record = T.finetune(train, val, tmp_path / "run", weights=notop, epochs=2, **SMALL)
+    for name in ("record.json", "checkpoint.h5", "best.h5", "optimizer.h5", "features.h5"):
+        assert (tmp_path / "run" / name).is_file(), name
+    saved = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert saved["status"] == "finished" and saved["epoch"] == 2 and saved["feature_cache"]
+    assert saved["classes"] == ["blue", "green", "red"] and saved["preprocessing"] == "caffe"
+    assert [h["epoch"] for h in saved["history"]] == [1, 2] and "val_loss" in saved["history"][0]
+    # the base stayed frozen: its weights are those of the file
+    stored = {e.name: e.arrays for e in io.read_keras_weights(notop)}
+    np.testing.assert_array_equal(model[0].get_layer("block3_conv2").kernel.data, stored["block3_conv2"][0])
+    # the checkpoint is the whole model in Keras' layout and loads back
+    again, _ = T.load_run(tmp_path / "run")
+    for (k, a), b in zip(params(model).items(), params(again).values()):
+        np.testing.assert_array_equal(a, b, err_msg=k)
+
+
+def test_feature_cache_gives_the_same_head_as_the_frozen_base(folder, notop, tmp_path):
+    train, val = datasets(folder)
+    cached, _ = T.finetune(train, val, tmp_path / "a", weights=notop, epochs=2, cache_features=True, **SMALL)
+    direct, _ = T.finetune(train, val, tmp_path / "b", weights=notop, epochs=2, cache_features=False, **SMALL)
+    for (k, a), b in zip(params(cached).items(), params(direct).values()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=k)
+    with h5py.File(tmp_path / "a" / "features.h5") as f:
+        assert f["train/features"].shape == (len(train), 1, 1, 32)
+
+
+@pytest.mark.parametrize("unfreeze", [0, 2])
+def test_resume_after_interruption_matches_an_uninterrupted_run(folder, notop, tmp_path, monkeypatch, unfreeze):
+    train, val = datasets(folder)
+    opts = dict(SMALL, weights=notop, epochs=3, unfreeze_blocks=unfreeze, schedule="cosine", dropout=0.5)
+    full, _ = T.finetune(train, val, tmp_path / "full", **opts)
+
+    real = T.train_epoch
+
+    def interrupted(model, loader, optimizer, epoch, *args, **kw):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(model, loader, optimizer, epoch, *args, **kw)
+
+    monkeypatch.setattr(T, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        T.finetune(train, val, tmp_path / "cut", **opts)
+    record = json.loads((tmp_path / "cut" / "record.json").read_text())
+    assert record["status"] == "interrupted" and record["epoch"] == 2
+    monkeypatch.setattr(T, "train_epoch", real)
+    resumed, record = T.finetune(train, val, tmp_path / "cut", resume=True, **opts)
+    assert record["epoch"] == 3 and len(record["history"]) == 3
+    for (k, a), b in zip(params(full).items(), params(resumed).values()):
+        np.testing.assert_array_equal(a, b, err_msg=k)
+
+
+class TurnsNaN(ArrayDataset):
+    """Finite images in the first epoch, NaN from the second on."""
+
+    def __getitem__(self, i):
+        x, y = super().__getitem__(i)
+        return (x * np.nan if self.epoch >= 1 else x), y
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    rng = np.random.default_rng(0)
+    data = TurnsNaN(rng.normal(0, 50, (8, 32, 32, 3)).astype(np.float32), np.arange(8) % 2)
+    data.classes = ["a", "b"]
+    with pytest.raises(TrainingError, match=r"nan at epoch 2.*checkpoint of epoch 1 is kept"):
+        T.finetune(data, None, tmp_path / "run", epochs=3, cache_features=False, **SMALL)
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["status"] == "diverged" and record["epoch"] == 1
+    model, _ = T.load_run(tmp_path / "run")
+    assert all(np.isfinite(p.data).all() for p in model.parameters())
+
+
+def test_evaluate_metrics(folder, notop, tmp_path):
+    train, val = datasets(folder)
+    model, record = T.finetune(train, val, tmp_path / "run", weights=notop, epochs=1, **SMALL)
+    report = T.evaluate(model, DataLoader(val, 4), record["classes"])
+    assert set(report) >= {"accuracy", "macro_f1", "per_class", "confusion_matrix", "loss"}
+    assert sum(map(sum, report["confusion_matrix"])) == len(val)
+
+
+def test_cli_finetune_evaluate_predict(folder, notop, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["finetune", "--data", str(folder), "--weights", str(notop), "--out", str(run), "--epochs", "2",
+            "--image-size", "32", "--width", "0.0625", "--hidden", "16", "8", "--batch-size", "4", "--quiet"]
+    assert main(args) == 0
+    assert main(["evaluate", str(run), "--data", str(folder), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "macro avg" in out and "confusion matrix" in out
+    assert json.loads((run / "evaluation.json").read_text())["classes"] == ["blue", "green", "red"]
+    image = next((folder / "green").glob("*.png"))
+    assert main(["predict", str(run), str(image), "--top", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(image) and len(lines) == 3
+    probs = [float(line.split()[-1]) for line in lines[1:]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+    assert main(["summary", str(run)]) == 0
+    assert "head_predictions" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["finetune", "--data", "/no/such/folder"], "data folder /no/such/folder does not exist"),
+    (["finetune", "--data", ".", "--weights", "/no/such.h5"], "weights file /no/such.h5 does not exist"),
+    (["finetune", "--data", ".", "--image-size", "16"], "too small"),
+    (["evaluate", "/no/such/run", "--data", "."], "not a minitl run directory"),
+])
+def test_cli_errors_are_one_line_without_traceback(args, message, capsys):
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_weights_that_do_not_fit(folder, tmp_path, capsys):
+    manual_seed(0)
+    wrong = tmp_path / "wide.h5"
+    io.save_weights(VGG16(include_top=False, input_shape=(32, 32, 3), width=1 / 8), wrong)
+    code = main(["finetune", "--data", str(folder), "--weights", str(wrong), "--out", str(tmp_path / "r"),
+                 "--image-size", "32", "--width", "0.0625", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "block1_conv1" in err and "Traceback" not in err
+
+
+def test_every_subcommand_has_help(capsys):
+    for cmd in (["finetune"], ["evaluate"], ["predict"], ["summary"], ["weights", "fetch"], ["weights", "list"],
+                ["demo"], ["info"]):
+        with pytest.raises(SystemExit) as e:
+            main(cmd + ["--help"])
+        assert e.value.code == 0
+        assert "usage: minitl" in capsys.readouterr().out
