@@ -345,8 +345,9 @@ def finetune(train_set, val_set, run_dir, weights=None, width=1.0, hidden=(1024,
     if resume and (run_dir / OPTIMIZER).is_file():
         load_optimizer(run_dir / OPTIMIZER, optimizer)
     sched = make_schedule(optimizer, schedule, epochs)
-    train_loader = DataLoader(train_set, batch_size, shuffle=True, seed=seed)
-    val_loader = DataLoader(val_set, batch_size) if val_set is not None and len(val_set) else None
+    prefetch = 1 if device == "gpu" else 0  # decode the next batch while the GPU works
+    train_loader = DataLoader(train_set, batch_size, shuffle=True, seed=seed, prefetch=prefetch)
+    val_loader = DataLoader(val_set, batch_size, prefetch=prefetch) if val_set is not None and len(val_set) else None
 
     use_cache = cache_features and unfreeze_blocks == 0 and not augment
     record["feature_cache"] = use_cache
