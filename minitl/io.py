@@ -15,6 +15,7 @@ Dense kernel (in, out), bias (out,).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -312,25 +313,40 @@ def _save_attr_list(group, name: str, data: list) -> None:
         group.attrs[name] = arr  # fixed-length strings, as in the published files
 
 
-def _atomic_h5(path: Path, fill) -> None:
-    """Write an HDF5 file to a temporary name in the same folder, then rename."""
+@contextlib.contextmanager
+def atomic_write(path):
+    """Yield a temporary path beside ``path``; on success it is synced and renamed to ``path``.
+
+    An interrupted or failed write never leaves a partial file under the final name.
+    The file gets the usual permissions (0666 minus the umask), not mkstemp's 0600.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        with h5py.File(tmp, "w") as f:
-            fill(f)
+        yield Path(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException as e:
+    except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        if isinstance(e, (OSError, ValueError, TypeError)):
-            raise WeightsError(f"{path}: cannot write the weights file ({e})") from e
         raise
+
+
+def _atomic_h5(path: Path, fill) -> None:
+    """Write an HDF5 file to a temporary name in the same folder, then rename."""
+    try:
+        with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+            fill(f)
+    except (OSError, ValueError, TypeError) as e:
+        raise WeightsError(f"{path}: cannot write the weights file ({e})") from e
 
 
 # ------------------------------------------------------------ arrays and devices
@@ -445,6 +461,9 @@ def _match(entries, layers, path: Path, by_name: bool):
         for e in entries:
             k = rank.get(e.class_name, 0)
             rank[e.class_name] = k + 1
+            if (e.index or 0) != k:  # Keras numbers a container's layers of a class 0, 1, 2, ...
+                raise WeightsError(f"{path}: layers/{e.class_name}_{k} is missing (found {e.stored_name or e.name} "
+                                   f"in its place), so the {e.class_name} layers cannot be matched by order")
             candidates = by_class.get(e.class_name, [])
             if k < len(candidates):
                 pairs.append((e, candidates[k]))

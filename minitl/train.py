@@ -9,8 +9,6 @@ epoch, metrics history), ``checkpoint.h5`` (the last good weights, Keras layout)
 """
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -85,32 +83,13 @@ def make_schedule(optimizer, name, epochs):
 # ---- small file helpers -------------------------------------------------------
 def write_json(path, obj):
     """Write JSON atomically: a temporary file in the same folder, then rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with weights_io.atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1))
 
 
 def _write_h5(path, fill):
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            fill(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with weights_io.atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+        fill(f)
 
 
 def save_optimizer(path, optimizer):
@@ -366,6 +345,11 @@ def finetune(train_set, val_set, run_dir, weights=None, width=1.0, hidden=(1024,
     else:
         fit(model, optimizer, train_loader, val_loader, epochs, run_dir, record, sched, patience, device,
             progress, seed, log)
+    try:
+        from .plots import plot_history
+        plot_history(record["history"], run_dir / "curves.png")
+    except ImportError:  # matplotlib is optional
+        pass
     return model, record
 
 

@@ -527,26 +527,31 @@ def test_native_cross_checks_the_stored_name():
 
 
 def test_native_matches_by_order_within_each_class(tmp_path):
-    # No name attributes; conv2d_10 must come after conv2d_2, and Dense
-    # layers count separately from Conv2D layers.
+    # No name attributes; conv2d_10 must come after conv2d_9 (not after conv2d_1),
+    # and Dense layers count separately from Conv2D layers.
     path = tmp_path / "m.weights.h5"
-    write_native(path, {
-        "conv2d_10": [np.full((1, 1, 2, 2), 10.0), np.zeros(2)],
-        "conv2d": [np.full((1, 1, 1, 2), 0.0), np.zeros(2)],
-        "conv2d_2": [np.full((1, 1, 2, 2), 2.0), np.zeros(2)],
-        "dense": [np.full((2, 3), 5.0), np.zeros(3)],
-        "max_pooling2d": [],
-    })
-    model = Model([
-        Conv2D("a", (1, 1, 1, 2), (2,)),
-        Dense("d", (2, 3), (3,)),
-        MaxPool2D("p"),
-        Conv2D("b", (1, 1, 2, 2), (2,)),
-        Conv2D("c", (1, 1, 2, 2), (2,)),
-    ])
+    groups = {("conv2d" if k == 0 else f"conv2d_{k}"): [np.full((1, 1, 2, 2), float(k)), np.zeros(2)]
+              for k in (10, 0, 2, 1, 9, 3, 4, 5, 6, 7, 8)}
+    groups.update({"dense": [np.full((2, 3), 50.0), np.zeros(3)], "max_pooling2d": []})
+    write_native(path, groups)
+    names = [f"c{k}" for k in range(11)]
+    layers = [Conv2D(n, (1, 1, 2, 2), (2,)) for n in names]
+    model = Model(layers[:3] + [Dense("d", (2, 3), (3,)), MaxPool2D("p")] + layers[3:])
     report = load_weights(model, path)
-    assert sorted(report.loaded) == ["a", "b", "c", "d"]
-    assert [float(model.layer(n).weights[0].data.flat[0]) for n in "abcd"] == [0.0, 2.0, 10.0, 5.0]
+    assert sorted(report.loaded) == sorted(names + ["d"])
+    assert [float(model.layer(n).weights[0].data.flat[0]) for n in names + ["d"]] == list(range(11)) + [50.0]
+
+
+def test_native_gap_in_numbering_is_an_error(tmp_path):
+    path = tmp_path / "gap.weights.h5"
+    write_native(path, {"conv2d": [np.zeros((1, 1, 2, 2)), np.zeros(2)],
+                        "conv2d_2": [np.ones((1, 1, 2, 2)), np.zeros(2)]})
+    model = Model([Conv2D("a", (1, 1, 2, 2), (2,)), Conv2D("b", (1, 1, 2, 2), (2,))])
+    before = [p.data.copy() for layer in model.layers() for p in layer.weights]
+    with pytest.raises(WeightsError, match="conv2d_1 is missing"):
+        load_weights(model, path)
+    after = [p.data for layer in model.layers() for p in layer.weights]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
 
 
 def test_loaded_values_take_the_parameter_dtype():

@@ -1,0 +1,241 @@
+"""The offline transfer-learning demo on animal silhouettes (``minitl demo``).
+
+Source task: a VGG16 (width 1/8, 32×32 input) pretrained by minitl on five animals
+(bear, bird, cat, cow, dog; all 5,000 images), saved without its top as
+``weights/demo_vgg16_animals_notop.h5`` in Keras' layout, like the published notop file.
+
+Target task: five other animals (elephant, giraffe, horse, sheep, zebra) with only
+a few labelled images each. The demo compares, on one held-out test set:
+  scratch    the same network trained from random weights,
+  frozen     the pretrained base, frozen, with a new head (features cached),
+  finetuned  then the last blocks unfrozen and trained with a lower learning rate.
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy
+
+from . import io as weights_io
+from .applications.vgg16 import preprocess_input
+from .data import ArrayDataset, DataLoader
+from .datasets import load_animal_shapes
+from .metrics import classification_report, format_report
+from .nn import manual_seed
+from .train import (BEST, CHECKPOINT, build_model, cached_features, evaluate, fit, make_optimizer,
+                    set_trainable_blocks, write_json)
+
+SOURCE = ("bear", "bird", "cat", "cow", "dog")
+TARGET = ("elephant", "giraffe", "horse", "sheep", "zebra")
+WIDTH, SIZE = 1 / 8, 32
+PRETRAINED = "demo_vgg16_animals_notop.h5"
+
+
+def demo_weights_path():
+    """weights/demo_vgg16_animals_notop.h5 in the project folder (else in minitl's weights folder)."""
+    shipped = Path(__file__).resolve().parent.parent / "weights" / PRETRAINED
+    if shipped.is_file():
+        return shipped
+    from .hub import weights_dir
+    return weights_dir() / PRETRAINED
+
+
+def to_vgg_input(images):
+    """28×28 gray silhouettes → 32×32 RGB (zero border), caffe-preprocessed float32."""
+    x = numpy.zeros((len(images), SIZE, SIZE, 3), numpy.float32)
+    x[:, 2:30, 2:30, :] = images[..., None]
+    return preprocess_input(x)
+
+
+def split_target(images, labels, names, per_class_train, per_class_val, per_class_test, seed):
+    """Few labelled images per target class for training, a few for validation, a fixed test set."""
+    rng = numpy.random.default_rng(seed)
+    parts = {"train": [], "val": [], "test": []}
+    for new_label, name in enumerate(TARGET):
+        idx = rng.permutation(numpy.flatnonzero(labels == names.index(name)))
+        counts = (per_class_train, per_class_val, per_class_test)
+        start = 0
+        for part, n in zip(parts, counts):
+            parts[part] += [(i, new_label) for i in idx[start:start + n]]
+            start += n
+    out = {}
+    for part, rows in parts.items():
+        idx, lab = numpy.array([r[0] for r in rows]), numpy.array([r[1] for r in rows])
+        ds = ArrayDataset(to_vgg_input(images[idx]), lab)
+        ds.classes = list(TARGET)
+        out[part] = ds
+        out[f"{part}_index"] = idx
+    return out
+
+
+def input_aware_init(model, x):
+    """Divide block1_conv1's He-normal kernel by the input's standard deviation.
+
+    He init assumes inputs of unit scale; caffe-preprocessed pixels span about ±128,
+    which makes the first logits huge and training from random weights diverge.
+    """
+    layer = model.get_layer("block1_conv1")
+    layer.kernel.data /= numpy.float32(x.std())
+
+
+def config(num_classes, hidden=(1024, 512), dropout=0.5):
+    return {"arch": "vgg16", "input_shape": [SIZE, SIZE, 3], "width": WIDTH, "num_classes": num_classes,
+            "hidden": list(hidden), "dropout": dropout, "pooling": "flatten"}
+
+
+def pretrain(out=None, epochs=8, batch_size=64, lr=0.01, seed=0, progress=True, log=print):
+    """Train VGG16 (width 1/8) on the five source animals and save its base without top."""
+    images, labels, names = load_animal_shapes()
+    keep = numpy.isin(labels, [names.index(n) for n in SOURCE])
+    x, y = images[keep], numpy.array([SOURCE.index(names[l]) for l in labels[keep]])
+    rng = numpy.random.default_rng(seed)
+    order = rng.permutation(len(y))
+    test, train = order[:500], order[500:]
+    train_set, test_set = ArrayDataset(to_vgg_input(x[train]), y[train]), ArrayDataset(to_vgg_input(x[test]), y[test])
+    manual_seed(seed)
+    model = build_model(config(len(SOURCE), hidden=(256, 128), dropout=0.0))
+    input_aware_init(model, train_set.images[:1000])
+    optimizer = make_optimizer(model, lr, base_lr=lr, momentum=0.9, clip_norm=5.0)
+    start = time.perf_counter()
+    fit(model, optimizer, DataLoader(train_set, batch_size, shuffle=True, seed=seed), DataLoader(test_set, 250),
+        epochs=epochs, progress=progress, seed=seed, log=log)
+    seconds = time.perf_counter() - start
+    report = evaluate(model, DataLoader(test_set, 250), list(SOURCE))
+    out = Path(out) if out else demo_weights_path()
+    weights_io.save_weights(model[0], out)
+    log(f"pretrained on {len(train)} images of {', '.join(SOURCE)} in {seconds:.0f} s; "
+        f"held-out accuracy {report['accuracy']:.3f}; base saved to {out}")
+    return report, seconds
+
+
+def run(out=None, weights=None, train_per_class=20, epochs=30, finetune_epochs=15, unfreeze_blocks=2,
+        lr=0.01, batch_size=32, seed=0, progress=True, log=print, device="cpu"):
+    """Scratch vs frozen vs fine-tuned on the target animals; returns the results dict."""
+    t_start = time.perf_counter()
+    out = Path(out) if out else Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    weights = Path(weights) if weights else demo_weights_path()
+    images, labels, names = load_animal_shapes()
+    data = split_target(images, labels, names, train_per_class, 10, 100, seed)
+    log(f"target task: {', '.join(TARGET)}; {len(data['train'])} training images, "
+        f"{len(data['val'])} validation, {len(data['test'])} test")
+    cfg = config(len(TARGET))
+    train_loader = DataLoader(data["train"], batch_size, shuffle=True, seed=seed)
+    val_loader = DataLoader(data["val"], 100)
+    test_loader = DataLoader(data["test"], 250)
+    results, reports = {}, {}
+
+    def record_for(name, extra):
+        return {"classes": list(TARGET), "image_size": [SIZE, SIZE], "preprocessing": "caffe", "model": cfg,
+                "seed": seed, "setting": name, **extra, "epoch": 0, "history": []}
+
+    def finish(name, model, run_dir):
+        weights_io.load_weights(model, run_dir / BEST)  # the epoch with the lowest validation loss
+        report = evaluate(model, test_loader, list(TARGET), device)
+        write_json(run_dir / "metrics.json", report)
+        results[name] = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
+        reports[name] = report
+        log(f"{name}: test accuracy {report['accuracy']:.3f}, macro F1 {report['macro_f1']:.3f}")
+
+    # 1. scratch: the same network from random weights, every layer trained
+    log("\n[1/3] scratch: the same VGG16 from random weights")
+    manual_seed(seed)
+    model = build_model(cfg)
+    input_aware_init(model, data["train"].images)
+    model.to(device)
+    set_trainable_blocks(model[0], 5)
+    opt = make_optimizer(model, lr, base_lr=lr, clip_norm=5.0)
+    run_dir = out / "scratch"
+    run_dir.mkdir(exist_ok=True)
+    fit(model, opt, train_loader, val_loader, epochs, run_dir, record_for("scratch", {}), progress=progress,
+        seed=seed, log=log, device=device)
+    finish("scratch", model, run_dir)
+
+    # 2. frozen: pretrained base (loaded like the published notop file), new head, base frozen
+    log(f"\n[2/3] frozen: pretrained base from {weights.name}, new head, base frozen")
+    manual_seed(seed)
+    model = build_model(cfg)
+    base, head = model[0], model[1]
+    weights_io.load_weights(base, weights)
+    model.to(device)
+    set_trainable_blocks(base, 0)
+    run_dir = out / "frozen"
+    run_dir.mkdir(exist_ok=True)
+    feats = cached_features(run_dir, base, {"train": DataLoader(data["train"], 100), "val": val_loader}, device)
+    opt = make_optimizer(model, lr)
+    fit(head, opt, DataLoader(ArrayDataset(*feats["train"]), batch_size, shuffle=True, seed=seed),
+        DataLoader(ArrayDataset(*feats["val"]), 100), epochs, run_dir,
+        record_for("frozen", {"weights": str(weights)}), progress=progress, seed=seed, log=log, save_model=model,
+        device=device)
+    finish("frozen", model, run_dir)
+
+    # 3. finetuned: from the frozen result, unfreeze the last blocks, lower learning rate
+    log(f"\n[3/3] finetuned: last {unfreeze_blocks} blocks unfrozen, learning rate {lr / 10:g}")
+    set_trainable_blocks(base, unfreeze_blocks)
+    opt = make_optimizer(model, lr / 10, base_lr=lr / 10)
+    run_dir = out / "finetuned"
+    run_dir.mkdir(exist_ok=True)
+    fit(model, opt, train_loader, val_loader, finetune_epochs, run_dir,
+        record_for("finetuned", {"weights": str(weights), "unfreeze_blocks": unfreeze_blocks}),
+        progress=progress, seed=seed, log=log, device=device)
+    finish("finetuned", model, run_dir)
+
+    samples = _save_samples(out / "samples", images, labels, names, data["test_index"])
+    seconds = time.perf_counter() - t_start
+    write_json(out / "results.json", {**results, "seconds": seconds, "train_per_class": train_per_class,
+                                      "test_images": len(data["test"])})
+    _plots(out, reports)
+    log("\n" + format_report(reports["finetuned"]))
+    log(f"\n{'setting':<10}  {'accuracy':>8}  {'macro F1':>8}")
+    for name, r in results.items():
+        log(f"{name:<10}  {r['accuracy']:8.3f}  {r['macro_f1']:8.3f}")
+    log(f"\nran in {seconds:.0f} s; results in {out / 'results.json'}")
+    log("\nNext: predict with the fine-tuned model (the test images in samples/ are PNG files)\n"
+        f"  minitl predict {out / 'finetuned'} {samples[0]} {samples[-1]}\n"
+        f"  minitl evaluate {out / 'finetuned'} --data {out / 'samples'}\n"
+        "The same recipe on your own photos (one sub-folder per class) with the published VGG16 weights:\n"
+        "  minitl weights fetch vgg16-notop\n"
+        "  minitl finetune --data PHOTOS/ --weights weights/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 "
+        "--out runs/my-photos --epochs 10\n"
+        "  minitl predict runs/my-photos PHOTO.jpg")
+    return results
+
+
+def _save_samples(folder, images, labels, names, index, per_class=4):
+    """A few test images per class as 32×32 PNG files in class folders, as the model sees them."""
+    from PIL import Image
+    paths = []
+    for name in TARGET:
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        rows = [i for i in index if labels[i] == names.index(name)][:per_class]
+        for i in rows:
+            a = numpy.zeros((SIZE, SIZE), numpy.uint8)
+            a[2:30, 2:30] = images[i]
+            path = folder / name / f"{name}_{i}.png"
+            Image.fromarray(a).convert("RGB").save(path)
+            paths.append(path)
+    return paths
+
+
+def _plots(out, reports):
+    try:
+        from .plots import plot_confusion, plot_history
+    except ImportError:
+        return
+    for name in reports:
+        record = json.loads((out / name / "record.json").read_text())
+        plot_history(record["history"], out / name / "curves.png")
+        plot_confusion(reports[name], out / name / "confusion.png")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m minitl.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pretrain", action="store_true", help="rebuild the pretrained demo weights")
+    args = parser.parse_args(argv)
+    pretrain() if args.pretrain else run()
+
+
+if __name__ == "__main__":
+    main()
