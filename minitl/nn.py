@@ -204,6 +204,20 @@ class Layer(Module):
         """The layer's parameters in Keras order (kernel, bias)."""
         return list(self._params.values())
 
+    def _create_weights(self, shape, fan_in, fan_out):
+        """A kernel of ``shape`` from the layer's initialiser and, with use_bias, a zero bias."""
+        if self.kernel_initializer == "he_normal":
+            w = he_normal(shape, fan_in, _rng)
+        elif self.kernel_initializer == "glorot_uniform":
+            w = glorot_uniform(shape, fan_in, fan_out, _rng)
+        else:
+            raise ValueError(f"layer {self.name}: unknown kernel_initializer {self.kernel_initializer!r}; "
+                             f"use 'glorot_uniform' or 'he_normal'")
+        self.kernel = Parameter(w.astype(numpy.float32))
+        if self.use_bias:
+            self.bias = Parameter(numpy.zeros(shape[-1], numpy.float32))
+        self.built = True
+
 
 class Conv2D(Layer):
     """y = activation(conv2d(x, kernel) + bias), kernel (kh, kw, C_in, filters), as Keras' Conv2D."""
@@ -223,16 +237,7 @@ class Conv2D(Layer):
 
     def build(self, channels):
         kh, kw = self.kernel_size
-        fan_in, fan_out = kh * kw * channels, kh * kw * self.filters
-        shape = (kh, kw, channels, self.filters)
-        if self.kernel_initializer == "he_normal":
-            w = he_normal(shape, fan_in, _rng)
-        else:
-            w = glorot_uniform(shape, fan_in, fan_out, _rng)
-        self.kernel = Parameter(w.astype(numpy.float32))
-        if self.use_bias:
-            self.bias = Parameter(numpy.zeros(self.filters, numpy.float32))
-        self.built = True
+        self._create_weights((kh, kw, channels, self.filters), kh * kw * channels, kh * kw * self.filters)
 
     def output_shape(self, input_shape):
         from .conv import resolve_padding
@@ -268,15 +273,7 @@ class Dense(Layer):
             self.build(input_dim)
 
     def build(self, input_dim):
-        shape = (input_dim, self.units)
-        if self.kernel_initializer == "he_normal":
-            w = he_normal(shape, input_dim, _rng)
-        else:
-            w = glorot_uniform(shape, input_dim, self.units, _rng)
-        self.kernel = Parameter(w.astype(numpy.float32))
-        if self.use_bias:
-            self.bias = Parameter(numpy.zeros(self.units, numpy.float32))
-        self.built = True
+        self._create_weights((input_dim, self.units), input_dim, self.units)
 
     def output_shape(self, input_shape):
         if len(input_shape) != 2:
