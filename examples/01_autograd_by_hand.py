@@ -8,12 +8,25 @@
 and all three agree.
 """
 import argparse
+import os
 
 import numpy as np
 
 import minitl
 import minitl.functional as F
 from minitl import Tensor
+
+
+def draw(loss, path):
+    """Write the graph as DOT, and as PNG beside it when Graphviz is installed."""
+    from minitl import viz
+    viz.to_dot(loss, path)
+    print(f"graph written to {path}")
+    try:
+        png = viz.render(loss, os.path.splitext(path)[0] + ".png")
+        print(f"graph drawn in {png}")
+    except minitl.MinitlError as e:
+        print(f"(not drawn: {e})")
 
 
 def main(argv=None):
@@ -39,7 +52,12 @@ def main(argv=None):
 
     # 2. minitl's reverse-mode autograd
     Wt, bt = Tensor(W, requires_grad=True), Tensor(b, requires_grad=True)
-    loss = (F.relu(F.dense(Tensor(X), Wt, bt)) ** 2).mean()
+    Xt = Tensor(X)
+    Xt.name, Wt.name, bt.name = "X", "W", "b"
+    loss = (F.relu(F.dense(Xt, Wt, bt)) ** 2).mean()
+    loss.name = "L"
+    if args.dot:  # before backward(), which frees the graph
+        draw(loss, args.dot)
     loss.backward()
 
     # 3. Central differences
@@ -52,10 +70,6 @@ def main(argv=None):
     print(f"max |dL/db by hand - minitl| = {np.abs(dL_db - bt.grad).max():.2e}")
     print(f"gradcheck (central differences) max relative error = {err:.2e}")
     assert np.allclose(dL_dW, Wt.grad) and np.allclose(dL_db, bt.grad)
-    if args.dot:
-        from minitl import viz
-        viz.to_dot(loss, args.dot)
-        print(f"graph written to {args.dot} (render: dot -Tpng {args.dot} -o graph.png)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,58 @@
+"""Every code reference in the docs names something that exists.
+
+A reference is an inline code span that is a dotted name starting with `minitl.`
+(`minitl.functional.softmax_cross_entropy`, `minitl.optim.SGD.step`), or a path
+`minitl/….py`. Fenced code blocks are examples, not references, and are skipped.
+"""
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ["docs/math.md", "docs/architecture.md", "README.md"]
+NAME = re.compile(r"`(minitl(?:\.[A-Za-z_]\w*)+)(?:\(\))?`")
+PATH = re.compile(r"`(minitl/[\w/]+\.py)`")
+FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+
+
+def references(text):
+    text = FENCE.sub("", text)
+    return NAME.findall(text), PATH.findall(text)
+
+
+def resolves(name):
+    """Import the longest importable module prefix, then getattr along the rest."""
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return False
+        return True
+    return False
+
+
+def test_the_parser_finds_names_and_skips_code_blocks():
+    text = "see `minitl.optim.SGD.step` and `minitl.viz.to_dot()`, not `minitl info`\n```\n`minitl.nope`\n```\n"
+    assert references(text) == (["minitl.optim.SGD.step", "minitl.viz.to_dot"], [])
+    assert resolves("minitl.optim.SGD.step") and resolves("minitl.gradcheck.op_cases")
+    assert not resolves("minitl.optim.SGD.leap") and not resolves("minitl.no_such_module.f")
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_code_reference_resolves(doc):
+    path = ROOT / doc
+    if doc == "README.md" and not path.is_file():
+        pytest.skip("no README.md")
+    names, paths = references(path.read_text(encoding="utf8"))
+    if doc.startswith("docs/"):
+        assert len(names) >= 20, f"{doc}: expected many `minitl.…` references, found {len(names)}"
+    broken = sorted({n for n in names if not resolves(n)} | {p for p in paths if not (ROOT / p).is_file()})
+    assert not broken, f"{doc}: these code references do not resolve: {', '.join(broken)}"
