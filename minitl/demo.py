@@ -219,14 +219,14 @@ def _save_samples(folder, images, labels, names, index, per_class=4):
 
 
 def _plots(out, reports):
+    from .plots import plot_confusion, plot_history
     try:
-        from .plots import plot_confusion, plot_history
-    except ImportError:
-        return
-    for name in reports:
-        record = json.loads((out / name / "record.json").read_text())
-        plot_history(record["history"], out / name / "curves.png")
-        plot_confusion(reports[name], out / name / "confusion.png")
+        for name in reports:
+            record = json.loads((out / name / "record.json").read_text())
+            plot_history(record["history"], out / name / "curves.png")
+            plot_confusion(reports[name], out / name / "confusion.png")
+    except ImportError:  # matplotlib is optional
+        pass
 
 
 def main(argv=None):

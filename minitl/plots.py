@@ -1,15 +1,20 @@
-"""Training curves and confusion matrices as PNG files (needs matplotlib: pip install 'minitl[plot]').
+"""Training curves and confusion matrices as PNG files.
 
-Importing this module raises ImportError when matplotlib is missing; callers skip the plots then.
+They need matplotlib (``pip install 'minitl[plot]'``); without it each function raises
+ImportError, which the training and evaluation code catch to skip the pictures.
 """
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
 
 
 def plot_history(history, path):
     """Loss and accuracy per epoch, training and validation."""
+    plt = _pyplot()
     epochs = [row["epoch"] for row in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
     for key, ax in (("loss", ax1), ("accuracy", ax2)):
@@ -27,6 +32,7 @@ def plot_history(history, path):
 
 def plot_confusion(report, path):
     """The confusion matrix of a classification report, counts written in the cells."""
+    plt = _pyplot()
     names, c = report["classes"], report["confusion_matrix"]
     k = len(names)
     fig, ax = plt.subplots(figsize=(1 + 0.6 * k, 1 + 0.6 * k))

@@ -1,4 +1,5 @@
 """Transfer learning end to end on tiny generated image folders, through the API and the CLI."""
+import importlib.util
 import json
 import warnings
 
@@ -80,6 +81,8 @@ def test_finetune_writes_a_complete_run(folder, notop, tmp_path):
     assert saved["status"] == "finished" and saved["epoch"] == 2 and saved["feature_cache"]
     assert saved["classes"] == ["blue", "green", "red"] and saved["preprocessing"] == "caffe"
     assert [h["epoch"] for h in saved["history"]] == [1, 2] and "val_loss" in saved["history"][0]
+    has_matplotlib = importlib.util.find_spec("matplotlib") is not None
+    assert (tmp_path / "run" / "curves.png").is_file() == has_matplotlib  # an optional extra
     # the base stayed frozen: its weights are those of the file
     stored = {e.name: e.arrays for e in io.read_keras_weights(notop)}
     np.testing.assert_array_equal(model[0].get_layer("block3_conv2").kernel.data, stored["block3_conv2"][0])

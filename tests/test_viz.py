@@ -209,7 +209,7 @@ def test_grad_cam_on_the_transfer_model_and_on_a_batch():
     x = np.random.default_rng(1).standard_normal((2, 32, 32, 3)).astype(np.float32)
     cams = viz.grad_cam(model, x)  # layer block5_conv3 inside the base, head after it
     assert cams.shape == (2, 32, 32) and cams.min() >= 0 and cams.max() <= 1
-    np.testing.assert_allclose(cams[1], viz.grad_cam(model, x[1]), atol=1e-6)
+    np.testing.assert_allclose(cams[1], viz.grad_cam(model, x[1]), atol=1e-5)  # float32 round-off differs between batch sizes
     with pytest.raises(MinitlError, match="no layer 'conv9'.*block5_conv3"):
         viz.grad_cam(model, x, layer="conv9")
     with pytest.raises(MinitlError, match="outside the model's 3 classes"):
