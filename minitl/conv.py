@@ -6,6 +6,7 @@ Notation: x is (N, H, W, C), a kernel W is (kh, kw, C, O) (Keras' HWIO), strides
 The array work (im2col, col2im, pooling windows) is in ``minitl.kernels``.
 """
 from . import kernels
+from .backend import get_array_module
 from .errors import ShapeError
 from .ops import mean
 from .tensor import Function, as_tensor
@@ -62,39 +63,77 @@ def _check_nhwc(what, x):
         raise ShapeError(f"{what}: input must be (N, H, W, C), got shape {x.shape} (rank {x.ndim})")
 
 
+# Convolution unfolds a few images at a time: each group's cols matrix is at most
+# GROUP_BYTES (or one image), written into one buffer that the group loop reuses. A
+# layer then never holds the whole (N·Ho·Wo, kh·kw·C) matrix (925 MB for VGG16's
+# block1_conv2 at batch 8 x 224), and no fresh pages are touched per call.
+GROUP_BYTES = 64 * 2**20
+
+
+def _group_size(image_bytes):
+    """Images per group: about GROUP_BYTES of cols, at least one image."""
+    return max(1, GROUP_BYTES // max(image_bytes, 1))
+
+
 class Conv2D(Function):
-    """Y = X * W + b, a cross-correlation (no kernel flip), computed as one matrix product.
+    """Y = X * W + b, a cross-correlation (no kernel flip), computed as matrix products.
 
     Forward:  cols = im2col(X)            (N·Ho·Wo, kh·kw·C)
               Y    = cols @ W_mat + b     W_mat = W.reshape(kh·kw·C, O);  Y is (N·Ho·Wo, O) = NHWC
     Backward: dW_mat = colsᵀ @ gY         (kh·kw·C, O)
               dX     = col2im(gY @ W_matᵀ)
               db     = Σ gY over N, Ho, Wo
-    cols is recomputed in backward instead of kept, so memory stays at one layer's worth.
+    Each image's rows of cols are independent, so both passes run over groups of
+    images (``_group_size``), summing dW over the groups. cols is recomputed in
+    backward instead of kept, so memory stays at one group's worth.
     """
 
     def __init__(self, stride, pads):
         self.stride, self.pads = stride, pads
 
     def forward(self, x, w, b=None):
+        xp = get_array_module(x)
         kh, kw, c, o = w.shape
+        k = kh * kw * c
         self.x, self.w, self.has_bias = x, w, b is not None
         n = x.shape[0]
         ho, wo = _output_size("conv2d", x.shape, (kh, kw), self.stride, self.pads)
-        cols = kernels.im2col(x, kh, kw, *self.stride, self.pads)
-        y = cols @ w.reshape(kh * kw * c, o)
+        m = ho * wo                                      # rows of cols per image
+        w_mat = w.reshape(k, o)
+        y = xp.empty((n * m, o), dtype=xp.result_type(x, w))
+        step = _group_size(m * k * x.itemsize)
+        buf = xp.empty((min(n, step) * m, k), dtype=x.dtype)
+        for n0 in range(0, n, step):
+            n1 = min(n, n0 + step)
+            cols = kernels.im2col(x[n0:n1], kh, kw, *self.stride, self.pads, out=buf[:(n1 - n0) * m])
+            xp.matmul(cols, w_mat, out=y[n0 * m:n1 * m])
         if b is not None:
             y = y.__iadd__(b) if b.dtype == y.dtype else y + b
         return y.reshape(n, ho, wo, o)
 
     def backward(self, gy):
-        kh, kw, c, o = self.w.shape
-        g = gy.reshape(-1, o)
-        cols = kernels.im2col(self.x, kh, kw, *self.stride, self.pads)
-        dw = (cols.T @ g).reshape(self.w.shape)
-        del cols
-        dcols = g @ self.w.reshape(kh * kw * c, o).T
-        dx = kernels.col2im(dcols, self.x.shape, kh, kw, *self.stride, self.pads)
+        xp = get_array_module(gy)
+        x, w = self.x, self.w
+        kh, kw, c, o = w.shape
+        k = kh * kw * c
+        n, ho, wo, _ = gy.shape
+        m = ho * wo
+        g = gy.reshape(n * m, o)
+        w_mat = w.reshape(k, o)
+        dw = xp.zeros((k, o), dtype=xp.result_type(x, gy))
+        need_dx = self.inputs[0].requires_grad          # not for the network's input image
+        dx = xp.empty(x.shape, dtype=xp.result_type(gy, w)) if need_dx else None
+        step = _group_size(m * k * x.itemsize)
+        buf = xp.empty((min(n, step) * m, k), dtype=x.dtype)
+        for n0 in range(0, n, step):
+            n1 = min(n, n0 + step)
+            gi = g[n0 * m:n1 * m]
+            cols = kernels.im2col(x[n0:n1], kh, kw, *self.stride, self.pads, out=buf[:(n1 - n0) * m])
+            dw += cols.T @ gi
+            if need_dx:                                 # dcols overwrites cols when the dtypes allow
+                dcols = xp.matmul(gi, w_mat.T, out=cols) if cols.dtype == dx.dtype else gi @ w_mat.T
+                kernels.col2im(dcols, (n1 - n0,) + x.shape[1:], kh, kw, *self.stride, self.pads, out=dx[n0:n1])
+        dw = dw.reshape(w.shape)
         if self.has_bias:
             return dx, dw, g.sum(axis=0)
         return dx, dw

@@ -20,12 +20,21 @@ both agree. Backward kernels gather into rows of dx, so threads never write the
 same cell, and they add terms in the same order as the twins.
 """
 
-import numba
-import numpy
-from numba import prange
+import os
 
-from .backend import get_array_module
-from .errors import ShapeError
+# Numba's OpenMP workers otherwise spin for a while after each parallel loop, taking
+# the cores from the BLAS threads of the matrix product that follows (VGG16's
+# block1_conv2 forward at batch 8 x 224 on 2 cores: about 15% faster with passive
+# waiting). Read when Numba starts its threads, i.e. at the first kernel call; a value
+# already set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numba  # noqa: E402
+import numpy  # noqa: E402
+from numba import prange  # noqa: E402
+
+from .backend import get_array_module  # noqa: E402
+from .errors import ShapeError  # noqa: E402
 
 _jit = numba.njit(parallel=True, cache=True)
 
@@ -69,14 +78,21 @@ def _is_numpy(a):
 
 # ---------------------------------------------------------------- im2col
 
-def im2col(x, kh, kw, sh, sw, pads):
-    """Unfolds x (N, H, W, C) into cols (N*Ho*Wo, kh*kw*C); see the module notation."""
+def im2col(x, kh, kw, sh, sw, pads, out=None):
+    """Unfolds x (N, H, W, C) into cols (N*Ho*Wo, kh*kw*C); see the module notation.
+
+    ``out``, if given, is a C-contiguous array of that shape and x's dtype to write into
+    (a buffer reused across calls)."""
     Ho, Wo = _out_hw(x.shape, kh, kw, sh, sw, pads)
-    if not _is_numpy(x):
-        return im2col_numpy(x, kh, kw, sh, sw, pads)
-    x = numpy.ascontiguousarray(x)
     N, H, W, C = x.shape
-    cols = numpy.empty((N * Ho * Wo, kh * kw * C), dtype=x.dtype)
+    shape = (N * Ho * Wo, kh * kw * C)
+    if out is not None and (tuple(out.shape) != shape or out.dtype != x.dtype or not out.flags.c_contiguous):
+        raise ShapeError(f"im2col: out must be a C-contiguous {x.dtype} array of shape {shape}, "
+                         f"got {out.dtype} {tuple(out.shape)}")
+    if not _is_numpy(x):
+        return im2col_numpy(x, kh, kw, sh, sw, pads, out=out)
+    x = numpy.ascontiguousarray(x)
+    cols = numpy.empty(shape, dtype=x.dtype) if out is None else out
     _im2col_nb(x, cols, kh, kw, sh, sw, pads[0], pads[2], Ho, Wo)
     return cols
 
@@ -102,34 +118,46 @@ def _im2col_nb(x, cols, kh, kw, sh, sw, top, left, Ho, Wo):
                             cols[row, col + c] = 0
 
 
-def im2col_numpy(x, kh, kw, sh, sw, pads):
+def im2col_numpy(x, kh, kw, sh, sw, pads, out=None):
     """Array-module twin of im2col: pad, then copy one strided slice per window cell."""
     xp = get_array_module(x)
     Ho, Wo = _out_hw(x.shape, kh, kw, sh, sw, pads)
     N, H, W, C = x.shape
     top, bottom, left, right = pads
     xpad = xp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    cols = xp.empty((N, Ho, Wo, kh, kw, C), dtype=x.dtype)
+    shape6 = (N, Ho, Wo, kh, kw, C)
+    cols = xp.empty(shape6, dtype=x.dtype) if out is None else out.reshape(shape6)
     for a in range(kh):
         for b in range(kw):
             cols[:, :, :, a, b, :] = xpad[:, a:a + sh * (Ho - 1) + 1:sh, b:b + sw * (Wo - 1) + 1:sw, :]
-    return cols.reshape(N * Ho * Wo, kh * kw * C)
+    return cols.reshape(N * Ho * Wo, kh * kw * C) if out is None else out
 
 
 # ---------------------------------------------------------------- col2im
 
-def col2im(cols, x_shape, kh, kw, sh, sw, pads):
+def col2im(cols, x_shape, kh, kw, sh, sw, pads, out=None):
     """Adjoint of im2col: folds cols (N*Ho*Wo, kh*kw*C) back into dx (N, H, W, C),
-    summing overlapping cells and dropping the padded border."""
+    summing overlapping cells and dropping the padded border.
+
+    ``out``, if given, is a C-contiguous array of shape x_shape and cols' dtype that
+    receives dx (it is overwritten, not added to)."""
     Ho, Wo = _out_hw(x_shape, kh, kw, sh, sw, pads)
     N, H, W, C = x_shape
     if tuple(cols.shape) != (N * Ho * Wo, kh * kw * C):
         raise ShapeError(f"col2im: cols shape {tuple(cols.shape)} does not fit x shape {tuple(x_shape)}, "
                          f"expected {(N * Ho * Wo, kh * kw * C)}")
+    if out is not None and (tuple(out.shape) != (N, H, W, C) or out.dtype != cols.dtype
+                            or not out.flags.c_contiguous):
+        raise ShapeError(f"col2im: out must be a C-contiguous {cols.dtype} array of shape {(N, H, W, C)}, "
+                         f"got {out.dtype} {tuple(out.shape)}")
     if not _is_numpy(cols):
-        return col2im_numpy(cols, x_shape, kh, kw, sh, sw, pads)
+        return col2im_numpy(cols, x_shape, kh, kw, sh, sw, pads, out=out)
     cols = numpy.ascontiguousarray(cols)
-    dx = numpy.zeros((N, H, W, C), dtype=cols.dtype)
+    if out is None:
+        dx = numpy.zeros((N, H, W, C), dtype=cols.dtype)
+    else:
+        dx = out
+        dx[...] = 0
     _col2im_nb(cols, dx, kh, kw, sh, sw, pads[0], pads[2], Ho, Wo)
     return dx
 
@@ -157,7 +185,7 @@ def _col2im_nb(cols, dx, kh, kw, sh, sw, top, left, Ho, Wo):
                             dx[n, y, xx, c] += cols[row, col + c]
 
 
-def col2im_numpy(cols, x_shape, kh, kw, sh, sw, pads):
+def col2im_numpy(cols, x_shape, kh, kw, sh, sw, pads, out=None):
     """Array-module twin of col2im: one strided slice-add per window cell into a padded dx."""
     xp = get_array_module(cols)
     Ho, Wo = _out_hw(x_shape, kh, kw, sh, sw, pads)
@@ -168,7 +196,10 @@ def col2im_numpy(cols, x_shape, kh, kw, sh, sw, pads):
     for a in range(kh):
         for b in range(kw):
             dxp[:, a:a + sh * (Ho - 1) + 1:sh, b:b + sw * (Wo - 1) + 1:sw, :] += c6[:, :, :, a, b, :]
-    return dxp[:, top:top + H, left:left + W, :]
+    if out is None:
+        return dxp[:, top:top + H, left:left + W, :]
+    out[...] = dxp[:, top:top + H, left:left + W, :]
+    return out
 
 
 # ---------------------------------------------------------------- max pooling

@@ -1,0 +1,346 @@
+"""Layers and modules: parameters, modes, freezing, state dicts, building, initialisers,
+activations, summary; and VGG16's layout and parameter counts."""
+import math
+
+import numpy as np
+import pytest
+
+import minitl.functional as F
+from minitl import ShapeError, Tensor, WeightsError, nn
+from minitl.models import VGG16
+from minitl.optim import SGD
+
+
+@pytest.fixture(autouse=True)
+def keep_global_rng():
+    """Tests here reseed minitl.nn's generator; later test modules get it back as it was."""
+    saved = nn._rng
+    state = saved.bit_generator.state
+    yield
+    saved.bit_generator.state = state
+    nn._rng = saved
+
+
+def small_model(input_shape=(8, 8, 3)):
+    return nn.Sequential([
+        nn.Conv2D(4, 3, padding="same", activation="relu", name="conv_a"),
+        nn.MaxPool2D(2, name="pool_a"),
+        nn.Conv2D(6, 3, padding="valid", use_bias=False, name="conv_b"),
+        nn.Flatten(name="flat"),
+        nn.Dropout(0.5, name="drop"),
+        nn.Dense(5, name="head"),
+    ], name="small", input_shape=input_shape)
+
+
+def x_batch(shape=(2, 8, 8, 3), seed=0):
+    return Tensor(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
+
+
+# ---- traversal -----------------------------------------------------------------------
+
+def test_named_parameters_order_and_names():
+    m = small_model()
+    names = [k for k, _ in m.named_parameters()]
+    assert names == ["conv_a.kernel", "conv_a.bias", "conv_b.kernel", "head.kernel", "head.bias"]
+    shapes = [p.shape for _, p in m.named_parameters()]
+    # conv_b: 8x8 -> pool 4x4 -> valid 3x3 conv 2x2x6 = 24 features
+    assert shapes == [(3, 3, 3, 4), (4,), (3, 3, 4, 6), (24, 5), (5,)]
+    params = m.parameters()
+    assert [id(p) for p in params] == [id(p) for _, p in m.named_parameters()]
+    assert all(isinstance(p, nn.Parameter) and p.requires_grad for p in params)
+    assert m.count_params() == 3 * 3 * 3 * 4 + 4 + 3 * 3 * 4 * 6 + 24 * 5 + 5
+
+
+def test_nested_module_names_are_prefixed():
+    inner = nn.Sequential([nn.Dense(3, name="d", input_dim=2)], name="inner")
+    outer = nn.Sequential([inner, nn.Dense(1, name="out")], name="outer", input_shape=(2,))
+    assert [k for k, _ in outer.named_parameters()] == ["inner.d.kernel", "inner.d.bias", "out.kernel", "out.bias"]
+    assert [layer.name for layer in outer.layers()] == ["d", "out"]
+
+
+def test_layers_and_get_layer():
+    m = small_model()
+    assert [layer.name for layer in m.layers()] == ["conv_a", "pool_a", "conv_b", "flat", "drop", "head"]
+    assert m.get_layer("conv_b") is m[2]
+    assert m.get_layer("small") is m
+    with pytest.raises(KeyError, match="no layer named 'conv_c'.*conv_a"):
+        m.get_layer("conv_c")
+
+
+def test_train_and_eval_propagate():
+    m = small_model()
+    assert all(layer.training for layer in m.modules())
+    assert m.eval() is m
+    assert not any(layer.training for layer in m.modules())
+    m.train()
+    assert all(layer.training for layer in m.modules())
+
+
+def test_freeze_and_unfreeze_and_sgd_skips_frozen():
+    m = small_model()
+    m.get_layer("conv_a").freeze()
+    assert [p.requires_grad for p in m.parameters()] == [False, False, True, True, True]
+    assert len(m.trainable_parameters()) == 3
+    before = m.state_dict()
+    loss = F.softmax_cross_entropy(m(x_batch()), np.array([0, 3]))
+    loss.backward()
+    assert m.get_layer("conv_a").kernel.grad is None
+    assert m.get_layer("head").kernel.grad is not None
+    SGD(m.parameters(), lr=0.1).step()
+    after = m.state_dict()
+    for k in before:
+        changed = not np.array_equal(before[k], after[k])
+        assert changed == (not k.startswith("conv_a")), k
+    m.unfreeze()
+    assert all(p.requires_grad for p in m.parameters())
+
+
+# ---- state dicts -----------------------------------------------------------------------
+
+def test_state_dict_round_trip():
+    nn.manual_seed(1)
+    a = small_model().eval()
+    nn.manual_seed(2)
+    b = small_model().eval()
+    x = x_batch()
+    assert not np.allclose(a(x).data, b(x).data)
+    state = a.state_dict()
+    assert list(state) == [k for k, _ in a.named_parameters()]
+    assert b.load_state_dict(state) == ([], [])
+    np.testing.assert_array_equal(a(x).data, b(x).data)
+    state["head.bias"][:] = 7                 # a copy: the model does not change
+    assert not (a.get_layer("head").bias.data == 7).any()
+
+
+@pytest.mark.parametrize("change,pattern", [
+    (lambda s: s.pop("conv_b.kernel"), r"missing \['conv_b.kernel'\]"),
+    (lambda s: s.__setitem__("extra.kernel", np.zeros(3, np.float32)), r"unexpected \['extra.kernel'\]"),
+    (lambda s: s.__setitem__("head.kernel", np.zeros((25, 5), np.float32)),
+     r"head.kernel has shape \(25, 5\), the model expects \(24, 5\)"),
+])
+def test_load_state_dict_errors_change_nothing(change, pattern):
+    nn.manual_seed(3)
+    m = small_model()
+    original = m.state_dict()
+    state = {k: np.full_like(v, 0.5) for k, v in original.items()}
+    change(state)
+    with pytest.raises(WeightsError, match=pattern):
+        m.load_state_dict(state)
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(v, original[k])
+
+
+def test_load_state_dict_not_strict_reports_and_loads_the_rest():
+    m = small_model()
+    state = {k: np.full_like(v, 0.5) for k, v in m.state_dict().items()}
+    del state["head.bias"]
+    state["other"] = np.zeros(2, np.float32)
+    assert m.load_state_dict(state, strict=False) == (["head.bias"], ["other"])
+    assert (m.get_layer("conv_a").kernel.data == 0.5).all()
+    assert (m.get_layer("head").bias.data == 0).all()
+
+
+# ---- building ------------------------------------------------------------------------
+
+def test_layers_infer_input_channels_at_first_call():
+    conv = nn.Conv2D(4, 3, padding="same")
+    dense = nn.Dense(2)
+    assert not conv.built and not dense.built and conv.parameters() == []
+    y = conv(x_batch((1, 5, 5, 7)))
+    assert conv.built and conv.kernel.shape == (3, 3, 7, 4) and conv.bias.shape == (4,)
+    assert y.shape == (1, 5, 5, 4)
+    z = dense(F.flatten(y))
+    assert dense.kernel.shape == (100, 2)
+    assert z.shape == (1, 2)
+
+
+def test_sequential_input_shape_builds_every_layer():
+    m = small_model(input_shape=(12, 10, 2))
+    assert all(layer.built for layer in m.layers())
+    assert m.get_layer("conv_a").kernel.shape == (3, 3, 2, 4)
+    # 12x10 -> pool 6x5 -> valid 3x3: 4x3x6 = 72 features
+    assert m.get_layer("head").kernel.shape == (72, 5)
+    assert m.build((12, 10, 2)) == (None, 5)
+    assert m.eval()(x_batch((3, 12, 10, 2))).shape == (3, 5)
+
+
+def test_conv_layer_rejects_a_flat_input():
+    with pytest.raises(ShapeError, match=r"layer c: input must be \(N, H, W, C\), got shape \(2, 5\)"):
+        nn.Conv2D(3, name="c")(x_batch((2, 5)))
+
+
+def test_duplicate_layer_names_are_rejected():
+    with pytest.raises(ValueError, match="two layers are named 'dup'"):
+        nn.Sequential([nn.Dense(2, name="dup"), nn.Dense(2, name="dup")])
+
+
+# ---- initialisers ----------------------------------------------------------------------
+
+def test_he_normal_std():
+    nn.manual_seed(0)
+    conv = nn.Conv2D(256, 3, kernel_initializer="he_normal", input_channels=128)
+    w = conv.kernel.data
+    fan_in = 3 * 3 * 128
+    std = math.sqrt(2 / fan_in)
+    assert abs(w.std() / std - 1) < 0.03
+    assert abs(w.mean()) < 0.01 * std
+    # truncated at two standard deviations of the underlying normal
+    assert np.abs(w).max() <= 2 * std / 0.87962566103423978 * (1 + 1e-6)
+    assert (conv.bias.data == 0).all()
+
+
+def test_glorot_uniform_bounds():
+    nn.manual_seed(0)
+    dense = nn.Dense(300, input_dim=500)
+    w = dense.kernel.data
+    a = math.sqrt(6 / (500 + 300))
+    assert np.abs(w).max() <= a
+    assert w.max() > 0.99 * a and w.min() < -0.99 * a
+    assert abs(w.var() / (a * a / 3) - 1) < 0.03
+    conv = nn.Conv2D(16, 3, input_channels=8)
+    bound = math.sqrt(6 / (9 * 8 + 9 * 16))
+    assert np.abs(conv.kernel.data).max() <= bound and np.abs(conv.kernel.data).max() > 0.95 * bound
+
+
+def test_manual_seed_gives_identical_weights():
+    nn.manual_seed(42)
+    a = small_model().state_dict()
+    nn.manual_seed(42)
+    b = small_model().state_dict()
+    nn.manual_seed(43)
+    c = small_model().state_dict()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert not np.array_equal(a["conv_a.kernel"], c["conv_a.kernel"])
+
+
+# ---- activations and dropout ---------------------------------------------------------------
+
+@pytest.mark.parametrize("name,fn", [
+    ("relu", lambda z: np.maximum(z, 0)),
+    ("sigmoid", lambda z: 1 / (1 + np.exp(-z))),
+    ("tanh", np.tanh),
+    ("softmax", lambda z: np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)),
+    ("linear", lambda z: z),
+    (None, lambda z: z),
+])
+def test_activation_by_name(name, fn):
+    nn.manual_seed(0)
+    x = x_batch((4, 6)).astype(np.float64)
+    layer = nn.Dense(3, activation=name, input_dim=6)
+    z = x.data @ layer.kernel.data + layer.bias.data
+    np.testing.assert_allclose(layer(x).data, fn(z), rtol=1e-6, atol=1e-7)
+
+
+def test_unknown_activation_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"unknown activation 'gelu'; use one of \[.*'relu'"):
+        nn.Dense(3, activation="gelu")
+    with pytest.raises(ValueError, match="unknown activation 'swish'"):
+        nn.Conv2D(3, activation="swish")
+
+
+def test_dropout_layer_train_and_eval():
+    layer = nn.Dropout(0.5, seed=0)
+    x = Tensor(np.ones((50, 40), np.float32))
+    y = layer(x).data
+    assert set(np.unique(y)) == {0.0, 2.0}
+    assert 0.4 < (y == 0).mean() < 0.6
+    layer.eval()
+    np.testing.assert_array_equal(layer(x).data, x.data)
+    m = small_model().eval()
+    x = x_batch()
+    np.testing.assert_array_equal(m(x).data, m(x).data)     # no dropout in eval mode
+    m.train()
+    assert not np.array_equal(m(x).data, m(x).data)
+
+
+# ---- summary ----------------------------------------------------------------------------
+
+def test_summary_lists_layers_shapes_and_totals():
+    m = small_model()
+    text = m.summary(print_fn=lambda s: None)
+    for name, shape in [("conv_a", "(None, 8, 8, 4)"), ("pool_a", "(None, 4, 4, 4)"),
+                        ("conv_b", "(None, 2, 2, 6)"), ("flat", "(None, 24)"), ("head", "(None, 5)")]:
+        line = next(row for row in text.splitlines() if row.startswith(name + " "))
+        assert shape in line
+    total = m.count_params()
+    assert f"Total params: {total:,}" in text
+    assert f"Trainable params: {total:,}" in text and "Non-trainable params: 0" in text
+    m.get_layer("conv_b").freeze()
+    text = m.summary(print_fn=lambda s: None)
+    assert f"Trainable params: {total - 216:,}" in text and "Non-trainable params: 216" in text
+
+
+def test_summary_needs_an_input_shape():
+    m = nn.Sequential([nn.Dense(2)])
+    with pytest.raises(ShapeError, match="summary\\(\\) needs an input shape"):
+        m.summary(print_fn=lambda s: None)
+    assert "(None, 2)" in m.summary(input_shape=(3,), print_fn=lambda s: None)
+
+
+# ---- VGG16 --------------------------------------------------------------------------------
+
+VGG16_NAMES = ["block1_conv1", "block1_conv2", "block1_pool",
+               "block2_conv1", "block2_conv2", "block2_pool",
+               "block3_conv1", "block3_conv2", "block3_conv3", "block3_pool",
+               "block4_conv1", "block4_conv2", "block4_conv3", "block4_pool",
+               "block5_conv1", "block5_conv2", "block5_conv3", "block5_pool"]
+TOP_NAMES = ["flatten", "fc1", "fc2", "predictions"]
+
+
+@pytest.fixture(scope="module")
+def vgg16_with_top():
+    return VGG16()          # about 3 s and 550 MB: built once for this module
+
+
+def test_vgg16_with_top_counts_and_names(vgg16_with_top):
+    m = vgg16_with_top
+    assert m.count_params() == 138_357_544
+    text = m.summary(print_fn=lambda s: None)
+    assert "Total params: 138,357,544" in text
+    assert "predictions" in text and "(None, 1000)" in text and "(None, 7, 7, 512)" in text
+    assert [layer.name for layer in m.layers()] == VGG16_NAMES + TOP_NAMES
+    assert m.get_layer("fc1").kernel.shape == (25088, 4096)
+
+
+def test_vgg16_without_top():
+    m = VGG16(include_top=False)
+    assert m.count_params() == 14_714_688
+    assert "Total params: 14,714,688" in m.summary(print_fn=lambda s: None)
+    assert [layer.name for layer in m.layers()] == VGG16_NAMES
+    assert m.build((224, 224, 3)) == (None, 7, 7, 512)
+    assert [p.shape for p in m.get_layer("block3_conv2").weights] == [(3, 3, 256, 256), (256,)]
+
+
+def test_vgg16_width_keeps_the_layout():
+    m = VGG16(include_top=False, width=1 / 8, input_shape=(32, 32, 3))
+    assert [layer.name for layer in m.layers()] == VGG16_NAMES
+    kinds = [type(layer).__name__ for layer in m.layers()]
+    assert kinds.count("Conv2D") == 13 and kinds.count("MaxPool2D") == 5
+    filters = [layer.filters for layer in m.layers() if isinstance(layer, nn.Conv2D)]
+    assert filters == [8, 8, 16, 16, 32, 32, 32, 64, 64, 64, 64, 64, 64]
+    assert m(x_batch((1, 32, 32, 3))).shape == (1, 1, 1, 64)
+
+
+def test_vgg16_too_small_input():
+    with pytest.raises(ShapeError, match=r"at least 32x32.*\(16, 16, 3\)"):
+        VGG16(input_shape=(16, 16, 3))
+
+
+def test_vgg16_classifier_activation():
+    kw = dict(width=1 / 16, fc_units=(8, 8), classes=5, input_shape=(32, 32, 3))
+    x = x_batch((2, 32, 32, 3))
+    nn.manual_seed(0)
+    logits_model = VGG16(classifier_activation=None, **kw)
+    nn.manual_seed(0)
+    soft_model = VGG16(**kw)
+    z = logits_model(x).data
+    assert z.shape == (2, 5)
+    np.testing.assert_array_equal(z, logits_model.logits(x).data)
+    p = soft_model(x).data
+    zs = soft_model.logits(x).data
+    np.testing.assert_array_equal(zs, z)            # same seed, same weights
+    np.testing.assert_allclose(p, F.softmax(Tensor(zs)).data, rtol=1e-6)
+    np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-6)
+    with pytest.raises(ValueError, match="classifier_activation"):
+        VGG16(classifier_activation="sigmoid", **kw)
