@@ -26,3 +26,17 @@ def test_cpu_only_import_does_not_load_cupy():
     code = "import sys, minitl, minitl.functional; print('cupy' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.stdout.strip() == "False", r.stderr
+
+
+def test_weights_list_shows_the_published_files(tmp_path, capsys):
+    assert main(["weights", "list", "--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for name in ("vgg16", "vgg16-notop", "imagenet-class-index"):
+        assert name in out
+    assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in out and "missing" in out
+
+
+def test_summary_of_the_standard_vgg16_without_top(capsys):
+    assert main(["summary", "--notop"]) == 0
+    out = capsys.readouterr().out
+    assert "block5_pool" in out and "Total params: 14,714,688" in out
