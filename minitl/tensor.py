@@ -7,6 +7,7 @@ as the computation runs; ``Tensor.backward()`` walks that graph in reverse
 topological order and applies the chain rule: for y = f(x), dL/dx = dL/dy · ∂f/∂x.
 """
 import contextlib
+import weakref
 
 import numpy
 
@@ -65,6 +66,7 @@ class Tensor:
         self.grad = None
         self.name = None
         self._creator = None
+        self._node = None
         self._retain_grad = False
 
     # ---- array-like properties -------------------------------------------------
@@ -136,16 +138,21 @@ class Tensor:
             if grad.shape != self.shape:
                 raise ShapeError(f"backward(): gradient shape {grad.shape} does not match tensor shape {self.shape}")
 
-        grads = {id(self): grad}
-        for node in reversed(_topological_order(self)):
+        root = self._graph_node()
+        grads = {id(root): grad}
+        order = _topological_order(root)
+        while order:  # outputs first; popping lets each used intermediate be freed
+            node = order.pop()
             g = grads.pop(id(node), None)
             if g is None:
                 continue
             fn = node._creator
-            if fn is None or node._retain_grad:
+            if fn is None:  # a leaf: parameters and inputs keep their gradient
                 node.grad = g if node.grad is None else node.grad + g
-            if fn is None:
                 continue
+            tensor = node.tensor()
+            if tensor is not None and tensor._retain_grad:
+                tensor.grad = g if tensor.grad is None else tensor.grad + g
             if fn.inputs is None:
                 raise MinitlError("backward through a graph that was already freed; "
                                   "call backward(retain_graph=True) the first time")
@@ -160,6 +167,14 @@ class Tensor:
                 grads[k] = grads[k] + gx if k in grads else gx
             if not retain_graph:
                 fn.release()
+
+    def _graph_node(self):
+        """What the graph keeps of this tensor: itself for a leaf, else a data-free ``_Node``."""
+        if self._creator is None:
+            return self
+        if self._node is None:
+            self._node = _Node(self)
+        return self._node
 
     # ---- operators (the ops themselves live in minitl.ops) ---------------------
     def __add__(self, other): return ops.add(self, other)
@@ -205,8 +220,27 @@ class Tensor:
         return Tensor(self.data.argmax(axis=axis))
 
 
+class _Node:
+    """The graph's record of a tensor that an op made: its creator, shape and dtype, not its data.
+
+    Ops keep these for their inputs instead of the tensors, so an intermediate array is
+    freed as soon as neither the user nor an op's saved values need it (the conv output
+    before a ReLU, say), as in PyTorch.
+    """
+
+    __slots__ = ("_creator", "shape", "dtype", "tensor")
+    requires_grad, is_leaf = True, False
+
+    def __init__(self, tensor):
+        self._creator, self.shape, self.dtype = tensor._creator, tensor.shape, tensor.dtype
+        self.tensor = weakref.ref(tensor)
+
+    ndim = property(lambda self: len(self.shape))
+    name = property(lambda self: getattr(self.tensor(), "name", None))
+
+
 def _topological_order(root):
-    """Tensors reachable from ``root`` that need a gradient, inputs before outputs (iterative DFS)."""
+    """Graph nodes reachable from ``root`` that need a gradient, inputs before outputs (iterative DFS)."""
     order, visited = [], set()
     stack = [(root, False)]
     while stack:
@@ -288,7 +322,7 @@ class Function:
         out = Tensor(y, requires_grad=needs_grad and y.dtype.kind == "f")
         if out.requires_grad:
             out._creator = self
-            self.inputs = tensors
+            self.inputs = [t._graph_node() if t.requires_grad else t for t in tensors]
         return out
 
     def forward(self, *xs):

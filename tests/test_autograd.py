@@ -135,3 +135,17 @@ def test_integer_indexing_with_repeats_accumulates():
     x = Tensor(np.arange(4.0), requires_grad=True)
     x[[0, 2, 2, 2]].sum().backward()
     np.testing.assert_allclose(x.grad, [1.0, 0.0, 3.0, 0.0])
+
+
+def test_intermediate_arrays_are_freed_when_no_op_needs_them():
+    import gc
+    import weakref
+    x = Tensor(np.arange(1.0, 7.0), requires_grad=True)
+    h = x * 2             # Mul keeps x and 2, not its output
+    y = F.relu(h)         # ReLU keeps its output, not its input
+    data = weakref.ref(h.data)
+    del h
+    gc.collect()
+    assert data() is None, "the graph kept an array that no backward needs"
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad, np.full(6, 2.0))
