@@ -21,9 +21,9 @@ from . import io as weights_io
 from .applications.vgg16 import preprocess_input
 from .data import ArrayDataset, DataLoader
 from .datasets import load_animal_shapes
-from .metrics import classification_report, format_report
+from .metrics import format_report
 from .nn import manual_seed
-from .train import (BEST, CHECKPOINT, build_model, cached_features, evaluate, fit, make_optimizer,
+from .train import (BEST, build_model, cached_features, evaluate, fit, make_optimizer,
                     set_trainable_blocks, write_json)
 
 SOURCE = ("bear", "bird", "cat", "cow", "dog")

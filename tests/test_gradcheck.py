@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-import minitl
 from minitl import Function, GradcheckError, Tensor, gradcheck
 from minitl.gradcheck import op_cases
 

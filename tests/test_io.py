@@ -2,7 +2,6 @@
 
 import json
 import shutil
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -18,21 +17,7 @@ from minitl.io import (
     write_keras_weights,
 )
 
-DATA = Path(__file__).parent / "data"
-VARIANTS = ["vgg16mini_notop_32", "vgg16mini_top_64_c5"]
-LAYOUTS = ["official_like.h5", "keras3_legacy.h5", "weights.h5"]
-CONV_NAMES = [
-    "block1_conv1", "block1_conv2",
-    "block2_conv1", "block2_conv2",
-    "block3_conv1", "block3_conv2", "block3_conv3",
-    "block4_conv1", "block4_conv2", "block4_conv3",
-    "block5_conv1", "block5_conv2", "block5_conv3",
-]
-DENSE_NAMES = ["fc1", "fc2", "predictions"]
-
-
-def fixture(variant, layout):
-    return DATA / f"{variant}.{layout}"
+from keras_fixtures import CONV_NAMES, DATA, DENSE_NAMES, LAYOUTS, VARIANTS, file_arrays, fixture
 
 
 def all_layer_names(variant):
@@ -399,10 +384,6 @@ def assert_unchanged(model, before):
     after = snapshot(model)
     assert len(after) == len(before)
     assert all(np.array_equal(a, b) for a, b in zip(after, before))
-
-
-def file_arrays(variant):
-    return {e.name: e.arrays for e in read_keras_weights(fixture(variant, "official_like.h5"))}
 
 
 def test_stand_in_model_has_vgg16_layer_order():

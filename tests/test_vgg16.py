@@ -10,7 +10,6 @@ and printed as a table at the end of the module (`pytest -s`).
 import json
 import shutil
 import time
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -24,18 +23,7 @@ from minitl.models import VGG16
 from minitl.nn import Conv2D, Dense, Flatten, Sequential
 from minitl.tensor import Tensor, no_grad
 
-DATA = Path(__file__).parent / "data"
-NOTOP, TOP = "vgg16mini_notop_32", "vgg16mini_top_64_c5"
-VARIANTS = [NOTOP, TOP]
-LAYOUTS = ["official_like.h5", "keras3_legacy.h5", "weights.h5"]
-CONV_NAMES = [
-    "block1_conv1", "block1_conv2",
-    "block2_conv1", "block2_conv2",
-    "block3_conv1", "block3_conv2", "block3_conv3",
-    "block4_conv1", "block4_conv2", "block4_conv3",
-    "block5_conv1", "block5_conv2", "block5_conv3",
-]
-DENSE_NAMES = ["fc1", "fc2", "predictions"]
+from keras_fixtures import CONV_NAMES, DATA, DENSE_NAMES, LAYOUTS, NOTOP, TOP, VARIANTS, file_arrays, fixture
 ACTIVATIONS = ["block1_conv1", "block1_pool", "block3_conv3", "block5_pool"]
 TOP_ACTIVATIONS = ["flatten", "fc1", "fc2"]
 GRADS = [("predictions", 0, "grad_predictions_kernel"), ("predictions", 1, "grad_predictions_bias"),
@@ -44,10 +32,6 @@ DTYPES = [np.float32, np.float64]
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def fixture(variant, layout):
-    return DATA / f"{variant}.{layout}"
 
 
 def ref(variant):
@@ -71,11 +55,6 @@ def mini(variant, include_top=None, **kw):
     if top:
         kw = {"classes": 5, "fc_units": (64, 32), **kw}
     return VGG16(include_top=top, width=1 / 16, input_shape=(hw, hw, 3), **kw)
-
-
-def file_arrays(variant, layout="official_like.h5"):
-    """{stored layer name: [kernel, bias]} as read from a fixture."""
-    return {e.stored_name or e.name: e.arrays for e in read_keras_weights(fixture(variant, layout))}
 
 
 def snapshot(model):

@@ -17,7 +17,8 @@ ANIMAL_SHAPES_CLASSES = ["bear", "bird", "cat", "cow", "dog",
                          "elephant", "giraffe", "horse", "sheep", "zebra"]
 
 
-def _sha256(path):
+def sha256_file(path):
+    """The sha256 hex digest of a file, read in 1 MB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -36,7 +37,7 @@ def load_animal_shapes(path=None):
     path = ANIMAL_SHAPES_PATH if path is None else os.fspath(path)
     if not os.path.isfile(path):
         raise DataError(f"animal shapes dataset not found: {path}")
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if digest != ANIMAL_SHAPES_SHA256:
         raise DataError(f"animal shapes dataset is corrupt: {path} has sha256 {digest}, "
                         f"expected {ANIMAL_SHAPES_SHA256}")

@@ -27,6 +27,8 @@ import zipfile
 
 import numpy as np
 
+from minitl.datasets import sha256_file
+
 # The label order was checked against the pictures (see README.md).
 CLASS_NAMES = ["bear", "bird", "cat", "cow", "dog",
                "elephant", "giraffe", "horse", "sheep", "zebra"]
@@ -165,14 +167,6 @@ def save_npz(path, arrays):
             info.create_system = 3
             info.external_attr = 0o644 << 16
             zf.writestr(info, buf.getvalue())
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def array_hashes(arrays):
