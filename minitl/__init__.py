@@ -2,7 +2,7 @@
 
     y = f(X; W)                       minitl.nn layers, minitl.functional
     L(W) = 1/N Σ l(y_i, ŷ_i)          minitl.functional.softmax_cross_entropy
-    W_{t+1} = W_t − η ∇L(W_t)         minitl.optim.SGD.step, after Tensor.backward
+    W_{t+1} = W_t − η ∇L(W_t)         minitl.optim.SGD.update, after Tensor.backward
 """
 __version__ = "0.1.0"
 

@@ -62,6 +62,13 @@ def _image_size(text):
     return tuple(parts)
 
 
+def _positive(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def cmd_finetune(args):
     from .data import train_val_folders
     from .errors import DataError, WeightsError
@@ -80,7 +87,8 @@ def cmd_finetune(args):
     print(f"{len(train_set)} training and {len(val_set)} validation images, classes: {', '.join(train_set.classes)}")
     model, record = finetune(
         train_set, val_set, args.out, weights=args.weights, width=args.width, hidden=tuple(args.hidden),
-        dropout=args.dropout, pooling=args.pooling, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        dropout=args.dropout, pooling=args.pooling, epochs=args.epochs, batch_size=args.batch_size,
+        optimizer=args.optimizer, lr=args.lr,
         base_lr=args.base_lr, momentum=args.momentum, weight_decay=args.weight_decay,
         unfreeze_blocks=args.unfreeze_blocks, schedule=args.schedule, patience=args.patience, seed=args.seed,
         device=_device(args.device), cache_features=not args.no_cache, resume=args.resume,
@@ -198,16 +206,18 @@ def build_parser():
 
     p = sub.add_parser("finetune", help="fine-tune VGG16 on a folder of images (one sub-folder per class)",
                        description="Replace VGG16's head, freeze the base (optionally unfreeze its last "
-                                   "blocks), fine-tune with SGD and save the run directory.")
+                                   "blocks), fine-tune with SGD or Adam and save the run directory.")
     p.add_argument("--data", required=True, help="folder with one sub-folder per class, or train/ and val/")
     p.add_argument("--weights", help="VGG16 notop weights (.h5, Keras layout); omit to train from scratch")
     p.add_argument("--out", default="runs/finetune", help="run directory (default runs/finetune)")
     p.add_argument("--epochs", type=int, default=10, help="number of epochs (10)")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (32)")
-    p.add_argument("--lr", type=float, default=0.01, help="learning rate of the new head (0.01)")
-    p.add_argument("--base-lr", type=float, help="learning rate of unfrozen base layers (default lr/10)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="sgd (with momentum) or adam")
+    p.add_argument("--lr", type=_positive, help="learning rate of the new head (0.01 for sgd, 0.001 for adam)")
+    p.add_argument("--base-lr", type=_positive, help="learning rate of unfrozen base layers (default lr/10)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (0.9)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (0)")
+    p.add_argument("--weight-decay", type=float, default=0.0,
+                   help="weight decay (0): L2 for sgd, decoupled (AdamW) for adam")
     p.add_argument("--clip-norm", type=float, help="clip the global gradient norm to this value")
     p.add_argument("--unfreeze-blocks", type=int, default=0, choices=range(6),
                    help="train the last K of VGG16's 5 blocks too (0: base frozen)")

@@ -1,33 +1,41 @@
-"""Stochastic gradient descent and learning-rate schedules.
+"""Optimizers (SGD, Adam) and learning-rate schedules.
 
-The update is W_{t+1} = W_t − η ∇L(W_t). With weight decay λ the gradient is
-g = ∇L(W) + λW (an L2 term, added before momentum, as PyTorch does). With
-momentum μ the velocity is v_{t+1} = μ v_t + g (v_1 = g), and the step uses
-v_{t+1}, or g + μ v_{t+1} for Nesterov momentum.
+Every optimizer applies W_{t+1} = W_t − η·step(∇L(W_t)) to each trainable parameter;
+they differ in how the step is made from the gradient g:
+
+- SGD: with weight decay λ, g ← g + λW (an L2 term, added before momentum, as
+  PyTorch does). With momentum μ the velocity is v_{t+1} = μ v_t + g (v_1 = g),
+  and the step is v_{t+1}, or g + μ v_{t+1} for Nesterov momentum.
+- Adam (Kingma & Ba, Algorithm 1): m_t = β1 m_{t−1} + (1 − β1) g,
+  v_t = β2 v_{t−1} + (1 − β2) g², m̂ = m_t / (1 − β1^t), v̂ = v_t / (1 − β2^t),
+  and the step is m̂ / (√v̂ + ε). Weight decay is decoupled (AdamW, as Keras'
+  ``weight_decay``): W ← W − ηλW before the step.
 """
 import math
 
 import numpy
 
-from .backend import get_array_module, to_device, to_numpy
+from .backend import device_of, to_device, to_numpy
 
 
-class SGD:
-    """SGD with momentum, Nesterov momentum, weight decay and parameter groups.
+class Optimizer:
+    """What every optimizer shares: parameter groups, gradient clipping and per-parameter state.
 
     ``params`` is an iterable of tensors, or a list of dicts ``{"params": [...], "lr": ...}``
     whose keys override the defaults for that group (e.g. a lower learning rate for
     unfrozen base layers than for a new head). Parameters with requires_grad=False
     or without a gradient are skipped. ``clip_norm`` rescales all gradients together
     so that their global L2 norm is at most that value (Keras' ``global_clipnorm``).
+    A subclass writes ``update(p, g, group, state)``: one parameter's step, keeping
+    its buffers in the dict ``state``.
     """
 
-    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=None):
-        if lr <= 0:
-            raise ValueError(f"learning rate must be positive, got {lr}")
-        if nesterov and momentum <= 0:
-            raise ValueError("Nesterov momentum needs momentum > 0")
-        self.defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+    def __init__(self, params, defaults, clip_norm=None):
+        if defaults["lr"] <= 0:
+            raise ValueError(f"learning rate must be positive, got {defaults['lr']}")
+        if clip_norm is not None and clip_norm <= 0:
+            raise ValueError(f"clip_norm must be positive, got {clip_norm}")
+        self.defaults = defaults
         params = list(params)
         groups = params if params and isinstance(params[0], dict) else [{"params": params}]
         self.param_groups = []
@@ -35,13 +43,15 @@ class SGD:
             group = {**self.defaults, **g, "params": list(g["params"])}
             group.setdefault("initial_lr", group["lr"])
             self.param_groups.append(group)
-        self.velocity = {}  # id(param) -> momentum buffer
+        self.state = {}  # id(param) -> {buffer name: array or number}
         self.clip_norm = clip_norm
 
+    def update(self, p, g, group, state):
+        raise NotImplementedError
+
     def zero_grad(self):
-        for group in self.param_groups:
-            for p in group["params"]:
-                p.grad = None
+        for p in self._params():
+            p.grad = None
 
     def grad_norm(self):
         """The global L2 norm of the gradients that step() would use."""
@@ -55,47 +65,102 @@ class SGD:
             norm = self.grad_norm()
             scale = min(1.0, self.clip_norm / norm) if norm > 0 else 1.0
         for group in self.param_groups:
-            lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
             for p in group["params"]:
-                if not p.requires_grad or p.grad is None:
-                    continue
-                g = p.grad if scale == 1.0 else p.grad * scale
-                if wd:
-                    g = g + wd * p.data
-                if mu:
-                    v = self.velocity.get(id(p))
-                    v = g.copy() if v is None else mu * v + g
-                    self.velocity[id(p)] = v
-                    g = g + mu * v if group["nesterov"] else v
-                p.data -= (lr * g).astype(p.data.dtype, copy=False)
+                if p.requires_grad and p.grad is not None:
+                    g = p.grad if scale == 1.0 else p.grad * scale
+                    self.update(p, g, group, self.state.setdefault(id(p), {}))
 
     def _params(self):
         return [p for group in self.param_groups for p in group["params"]]
 
     def state_dict(self):
-        """Learning rates and momentum buffers, as plain NumPy arrays keyed by parameter position."""
-        velocity = {str(i): to_numpy(self.velocity[id(p)])
-                    for i, p in enumerate(self._params()) if id(p) in self.velocity}
+        """The groups' settings and every parameter's buffers (NumPy arrays), keyed by parameter position."""
+        state = {str(i): {k: to_numpy(v) if hasattr(v, "shape") else v for k, v in self.state[id(p)].items()}
+                 for i, p in enumerate(self._params()) if self.state.get(id(p))}
         groups = [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
-        return {"param_groups": groups, "velocity": velocity}
+        return {"optimizer": type(self).__name__, "param_groups": groups, "state": state}
 
     def load_state_dict(self, state):
+        kind = state.get("optimizer", type(self).__name__)
+        if kind != type(self).__name__:
+            raise ValueError(f"optimizer state was saved by {kind}, cannot load it into {type(self).__name__}")
         params = self._params()
         if len(state["param_groups"]) != len(self.param_groups):
             raise ValueError(f"optimizer state has {len(state['param_groups'])} parameter groups, "
                              f"this optimizer has {len(self.param_groups)}")
+        for key, buffers in state["state"].items():
+            if int(key) >= len(params):
+                raise ValueError(f"optimizer state has buffers for parameter {key}, "
+                                 f"this optimizer has {len(params)} parameters")
         for group, saved in zip(self.param_groups, state["param_groups"]):
             group.update(saved)
-        self.velocity = {}
-        for key, v in state["velocity"].items():
+        self.state = {}
+        for key, buffers in state["state"].items():
             p = params[int(key)]
-            device = "gpu" if get_array_module(p.data) is not numpy else "cpu"
-            self.velocity[id(p)] = to_device(numpy.asarray(v, dtype=p.data.dtype), device)
+            self.state[id(p)] = {k: self._restore(v, p) for k, v in buffers.items()}
+
+    @staticmethod
+    def _restore(value, p):
+        """A saved buffer on p's device and in p's dtype; a saved number (Adam's step count) as a number."""
+        a = numpy.asarray(value)
+        if a.ndim == 0:
+            return a.item()
+        if a.shape != p.shape:
+            raise ValueError(f"optimizer buffer of shape {a.shape} does not fit parameter of shape {p.shape}")
+        return to_device(a.astype(p.data.dtype), device_of(p.data))
 
     def to(self, device):
-        """Move the momentum buffers with the parameters."""
-        self.velocity = {k: to_device(v, device) for k, v in self.velocity.items()}
+        """Move the buffers with the parameters."""
+        self.state = {k: {n: to_device(v, device) if hasattr(v, "shape") else v for n, v in s.items()}
+                      for k, s in self.state.items()}
         return self
+
+
+class SGD(Optimizer):
+    """SGD with momentum, Nesterov momentum, L2 weight decay, parameter groups and clipping."""
+
+    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=None):
+        if nesterov and momentum <= 0:
+            raise ValueError("Nesterov momentum needs momentum > 0")
+        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay),
+                         clip_norm)
+
+    def update(self, p, g, group, state):
+        lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+        if wd:
+            g = g + wd * p.data
+        if mu:
+            v = state.get("momentum")
+            v = g.copy() if v is None else mu * v + g
+            state["momentum"] = v
+            g = g + mu * v if group["nesterov"] else v
+        p.data -= (lr * g).astype(p.data.dtype, copy=False)
+
+
+class Adam(Optimizer):
+    """Adam with bias correction, decoupled weight decay (AdamW), parameter groups and clipping.
+
+    Defaults are the paper's and PyTorch's: betas (0.9, 0.999), eps 1e-8. Keras puts
+    ε against the uncorrected √v_t (default 1e-7); the two agree once ε is negligible.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, clip_norm=None):
+        if not all(0 <= b < 1 for b in betas) or len(betas) != 2:
+            raise ValueError(f"Adam betas must be two numbers in [0, 1), got {betas}")
+        if eps <= 0:
+            raise ValueError(f"Adam eps must be positive, got {eps}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay), clip_norm)
+
+    def update(self, p, g, group, state):
+        lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        t = state["step"] = state.get("step", 0) + 1
+        if wd:
+            p.data -= (lr * wd * p.data).astype(p.data.dtype, copy=False)
+        m = state["m"] = b1 * state["m"] + (1 - b1) * g if "m" in state else (1 - b1) * g
+        v = state["v"] = b2 * state["v"] + (1 - b2) * g * g if "v" in state else (1 - b2) * g * g
+        m_hat = m / (1 - b1 ** t)
+        v_hat = v / (1 - b2 ** t)
+        p.data -= (lr * m_hat / (v_hat ** 0.5 + eps)).astype(p.data.dtype, copy=False)
 
 
 class LRSchedule:

@@ -23,7 +23,7 @@ from .errors import TrainingError
 from .metrics import classification_report
 from .models import VGG16
 from .nn import Dense, Dropout, Flatten, GlobalAvgPool2D, Sequential, manual_seed
-from .optim import SGD, CosineLR, StepLR
+from .optim import SGD, Adam, CosineLR, StepLR
 from .tensor import Tensor, no_grad
 
 RECORD, CHECKPOINT, BEST, OPTIMIZER, FEATURES = "record.json", "checkpoint.h5", "best.h5", "optimizer.h5", "features.h5"
@@ -62,12 +62,19 @@ def set_trainable_blocks(base, blocks):
             layer.unfreeze()
 
 
-def make_optimizer(model, lr, base_lr=None, momentum=0.9, weight_decay=0.0, clip_norm=None):
-    """SGD with two parameter groups: the head at ``lr``, unfrozen base layers at ``base_lr`` (lr/10)."""
+DEFAULT_LR = {"sgd": 0.01, "adam": 0.001}
+
+
+def make_optimizer(model, lr, base_lr=None, momentum=0.9, weight_decay=0.0, clip_norm=None, optimizer="sgd"):
+    """SGD (or Adam) with two parameter groups: the head at ``lr``, unfrozen base layers at ``base_lr`` (lr/10)."""
     base, head = base_and_head(model)
     groups = [{"params": head.parameters(), "lr": lr}]
     groups.append({"params": base.parameters(), "lr": base_lr if base_lr is not None else lr / 10})
-    return SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, clip_norm=clip_norm)
+    if optimizer == "sgd":
+        return SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, clip_norm=clip_norm)
+    if optimizer == "adam":
+        return Adam(groups, lr=lr, weight_decay=weight_decay, clip_norm=clip_norm)
+    raise ValueError(f"unknown optimizer {optimizer!r}: use sgd or adam")
 
 
 def make_schedule(optimizer, name, epochs):
@@ -93,20 +100,26 @@ def _write_h5(path, fill):
 
 
 def save_optimizer(path, optimizer):
+    """The optimizer's state in HDF5: settings as JSON attributes, buffers under state/<parameter>/<name>."""
     state = optimizer.state_dict()
 
     def fill(f):
+        f.attrs["optimizer"] = state["optimizer"]
         f.attrs["param_groups"] = json.dumps(state["param_groups"])
-        for k, v in state["velocity"].items():
-            f.create_dataset(k, data=v)
+        for i, buffers in state["state"].items():
+            for name, v in buffers.items():
+                f.create_dataset(f"state/{i}/{name}", data=v)
     _write_h5(path, fill)
 
 
 def load_optimizer(path, optimizer):
-    with h5py.File(path, "r") as f:
-        state = {"param_groups": json.loads(f.attrs["param_groups"]),
-                 "velocity": {k: f[k][()] for k in f.keys()}}
-    optimizer.load_state_dict(state)
+    try:
+        with h5py.File(path, "r") as f:
+            state = {"optimizer": f.attrs["optimizer"], "param_groups": json.loads(f.attrs["param_groups"]),
+                     "state": {i: {name: d[()] for name, d in g.items()} for i, g in f.get("state", {}).items()}}
+        optimizer.load_state_dict(state)
+    except (OSError, KeyError, ValueError) as e:
+        raise TrainingError(f"{path}: cannot restore the optimizer: {e}") from e
 
 
 def read_record(run_dir):
@@ -283,19 +296,21 @@ def fit(model, optimizer, train_loader, val_loader=None, epochs=10, run_dir=None
 
 
 def finetune(train_set, val_set, run_dir, weights=None, width=1.0, hidden=(1024, 512), dropout=0.0,
-             pooling="flatten", epochs=10, batch_size=32, lr=0.01, base_lr=None, momentum=0.9,
+             pooling="flatten", epochs=10, batch_size=32, optimizer="sgd", lr=None, base_lr=None, momentum=0.9,
              weight_decay=0.0, unfreeze_blocks=0, schedule="none", patience=None, seed=0, device="cpu",
              cache_features=True, resume=False, progress=True, log=print, augment=False, clip_norm=None):
     """The whole recipe on two datasets; returns (model, record).
 
     Builds VGG16 without top (loading ``weights``, the published notop file or any
     file in Keras' layouts), adds a new head, freezes the base except its last
-    ``unfreeze_blocks`` blocks, and trains with SGD (head at ``lr``, base at
-    ``base_lr`` = lr/10 by default). While the whole base is frozen and there is no
+    ``unfreeze_blocks`` blocks, and trains with ``optimizer``, 'sgd' or 'adam' (head at
+    ``lr``, by default 0.01 for SGD and 0.001 for Adam; base at ``base_lr`` = lr/10
+    by default). While the whole base is frozen and there is no
     random augmentation, the base's features are computed once and cached.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    lr = DEFAULT_LR[optimizer] if lr is None else lr
     image_size = tuple(train_set[0][0].shape[:2]) if len(train_set) else None
     config = {"arch": "vgg16", "input_shape": [*image_size, 3], "width": width, "num_classes": len(train_set.classes),
               "hidden": list(hidden), "dropout": dropout, "pooling": pooling}
@@ -308,22 +323,23 @@ def finetune(train_set, val_set, run_dir, weights=None, width=1.0, hidden=(1024,
             log(f"{run_dir} already finished {record['epoch']} epochs")
         weights_io.load_weights(model, run_dir / CHECKPOINT) if (run_dir / CHECKPOINT).is_file() else None
         unfreeze_blocks = record["training"]["unfreeze_blocks"]
+        optimizer = record["training"]["optimizer"]
     else:
         if weights is not None:
             weights_io.load_weights(base, weights)
         record = {"classes": list(train_set.classes), "image_size": list(image_size), "preprocessing": "caffe",
                   "model": config, "weights": str(weights) if weights else None, "seed": seed,
-                  "training": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "base_lr": base_lr,
-                               "momentum": momentum, "weight_decay": weight_decay,
+                  "training": {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
+                               "base_lr": base_lr, "momentum": momentum, "weight_decay": weight_decay,
                                "unfreeze_blocks": unfreeze_blocks, "schedule": schedule, "patience": patience,
                                "augment": augment, "clip_norm": clip_norm},
                   "epoch": 0, "history": []}
     set_trainable_blocks(base, unfreeze_blocks)
     model.to(device)
-    optimizer = make_optimizer(model, lr, base_lr, momentum, weight_decay, clip_norm)
+    opt = make_optimizer(model, lr, base_lr, momentum, weight_decay, clip_norm, optimizer)
     if resume and (run_dir / OPTIMIZER).is_file():
-        load_optimizer(run_dir / OPTIMIZER, optimizer)
-    sched = make_schedule(optimizer, schedule, epochs)
+        load_optimizer(run_dir / OPTIMIZER, opt)
+    sched = make_schedule(opt, schedule, epochs)
     prefetch = 1 if device == "gpu" else 0  # decode the next batch while the GPU works
     train_loader = DataLoader(train_set, batch_size, shuffle=True, seed=seed, prefetch=prefetch)
     val_loader = DataLoader(val_set, batch_size, prefetch=prefetch) if val_set is not None and len(val_set) else None
@@ -340,10 +356,10 @@ def finetune(train_set, val_set, run_dir, weights=None, width=1.0, hidden=(1024,
         train_loader = DataLoader(ArrayDataset(*feats["train"]), batch_size, shuffle=True, seed=seed)
         if "val" in feats:
             val_loader = DataLoader(ArrayDataset(*feats["val"]), batch_size)
-        fit(head, optimizer, train_loader, val_loader, epochs, run_dir, record, sched, patience, device,
+        fit(head, opt, train_loader, val_loader, epochs, run_dir, record, sched, patience, device,
             progress, seed, log, save_model=model)
     else:
-        fit(model, optimizer, train_loader, val_loader, epochs, run_dir, record, sched, patience, device,
+        fit(model, opt, train_loader, val_loader, epochs, run_dir, record, sched, patience, device,
             progress, seed, log)
     try:
         from .plots import plot_history

@@ -56,10 +56,11 @@ def test_mixing_devices_is_a_clear_error():
         a + b
 
 
-def test_vgg16_training_step_matches_cpu():
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_vgg16_training_step_matches_cpu(optimizer):
     from minitl.models import VGG16
     from minitl.nn import manual_seed
-    from minitl.optim import SGD
+    from minitl.optim import SGD, Adam
     losses = []
     x = np.random.default_rng(0).normal(0, 50, (4, 32, 32, 3)).astype(np.float32)
     y = np.array([0, 1, 2, 1])
@@ -67,13 +68,17 @@ def test_vgg16_training_step_matches_cpu():
         manual_seed(0)
         model = VGG16(input_shape=(32, 32, 3), classes=3, width=1 / 16, fc_units=(16, 8),
                       classifier_activation=None).to(device)
-        opt = SGD(model.parameters(), lr=1e-3, momentum=0.9).to(device)
-        for _ in range(2):
+        params = model.parameters()
+        opt = SGD(params, lr=1e-3, momentum=0.9) if optimizer == "sgd" else Adam(params, lr=1e-4)
+        for _ in range(3):
             loss = F.softmax_cross_entropy(model(Tensor(x).to(device)), Tensor(y).to(device).data)
             opt.zero_grad()
             loss.backward()
             opt.step()
         losses.append(loss.item())
+        if device == "gpu":
+            assert all(minitl.backend.is_gpu_array(v) for s in opt.state.values() for v in s.values()
+                       if hasattr(v, "shape"))
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
 
 

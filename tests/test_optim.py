@@ -1,9 +1,11 @@
+import math
+
 import numpy as np
 import pytest
 
 import minitl.functional as F
 from minitl import Tensor
-from minitl.optim import SGD, CosineLR, StepLR
+from minitl.optim import SGD, Adam, CosineLR, StepLR
 
 
 def param(values, grad):
@@ -94,7 +96,9 @@ def test_bad_arguments():
         SGD([], lr=0.1, nesterov=True)
 
 
-def test_two_layer_network_fits_separable_data():
+@pytest.mark.parametrize("make", [lambda ps: SGD(ps, lr=0.1, momentum=0.9), lambda ps: Adam(ps, lr=0.01)],
+                         ids=["sgd", "adam"])
+def test_two_layer_network_fits_separable_data(make):
     rng = np.random.default_rng(0)
     n = 60
     x = rng.standard_normal((n, 2))
@@ -103,7 +107,7 @@ def test_two_layer_network_fits_separable_data():
     b1 = Tensor(np.zeros(16), requires_grad=True)
     w2 = Tensor(rng.standard_normal((16, 2)) * 0.5, requires_grad=True)
     b2 = Tensor(np.zeros(2), requires_grad=True)
-    opt = SGD([w1, b1, w2, b2], lr=0.1, momentum=0.9)
+    opt = make([w1, b1, w2, b2])
     losses = []
     for _ in range(500):
         logits = F.dense(F.relu(F.dense(Tensor(x), w1, b1)), w2, b2)
@@ -126,3 +130,106 @@ def test_global_norm_clipping():
     c = param([0.0], [0.5])
     SGD([c], lr=1.0, clip_norm=1.0).step()  # below the limit: unchanged
     np.testing.assert_allclose(c.data, [-0.5])
+
+
+def test_adam_with_a_constant_gradient_steps_lr_times_its_sign():
+    # m̂ = g and v̂ = g² exactly when g never changes, so every step is lr · g / (|g| + ε).
+    g = np.array([0.5, -1.0, 2e-3])
+    p = param([1.0, -2.0, 3.0], g)
+    opt = Adam([p], lr=0.1)
+    for _ in range(5):
+        opt.step()
+    np.testing.assert_allclose(p.data, np.array([1.0, -2.0, 3.0]) - 5 * 0.1 * g / (np.abs(g) + 1e-8), rtol=1e-12)
+
+
+def adam_by_hand(w, grad_fn, steps, lr, b1, b2, eps, wd):
+    """Adam on a list of floats, one element at a time (decoupled weight decay before the step)."""
+    w, m, v = list(w), [0.0] * len(w), [0.0] * len(w)
+    for t in range(1, steps + 1):
+        g = grad_fn(w)
+        for i in range(len(w)):
+            w[i] -= lr * wd * w[i]
+            m[i] = b1 * m[i] + (1 - b1) * g[i]
+            v[i] = b2 * v[i] + (1 - b2) * g[i] ** 2
+            w[i] -= lr * (m[i] / (1 - b1 ** t)) / (math.sqrt(v[i] / (1 - b2 ** t)) + eps)
+    return w
+
+
+def test_adam_matches_an_elementwise_reference_on_a_quadratic():
+    a, c = np.array([1.0, 4.0, 0.25, 2.0]), np.array([0.5, -1.0, 3.0, 0.0])
+
+    def grad(w):  # L = ½ Σ a (w − c)²
+        return list(a * (np.asarray(w) - c))
+
+    w0 = [2.0, 1.0, -1.0, 0.3]
+    p = Tensor(np.array(w0), requires_grad=True)
+    opt = Adam([p], lr=0.05, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)
+    for _ in range(20):
+        p.grad = np.array(grad(p.data))
+        opt.step()
+    expected = adam_by_hand(w0, grad, 20, 0.05, 0.8, 0.99, 1e-6, 0.1)
+    np.testing.assert_allclose(p.data, expected, rtol=1e-12)
+
+
+def test_adam_matches_pytorch_adamw():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    w0, grads = rng.standard_normal((3, 4)), rng.standard_normal((6, 3, 4))
+    p = Tensor(w0.copy(), requires_grad=True)
+    opt = Adam([p], lr=0.01, weight_decay=0.05)
+    q = torch.tensor(w0.copy(), requires_grad=True)
+    ref = torch.optim.AdamW([q], lr=0.01, weight_decay=0.05, eps=1e-8)
+    for g in grads:
+        p.grad = g
+        opt.step()
+        q.grad = torch.tensor(g)
+        ref.step()
+    np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-12, atol=1e-15)
+
+
+def test_adam_state_round_trip_continues_bit_for_bit(tmp_path):
+    from minitl.train import load_optimizer, save_optimizer
+    rng = np.random.default_rng(1)
+    grads = rng.standard_normal((5, 2, 3))
+    frozen = Tensor(np.ones(3), requires_grad=False)
+
+    def make(w):
+        p = Tensor(w.copy(), requires_grad=True)
+        return p, Adam([{"params": [p]}, {"params": [frozen], "lr": 1e-4}], lr=0.01, weight_decay=0.01)
+
+    p, opt = make(np.zeros((2, 3)))
+    for g in grads:
+        p.grad = g
+        opt.step()
+    q, opt_q = make(np.zeros((2, 3)))
+    for g in grads[:3]:
+        q.grad = g
+        opt_q.step()
+    save_optimizer(tmp_path / "opt.h5", opt_q)
+    r, opt_r = make(q.data)
+    load_optimizer(tmp_path / "opt.h5", opt_r)
+    assert opt_r.state[id(r)]["step"] == 3 and id(frozen) not in opt_r.state
+    for g in grads[3:]:
+        r.grad = g
+        opt_r.step()
+    np.testing.assert_array_equal(r.data, p.data)
+    np.testing.assert_array_equal(frozen.data, np.ones(3))
+
+
+def test_optimizer_state_of_another_kind_or_shape_is_refused():
+    p = param([1.0, 2.0], [1.0, 1.0])
+    sgd = SGD([p], lr=0.1, momentum=0.9)
+    sgd.step()
+    with pytest.raises(ValueError, match="saved by SGD, cannot load it into Adam"):
+        Adam([param([1.0, 2.0], [0.0, 0.0])]).load_state_dict(sgd.state_dict())
+    with pytest.raises(ValueError, match=r"shape \(2,\) does not fit parameter of shape \(3,\)"):
+        SGD([param([1.0, 2.0, 3.0], [0.0] * 3)], lr=0.1).load_state_dict(sgd.state_dict())
+
+
+def test_adam_bad_arguments():
+    with pytest.raises(ValueError, match="betas"):
+        Adam([], betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match="eps"):
+        Adam([], eps=0)
+    with pytest.raises(ValueError, match="learning rate"):
+        Adam([], lr=-1e-3)

@@ -102,10 +102,12 @@ def test_feature_cache_gives_the_same_head_as_the_frozen_base(folder, notop, tmp
         assert f["train/features"].shape == (len(train), 1, 1, 32)
 
 
-@pytest.mark.parametrize("unfreeze", [0, 2])
-def test_resume_after_interruption_matches_an_uninterrupted_run(folder, notop, tmp_path, monkeypatch, unfreeze):
+@pytest.mark.parametrize("unfreeze,optimizer,lr", [(0, "sgd", 0.01), (2, "sgd", 0.01), (2, "adam", 1e-3)])
+def test_resume_after_interruption_matches_an_uninterrupted_run(folder, notop, tmp_path, monkeypatch, unfreeze,
+                                                                optimizer, lr):
     train, val = datasets(folder)
-    opts = dict(SMALL, weights=notop, epochs=3, unfreeze_blocks=unfreeze, schedule="cosine", dropout=0.5)
+    opts = dict(SMALL, weights=notop, epochs=3, unfreeze_blocks=unfreeze, schedule="cosine", dropout=0.5,
+                optimizer=optimizer, lr=lr)
     full, _ = T.finetune(train, val, tmp_path / "full", **opts)
 
     real = T.train_epoch
@@ -158,8 +160,13 @@ def test_evaluate_metrics(folder, notop, tmp_path):
 def test_cli_finetune_evaluate_predict(folder, notop, tmp_path, capsys):
     run = tmp_path / "run"
     args = ["finetune", "--data", str(folder), "--weights", str(notop), "--out", str(run), "--epochs", "2",
-            "--image-size", "32", "--width", "0.0625", "--hidden", "16", "8", "--batch-size", "4", "--quiet"]
+            "--image-size", "32", "--width", "0.0625", "--hidden", "16", "8", "--batch-size", "4", "--quiet",
+            "--optimizer", "adam"]
     assert main(args) == 0
+    training = json.loads((run / "record.json").read_text())["training"]
+    assert training["optimizer"] == "adam" and training["lr"] == 0.001
+    with h5py.File(run / "optimizer.h5") as f:
+        assert f.attrs["optimizer"] == "Adam" and set(f["state/0"]) == {"m", "v", "step"}
     assert main(["evaluate", str(run), "--data", str(folder), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "macro avg" in out and "confusion matrix" in out
@@ -184,6 +191,17 @@ def test_cli_errors_are_one_line_without_traceback(args, message, capsys):
     assert main(args) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--lr", "-0.1"], "argument --lr: must be a positive number, got -0.1"),
+    (["--base-lr", "0"], "argument --base-lr: must be a positive number, got 0"),
+    (["--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
+])
+def test_cli_rejects_bad_optimizer_settings_before_reading_any_data(args, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["finetune", "--data", "/no/such/folder", *args])
+    assert e.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_cli_weights_that_do_not_fit(folder, tmp_path, capsys):
