@@ -6,14 +6,17 @@ Along w₂ the bowl is κ times steeper than along w₁. Plain SGD must keep η 
 the w₂ coordinate overshoots further on every step (|1 − ηκ| > 1: divergence), and
 with such a small η it crawls along w₁. Momentum (v ← μv + g, W ← W − ηv) builds
 up speed along the shallow direction; Nesterov uses the step g + μv instead of v.
-Every path is run by minitl.optim.SGD on a minitl Tensor.
+Adam divides each coordinate's step by the running size of its gradient, so every
+coordinate moves by about η per step however steep it is: η = 0.2 > 2/κ does not
+diverge, but the approach is slow and ends in small oscillations.
+Every path is run by minitl.optim.SGD (or minitl.optim.Adam) on a minitl Tensor.
 """
 import argparse
 
 import numpy as np
 
 from minitl import Tensor
-from minitl.optim import SGD
+from minitl.optim import SGD, Adam
 
 KAPPA = 50.0
 START = (-4.0, 1.2)
@@ -23,10 +26,10 @@ def loss_fn(w):
     return 0.5 * (Tensor(np.array([1.0, KAPPA])) * w * w).sum()
 
 
-def descend(lr, steps, momentum=0.0, nesterov=False):
-    """The path (steps + 1, 2) and the losses of SGD from START."""
+def descend(lr, steps, momentum=0.0, nesterov=False, adam=False):
+    """The path (steps + 1, 2) and the losses of SGD (or Adam) from START."""
     w = Tensor(np.array(START), requires_grad=True)
-    opt = SGD([w], lr=lr, momentum=momentum, nesterov=nesterov)
+    opt = Adam([w], lr=lr) if adam else SGD([w], lr=lr, momentum=momentum, nesterov=nesterov)
     path, losses = [w.numpy().copy()], []
     for _ in range(steps):
         loss = loss_fn(w)
@@ -86,6 +89,7 @@ def main(argv=None):
         "momentum 0.8, η=0.025": descend(lr, steps, momentum=0.8),
         "Nesterov 0.8, η=0.025": descend(lr, steps, momentum=0.8, nesterov=True),
         "plain, η=0.042 (> 2/κ = 0.04)": descend(0.042, steps),
+        "Adam, η=0.2": descend(0.2, steps, adam=True),
     }
     print(f"{'method':<30}  {'L after ' + str(steps) + ' steps':>16}  {'first step with L < 1e-3':>25}")
     for label, (_, losses) in runs.items():

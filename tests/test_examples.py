@@ -84,9 +84,10 @@ def test_04_softmax_cross_entropy(run):
 
 def test_05_sgd(run, tmp_path):
     _, out = run("05_sgd", "--out", tmp_path / "paths.png")
-    rows = [line for line in out.splitlines() if line.startswith(("plain", "momentum", "Nesterov"))]
+    rows = [line for line in out.splitlines() if line.startswith(("plain", "momentum", "Nesterov", "Adam"))]
     table = {line[:30].strip(): line[30:].split() for line in rows}
     assert table["plain, η=0.042 (> 2/κ = 0.04)"][-1] == "diverged"
+    assert table["Adam, η=0.2"][-1] != "diverged" and float(table["Adam, η=0.2"][0]) < 44 / 10  # L(W_0) = 44
     assert float(table["Nesterov 0.8, η=0.025"][0]) < float(table["plain, η=0.025"][0])
     hand, ours = re.search(r"W_1 = W_0 − η∇L\(W_0\) = (\(.*?\)) by hand, (\(.*?\)) by minitl", out).groups()
     assert hand == ours == "(-3.9, -0.3)"
