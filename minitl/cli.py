@@ -8,6 +8,7 @@ import argparse
 import os
 import platform
 import sys
+import warnings
 
 from . import __version__
 from .errors import MinitlError
@@ -53,12 +54,25 @@ def _device(name):
     return device
 
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _image_size(text):
-    parts = [int(p) for p in str(text).lower().replace("x", ",").split(",") if p]
+    try:
+        parts = [int(p) for p in str(text).lower().replace("x", ",").split(",") if p]
+    except ValueError:
+        parts = []
     if len(parts) == 1:
         parts *= 2
     if len(parts) != 2 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"image size must be N or HxW, got {text!r}")
+        raise argparse.ArgumentTypeError(f"image size must be N or HxW (whole numbers, at least 1), got {text!r}")
     return tuple(parts)
 
 
@@ -76,8 +90,16 @@ def cmd_finetune(args):
     if not os.path.isdir(args.data):
         raise DataError(f"data folder {args.data} does not exist")
     if args.weights is not None and not os.path.isfile(args.weights):
-        raise WeightsError(f"weights file {args.weights} does not exist "
+        problem = "is not a file" if os.path.exists(args.weights) else "does not exist"
+        raise WeightsError(f"weights file {args.weights} {problem} "
                            f"(get the published one with: minitl weights fetch vgg16-notop)")
+    if args.resume:  # the run's own image size, seed and augmentation, and its epochs unless given
+        from .train import read_record
+        saved = read_record(args.out)
+        args.image_size, args.seed = tuple(saved["image_size"]), saved["seed"]
+        args.augment = saved["training"]["augment"]
+        args.epochs = args.epochs or saved["training"]["epochs"]
+    args.epochs = args.epochs or 10
     if min(args.image_size) < 32:
         from .errors import ShapeError
         raise ShapeError(f"--image-size {args.image_size[0]}x{args.image_size[1]} is too small: "
@@ -121,22 +143,35 @@ def cmd_evaluate(args):
 
 def cmd_predict(args):
     import numpy
-    from .data import load_image
+    from .data import IMAGE_EXTENSIONS, list_images, load_image
+    from .errors import DataError
     from .functional import softmax
     from .tensor import Tensor, no_grad
     from .train import BEST, CHECKPOINT, load_run
     device = _device(args.device)
     model, record = load_run(args.run_dir, BEST if args.best else CHECKPOINT, device)
     classes = record["classes"]
-    for path in args.images:
-        x = load_image(path, tuple(record["image_size"]))[None]
+    paths = []
+    for path in args.images:  # a folder stands for the images in it
+        found = list_images(path) if os.path.isdir(path) else [path]
+        if not found:
+            raise DataError(f"no images ({' '.join(IMAGE_EXTENSIONS)}) found in {path}")
+        paths += found
+    failed = 0
+    for path in paths:
+        try:
+            x = load_image(path, tuple(record["image_size"]))[None]
+        except DataError as e:  # report it and go on with the other images
+            print(f"minitl predict: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
         with no_grad():
             p = softmax(model(Tensor(x).to(device))).numpy()[0]
         order = numpy.argsort(-p)[:args.top]
         print(path)
         for i in order:
             print(f"  {classes[i]:<20} {p[i]:.4f}")
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_summary(args):
@@ -175,6 +210,10 @@ def cmd_demo(args):
     return 0
 
 
+WEIGHTS_DIR_HELP = ("weights folder (default: $MINITL_HOME/weights; else weights/ of the source checkout "
+                    "minitl runs from; else ~/.minitl/weights)")
+
+
 def _add_common(p, device=True):
     if device:
         p.add_argument("--device", default="cpu", help="cpu, gpu or auto (the GPU when usable); default cpu")
@@ -210,8 +249,8 @@ def build_parser():
     p.add_argument("--data", required=True, help="folder with one sub-folder per class, or train/ and val/")
     p.add_argument("--weights", help="VGG16 notop weights (.h5, Keras layout); omit to train from scratch")
     p.add_argument("--out", default="runs/finetune", help="run directory (default runs/finetune)")
-    p.add_argument("--epochs", type=int, default=10, help="number of epochs (10)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per batch (32)")
+    p.add_argument("--epochs", type=_positive_int, help="number of epochs (10; with --resume, the run's own)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch (32)")
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="sgd (with momentum) or adam")
     p.add_argument("--lr", type=_positive, help="learning rate of the new head (0.01 for sgd, 0.001 for adam)")
     p.add_argument("--base-lr", type=_positive, help="learning rate of unfrozen base layers (default lr/10)")
@@ -223,16 +262,17 @@ def build_parser():
                    help="train the last K of VGG16's 5 blocks too (0: base frozen)")
     p.add_argument("--image-size", type=_image_size, default=(224, 224), help="input size N or HxW (224)")
     p.add_argument("--width", type=float, default=1.0, help="VGG16 width multiplier (1.0 for the real one)")
-    p.add_argument("--hidden", type=int, nargs="*", default=[1024, 512], help="hidden units of the head")
+    p.add_argument("--hidden", type=_positive_int, nargs="*", default=[1024, 512], help="hidden units of the head")
     p.add_argument("--dropout", type=float, default=0.0, help="dropout after each hidden head layer")
     p.add_argument("--pooling", choices=["flatten", "avg"], default="flatten",
                    help="flatten block5_pool or average it globally")
     p.add_argument("--validation-split", type=float, default=0.2, help="share held out when there is no val/")
     p.add_argument("--augment", action="store_true", help="random crops and flips (disables the feature cache)")
     p.add_argument("--schedule", choices=["none", "step", "cosine"], default="none", help="learning-rate schedule")
-    p.add_argument("--patience", type=int, help="stop when val loss has not improved for this many epochs")
+    p.add_argument("--patience", type=_positive_int, help="stop when val loss has not improved for this many epochs")
     p.add_argument("--no-cache", action="store_true", help="do not cache the frozen base's features")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint, with its recorded settings")
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     _add_common(p)
     p.set_defaults(func=cmd_finetune)
@@ -241,17 +281,18 @@ def build_parser():
                        description="Evaluate a run directory's model on a folder of images.")
     p.add_argument("run_dir", help="run directory written by minitl finetune or minitl demo")
     p.add_argument("--data", required=True, help="folder with one sub-folder per class")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--best", action="store_true", help="use best.h5 (lowest val loss) instead of the last epoch")
     p.add_argument("--out", help="JSON report path (default RUN_DIR/evaluation.json)")
     _add_common(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="top-k classes with probabilities for image files",
-                       description="Classify image files with a run directory's model.")
+                       description="Classify image files with a run directory's model. A file that "
+                                   "cannot be read is reported and skipped (exit status 1).")
     p.add_argument("run_dir")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--top", type=int, default=3, help="how many classes to show (3)")
+    p.add_argument("images", nargs="+", help="image files, or folders (the images in them, recursively)")
+    p.add_argument("--top", type=_positive_int, default=3, help="how many classes to show (3)")
     p.add_argument("--best", action="store_true", help="use best.h5 instead of the last checkpoint")
     _add_common(p)
     p.set_defaults(func=cmd_predict)
@@ -270,15 +311,22 @@ def build_parser():
     wsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     w = wsub.add_parser("list", help="files, sizes and whether they are present")
     w.add_argument("--verify", action="store_true", help="check the md5 of present files")
-    w.add_argument("--dir", help="weights folder (default $MINITL_HOME/weights or ./weights)")
+    w.add_argument("--dir", help=WEIGHTS_DIR_HELP)
     w.set_defaults(func=cmd_weights)
     w = wsub.add_parser("fetch", help="download files: vgg16-notop, vgg16, imagenet-class-index")
     w.add_argument("names", nargs="+", help="vgg16-notop, vgg16 or imagenet-class-index")
-    w.add_argument("--dir", help="weights folder (default $MINITL_HOME/weights or ./weights)")
+    w.add_argument("--dir", help=WEIGHTS_DIR_HELP)
     w.add_argument("--url", help=argparse.SUPPRESS)
     w.add_argument("--quiet", action="store_true", help="no progress bar")
     w.set_defaults(func=cmd_weights)
     return parser
+
+
+def _warning_line(command):
+    """Show warnings as 'minitl COMMAND: warning: ...', without Python's file and line."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"minitl {command}: warning: {message}", file=sys.stderr if file is None else file)
+    return show
 
 
 def main(argv=None):
@@ -288,7 +336,10 @@ def main(argv=None):
         parser.print_help()
         return 0
     try:
-        return args.func(args) or 0
+        with warnings.catch_warnings():
+            if not args.debug:
+                warnings.showwarning = _warning_line(args.command)
+            return args.func(args) or 0
     except (MinitlError, OSError, ValueError) as e:
         if args.debug:
             raise

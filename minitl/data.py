@@ -67,6 +67,9 @@ def open_image(path, min_size=None):
                 img.draft(None, (min_size, min_size))
             img = ImageOps.exif_transpose(img)   # a loaded copy; the file can close
         return to_rgb(img)
+    except (FileNotFoundError, IsADirectoryError) as exc:
+        problem = "is a folder" if isinstance(exc, IsADirectoryError) else "does not exist"
+        raise DataError(f"image file {path} {problem}") from exc
     except _DECODE_ERRORS as exc:
         raise DataError(f"cannot decode image {path}: {exc}") from exc
 
@@ -345,6 +348,10 @@ class ImageFolder:
         else:
             classes = [str(c) for c in classes]
             missing = [os.path.join(root, c) for c in classes if c not in names]
+            splits = find_splits(root) if missing else None
+            if splits is not None:
+                raise DataError(f"{root} holds train/val folders, not the class folders "
+                                f"{', '.join(classes)}; give one of them, e.g. {splits[1]}")
             if missing:
                 raise DataError(f"class folder(s) not found: {', '.join(missing)}")
         files = [list_images(os.path.join(root, c)) for c in classes]

@@ -42,6 +42,9 @@ __all__ = [
 # Keras splits an attribute larger than this into name0, name1, ...
 HDF5_OBJECT_HEADER_LIMIT = 64512
 
+# A load error lists at most this many problems (a file of another width has dozens).
+MAX_LISTED = 8
+
 # Written to the root of a legacy file. Keras readers compare keras_version
 # only with "1" (Keras 1 files get converted); "tensorflow" means TF-style
 # (channels-last) kernels, which is what minitl stores.
@@ -422,7 +425,10 @@ def load_weights(model, path, by_name=True, skip_mismatch=False) -> LoadReport:
 
     report = LoadReport(str(path))
     if problems:
-        text = "\n  ".join(t for _, _, t in problems)
+        lines = [t for _, _, t in problems]
+        if len(lines) > MAX_LISTED:
+            lines = lines[:MAX_LISTED - 1] + [f"... and {len(lines) - MAX_LISTED + 1} more"]
+        text = "\n  ".join(lines)
         if not skip_mismatch:
             raise WeightsError(f"{path}: does not fit the model; nothing was loaded:\n  {text}")
         warnings.warn(f"{path}: skipping layers that do not fit:\n  {text}", stacklevel=2)

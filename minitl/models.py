@@ -28,6 +28,9 @@ class VGG16(Sequential):
         if h < 32 or w < 32:
             raise ShapeError(f"VGG16 needs inputs of at least 32x32 pixels for its five 2x2 poolings, "
                              f"got input_shape {tuple(input_shape)}")
+        if not width > 0:
+            raise ShapeError(f"VGG16 width must be a positive multiplier of the channel counts "
+                             f"(1.0 for the real VGG16, 1/8 for a small one), got {width}")
         if include_top and pooling is not None:
             raise ValueError("pooling applies only with include_top=False")
         if classifier_activation not in (None, "softmax"):

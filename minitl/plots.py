@@ -12,6 +12,16 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path):
+    """Write the figure as PNG atomically (no half-written picture on Ctrl-C), then close it."""
+    from .io import atomic_write
+    try:
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+    finally:
+        _pyplot().close(fig)
+
+
 def plot_history(history, path):
     """Loss and accuracy per epoch, training and validation."""
     plt = _pyplot()
@@ -26,8 +36,7 @@ def plot_history(history, path):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_confusion(report, path):
@@ -47,5 +56,4 @@ def plot_confusion(report, path):
             ax.text(j, i, c[i][j], ha="center", va="center", color="white" if c[i][j] > top / 2 else "black")
     ax.set_title(f"accuracy {report['accuracy']:.3f}")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)

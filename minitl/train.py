@@ -7,8 +7,12 @@ epoch, metrics history), ``checkpoint.h5`` (the last good weights, Keras layout)
 ``best.h5`` (lowest validation loss), ``optimizer.h5`` (momentum buffers),
 ``features.h5`` (the frozen base's features, when cached) and the evaluation outputs.
 """
+import hashlib
 import json
 import math
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +23,7 @@ from . import functional as F
 from . import io as weights_io
 from .backend import to_device, to_numpy
 from .data import ArrayDataset, DataLoader
-from .errors import TrainingError
+from .errors import DataError, TrainingError
 from .metrics import classification_report
 from .models import VGG16
 from .nn import Dense, Dropout, Flatten, GlobalAvgPool2D, Sequential, manual_seed
@@ -27,6 +31,7 @@ from .optim import SGD, Adam, CosineLR, StepLR
 from .tensor import Tensor, no_grad
 
 RECORD, CHECKPOINT, BEST, OPTIMIZER, FEATURES = "record.json", "checkpoint.h5", "best.h5", "optimizer.h5", "features.h5"
+RUN_FILES = (RECORD, CHECKPOINT, BEST, OPTIMIZER, "curves.png", "evaluation.json", "evaluation.png")
 
 
 # ---- model surgery ------------------------------------------------------------
@@ -122,6 +127,24 @@ def load_optimizer(path, optimizer):
         raise TrainingError(f"{path}: cannot restore the optimizer: {e}") from e
 
 
+def clear_run(run_dir, log=print):
+    """Delete a previous run's outputs in run_dir (the record first), so that a new run never
+    mixes with them. features.h5 stays: its key tells whether it fits the new run."""
+    old = [Path(run_dir) / name for name in RUN_FILES if (Path(run_dir) / name).is_file()]
+    if old:
+        log(f"replacing the previous run in {run_dir}")
+    for path in old:
+        path.unlink()
+
+
+def _check_resume(run_dir, record, train_set, image_size):
+    classes, size = record["classes"], record["image_size"]
+    if list(train_set.classes) != classes or list(image_size) != size:
+        raise TrainingError(f"cannot resume {run_dir}: it was trained on classes {', '.join(classes)} at "
+                            f"{size[0]}x{size[1]}, the data given has classes {', '.join(train_set.classes)} at "
+                            f"{image_size[0]}x{image_size[1]}")
+
+
 def read_record(run_dir):
     path = Path(run_dir) / RECORD
     if not path.is_file():
@@ -165,18 +188,50 @@ def compute_features(base, loader, device="cpu", progress=False, desc="features"
     return numpy.concatenate(feats), numpy.concatenate(labels)
 
 
+def _dataset_key(dataset):
+    """What a dataset's items depend on: its files (size, mtime) and preparation, or its arrays."""
+    if hasattr(dataset, "samples"):
+        files = []
+        for path, label in dataset.samples:
+            st = os.stat(path)
+            files.append((str(path), int(label), st.st_size, st.st_mtime_ns))
+        steps = [getattr(dataset, k, None) for k in ("image_size", "crop", "flip", "resize")]
+        steps += [getattr(getattr(dataset, k, None), "__qualname__", None) for k in ("transform", "preprocess")]
+        return repr((files, steps)).encode()
+    h = hashlib.sha256(str(len(dataset)).encode())
+    for k in ("labels", "images"):
+        if getattr(dataset, k, None) is not None:
+            h.update(numpy.ascontiguousarray(getattr(dataset, k)).tobytes())
+    return h.digest()
+
+
+def features_key(base, loaders):
+    """sha256 of the base's weights and of each dataset: features.h5 is reused only when it matches."""
+    h = hashlib.sha256()
+    for p in base.parameters():
+        a = numpy.ascontiguousarray(to_numpy(p.data))
+        h.update(f"{a.shape}{a.dtype.str}".encode())
+        h.update(a.tobytes())
+    for name in sorted(loaders):
+        h.update(name.encode())
+        h.update(_dataset_key(loaders[name].dataset))
+    return h.hexdigest()
+
+
 def cached_features(run_dir, base, loaders, device="cpu", progress=False):
-    """{'train': (features, labels), ...}: read from features.h5 if it fits, else computed and stored."""
+    """{'train': (features, labels), ...}: read from features.h5 if it was made by the same base
+    weights from the same data (see features_key), else computed and stored."""
     path = Path(run_dir) / FEATURES
-    sizes = {name: len(loader.dataset) for name, loader in loaders.items()}
+    key = features_key(base, loaders)
     if path.is_file():
         with h5py.File(path, "r") as f:
-            if all(name in f and f[name]["labels"].shape[0] == n for name, n in sizes.items()):
+            if f.attrs.get("key") == key and all(name in f for name in loaders):
                 return {name: (f[name]["features"][()], f[name]["labels"][()]) for name in loaders}
     out = {name: compute_features(base, loader, device, progress, desc=f"features ({name})")
            for name, loader in loaders.items()}
 
     def fill(f):
+        f.attrs["key"] = key
         for name, (x, y) in out.items():
             g = f.create_group(name)
             g.create_dataset("features", data=x)
@@ -186,14 +241,36 @@ def cached_features(run_dir, base, loaders, device="cpu", progress=False):
 
 
 # ---- training -----------------------------------------------------------------
+class HeldInterrupt:
+    """Hold Ctrl-C (SIGINT) inside a ``with`` block; ``caught`` tells whether it came.
+
+    A group of files written together (checkpoint, optimizer state, record) is then never
+    left half old, half new. Outside the main thread, or when SIGINT is ignored, it does nothing.
+    """
+
+    def __enter__(self):
+        self.caught, self._previous = False, None
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, None):
+            self._previous = signal.signal(signal.SIGINT, self._hold)
+        return self
+
+    def _hold(self, signum, frame):
+        self.caught = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
 def train_epoch(model, loader, optimizer, epoch, device="cpu", progress=True, desc=""):
     """One pass of SGD over ``loader``: forward, L = mean cross-entropy, backward, W ← W − η∇L."""
     from tqdm import tqdm
     model.train()
     total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
-    bar = tqdm(loader.batches(epoch), total=len(loader), desc=desc, disable=not progress, leave=False,
-               unit="batch")
-    for i, (x, y) in enumerate(bar):
+    bar = tqdm(total=len(loader), desc=desc, disable=not progress, leave=False, unit="batch")
+    for i, (x, y) in enumerate(loader.batches(epoch)):
         xb, yb = _batch(x, y, device)
         logits = model(xb)
         loss = F.softmax_cross_entropy(logits, yb)
@@ -207,7 +284,10 @@ def train_epoch(model, loader, optimizer, epoch, device="cpu", progress=True, de
         correct += int((to_numpy(logits.data).argmax(axis=1) == y).sum())
         seen += len(y)
         rate = seen / max(time.perf_counter() - start, 1e-9)
-        bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}", img_s=f"{rate:.0f}")
+        # the count and the running loss shown together, once the batch is done
+        bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}", img_s=f"{rate:.0f}",
+                        refresh=False)
+        bar.update()
     bar.close()
     seconds = time.perf_counter() - start
     return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1), "seconds": seconds,
@@ -223,7 +303,8 @@ def fit(model, optimizer, train_loader, val_loader=None, epochs=10, run_dir=None
     training when the validation loss has not improved for ``patience`` epochs. A NaN
     or infinite loss stops training with ``TrainingError`` and leaves the last good
     checkpoint in place. Ctrl-C stops after writing the record; the checkpoint of the
-    last finished epoch stays, and ``--resume`` continues from it.
+    last finished epoch stays, and ``--resume`` continues from it; Ctrl-C while an epoch's
+    files are written takes effect once they are all written.
     ``save_model``: the model whose weights are checkpointed, when ``model`` is only
     part of it (the head, trained on cached features).
     """
@@ -246,33 +327,21 @@ def fit(model, optimizer, train_loader, val_loader=None, epochs=10, run_dir=None
         if run_dir is not None:
             write_json(run_dir / RECORD, record)
 
-    for epoch in range(start, epochs):
-        manual_seed(seed * 1_000_003 + epoch)  # dropout masks of this epoch, the same on resume
-        lrs = [g["lr"] for g in optimizer.param_groups]
-        try:
-            stats = train_epoch(model, train_loader, optimizer, epoch, device, progress,
-                                desc=f"epoch {epoch + 1}/{epochs}")
-        except TrainingError as e:
-            save_record("diverged")
-            kept = f"the checkpoint of epoch {epoch} is kept in {run_dir / CHECKPOINT}" \
-                if run_dir is not None and (run_dir / CHECKPOINT).is_file() else "no checkpoint was written"
-            raise TrainingError(f"{e}: training stopped; {kept}. Try a lower learning rate (--lr).") from None
-        except KeyboardInterrupt:
-            save_record("interrupted")
-            log(f"interrupted during epoch {epoch + 1}; the checkpoint of epoch {epoch} is kept"
-                + (f" in {run_dir}; continue with --resume" if run_dir is not None else ""))
-            raise
-        row = {"epoch": epoch + 1, "lr": lrs[0], **stats}
-        if val_loader is not None:
-            logits, labels = predict_logits(model, val_loader, device)
-            row["val_loss"] = float(F.softmax_cross_entropy(Tensor(logits), labels).item())
-            row["val_accuracy"] = float((logits.argmax(axis=1) == labels).mean())
+    def interrupted(when):
+        save_record("interrupted")
+        log(f"interrupted {when}; the checkpoint of epoch {record.get('epoch', 0)} is kept"
+            + (f" in {run_dir}; continue with --resume" if run_dir is not None else ""))
+        raise KeyboardInterrupt from None
+
+    def end_epoch(row):
+        """Log, checkpoint, save the optimizer and the record; True to stop early."""
+        nonlocal best, waited
         history.append(row)
-        msg = f"epoch {epoch + 1}/{epochs}: loss {row['loss']:.4f}, accuracy {row['accuracy']:.3f}"
+        msg = f"epoch {row['epoch']}/{epochs}: loss {row['loss']:.4f}, accuracy {row['accuracy']:.3f}"
         if "val_loss" in row:
             msg += f", val_loss {row['val_loss']:.4f}, val_accuracy {row['val_accuracy']:.3f}"
         log(msg + f" ({row['images_per_s']:.0f} images/s)")
-        record["epoch"] = epoch + 1
+        record["epoch"] = row["epoch"]
         if schedule is not None:
             schedule.step()
         stop = False
@@ -288,6 +357,30 @@ def fit(model, optimizer, train_loader, val_loader=None, epochs=10, run_dir=None
         if run_dir is not None:
             save_optimizer(run_dir / OPTIMIZER, optimizer)
         save_record("running")
+        return stop
+
+    for epoch in range(start, epochs):
+        manual_seed(seed * 1_000_003 + epoch)  # dropout masks of this epoch, the same on resume
+        lrs = [g["lr"] for g in optimizer.param_groups]
+        try:
+            stats = train_epoch(model, train_loader, optimizer, epoch, device, progress,
+                                desc=f"epoch {epoch + 1}/{epochs}")
+            row = {"epoch": epoch + 1, "lr": lrs[0], **stats}
+            if val_loader is not None:
+                logits, labels = predict_logits(model, val_loader, device)
+                row["val_loss"] = float(F.softmax_cross_entropy(Tensor(logits), labels).item())
+                row["val_accuracy"] = float((logits.argmax(axis=1) == labels).mean())
+        except TrainingError as e:
+            save_record("diverged")
+            kept = f"the checkpoint of epoch {epoch} is kept in {run_dir / CHECKPOINT}" \
+                if run_dir is not None and (run_dir / CHECKPOINT).is_file() else "no checkpoint was written"
+            raise TrainingError(f"{e}: training stopped; {kept}. Try a lower learning rate (--lr).") from None
+        except KeyboardInterrupt:
+            interrupted(f"during epoch {epoch + 1}")
+        with HeldInterrupt() as held:  # the files of one epoch are written together
+            stop = end_epoch(row)
+        if held.caught:
+            interrupted(f"after epoch {epoch + 1}")
         if stop:
             log(f"early stopping: no improvement of the validation loss for {patience} epochs")
             break
@@ -309,21 +402,37 @@ def finetune(train_set, val_set, run_dir, weights=None, width=1.0, hidden=(1024,
     random augmentation, the base's features are computed once and cached.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     lr = DEFAULT_LR[optimizer] if lr is None else lr
     image_size = tuple(train_set[0][0].shape[:2]) if len(train_set) else None
     config = {"arch": "vgg16", "input_shape": [*image_size, 3], "width": width, "num_classes": len(train_set.classes),
               "hidden": list(hidden), "dropout": dropout, "pooling": pooling}
+    if resume:  # go on with the recorded model and settings; only epochs may change
+        record = read_record(run_dir)
+        _check_resume(run_dir, record, train_set, image_size)
+        config, seed, t = record["model"], record["seed"], record["training"]
+        batch_size, lr, base_lr, momentum = t["batch_size"], t["lr"], t["base_lr"], t["momentum"]
+        weight_decay, unfreeze_blocks, schedule = t["weight_decay"], t["unfreeze_blocks"], t["schedule"]
+        patience, augment, clip_norm = t["patience"], t["augment"], t["clip_norm"]
+        optimizer = t["optimizer"]
+        t["epochs"] = max(epochs, record.get("epoch", 0))
+    elif epochs < 1:
+        raise TrainingError(f"epochs must be at least 1, got {epochs}")
+    if len(train_set.classes) < 2:
+        where = f" in {train_set.root}" if hasattr(train_set, "root") else ""
+        raise DataError(f"a classifier needs at least two classes, found {len(train_set.classes)}{where}: "
+                        f"{', '.join(train_set.classes)} (one sub-folder per class)")
     manual_seed(seed)
     model = build_model(config)
     base, head = base_and_head(model)
     if resume:
-        record = read_record(run_dir)
         if record.get("status") == "finished" and record.get("epoch", 0) >= epochs:
             log(f"{run_dir} already finished {record['epoch']} epochs")
-        weights_io.load_weights(model, run_dir / CHECKPOINT) if (run_dir / CHECKPOINT).is_file() else None
-        unfreeze_blocks = record["training"]["unfreeze_blocks"]
-        optimizer = record["training"]["optimizer"]
+        else:
+            log(f"resuming {run_dir} after epoch {record.get('epoch', 0)} of {epochs}, with the settings in {RECORD}")
+        if (run_dir / CHECKPOINT).is_file():
+            weights_io.load_weights(model, run_dir / CHECKPOINT)
+        elif record.get("weights"):  # stopped in the first epoch: start again from the pretrained base
+            weights_io.load_weights(base, record["weights"])
     else:
         if weights is not None:
             weights_io.load_weights(base, weights)
@@ -340,6 +449,9 @@ def finetune(train_set, val_set, run_dir, weights=None, width=1.0, hidden=(1024,
     if resume and (run_dir / OPTIMIZER).is_file():
         load_optimizer(run_dir / OPTIMIZER, opt)
     sched = make_schedule(opt, schedule, epochs)
+    if not resume:
+        clear_run(run_dir, log)
+    run_dir.mkdir(parents=True, exist_ok=True)  # once the settings and weights are known to be good
     prefetch = 1 if device == "gpu" else 0  # decode the next batch while the GPU works
     train_loader = DataLoader(train_set, batch_size, shuffle=True, seed=seed, prefetch=prefetch)
     val_loader = DataLoader(val_set, batch_size, prefetch=prefetch) if val_set is not None and len(val_set) else None

@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 import minitl
 from minitl.cli import main
 
@@ -40,3 +42,29 @@ def test_summary_of_the_standard_vgg16_without_top(capsys):
     assert main(["summary", "--notop"]) == 0
     out = capsys.readouterr().out
     assert "block5_pool" in out and "Total params: 14,714,688" in out
+
+
+def test_summary_rejects_a_width_that_is_not_positive(capsys):
+    assert main(["summary", "--width", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "width must be a positive" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (["finetune", "--data", ".", "--epochs", "0"], "--epochs: expected a whole number of at least 1, got '0'"),
+    (["finetune", "--data", ".", "--hidden", "16", "0"], "--hidden: expected a whole number of at least 1"),
+    (["finetune", "--data", ".", "--patience", "-1"], "--patience: expected a whole number of at least 1"),
+    (["finetune", "--data", ".", "--image-size", "abc"], "--image-size: image size must be N or HxW"),
+    (["evaluate", "run", "--data", ".", "--batch-size", "0"], "--batch-size: expected a whole number"),
+    (["predict", "run", "x.jpg", "--top", "0"], "--top: expected a whole number of at least 1"),
+])
+def test_bad_numbers_are_refused_by_the_parser(args, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_weights_that_are_a_folder(tmp_path, capsys):
+    (tmp_path / "photos" / "a").mkdir(parents=True)
+    assert main(["finetune", "--data", str(tmp_path / "photos"), "--weights", str(tmp_path)]) == 1
+    assert f"weights file {tmp_path} is not a file" in capsys.readouterr().err

@@ -177,6 +177,13 @@ def test_load_image_errors(tmp_path):
         load_image(tmp_path / "junk.jpg", preprocess=None)
 
 
+def test_load_image_says_missing_or_folder(tmp_path):
+    with pytest.raises(DataError, match=r"missing\.png does not exist$"):
+        load_image(tmp_path / "missing.png", preprocess=None)
+    with pytest.raises(DataError, match="is a folder$"):
+        load_image(tmp_path, preprocess=None)
+
+
 def test_caffe_preprocess_path(tmp_path):
     pytest.importorskip("minitl.applications.vgg16")
     rgb_image(40, 30, seed=7).save(tmp_path / "p.png")
@@ -296,6 +303,9 @@ def test_train_val_layout(tmp_path):
     assert train.crop == "random" and train.flip and val.crop == "center" and not val.flip
     with pytest.raises(DataError, match="train_val_folders"):
         ImageFolder(tmp_path, preprocess=None)
+    # a run's classes asked of the root (minitl evaluate --data ROOT): point to its folders
+    with pytest.raises(DataError, match=f"holds train/val folders.*e.g. {tmp_path / 'val'}$"):
+        ImageFolder(tmp_path, classes=train.classes, preprocess=None)
 
 
 def test_train_val_folders_splits_a_plain_root(tmp_path):

@@ -445,6 +445,16 @@ def test_shape_mismatch_is_all_or_nothing(layout):
     assert_unchanged(model, before)  # the convs that did fit were not loaded either
 
 
+def test_many_mismatches_are_listed_briefly(tmp_path):
+    from minitl.models import VGG16
+    path = tmp_path / "wide.h5"
+    save_weights(VGG16(include_top=False, input_shape=(32, 32, 3), width=1 / 8), path)
+    with pytest.raises(WeightsError) as err:  # 13 layers x 2 weights of another width
+        load_weights(VGG16(include_top=False, input_shape=(32, 32, 3), width=1 / 16), path)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 9 and "block1_conv1" in lines[1] and lines[-1].strip() == "... and 19 more"
+
+
 def test_shape_mismatch_names_the_weight():
     model = mini_vgg(classes=10)
     with pytest.raises(WeightsError, match=r"weight 0 'predictions_W_1:0': model expects shape \(32, 10\), file has \(32, 5\)"):

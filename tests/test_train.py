@@ -1,6 +1,9 @@
 """Transfer learning end to end on tiny generated image folders, through the API and the CLI."""
 import importlib.util
 import json
+import os
+import re
+import signal
 import warnings
 
 import h5py
@@ -9,7 +12,7 @@ import pytest
 from PIL import Image
 
 import minitl.train as T
-from minitl import TrainingError, io
+from minitl import DataError, TrainingError, io
 from minitl.cli import main
 from minitl.data import ArrayDataset, DataLoader, ImageFolder
 from minitl.models import VGG16
@@ -221,3 +224,158 @@ def test_every_subcommand_has_help(capsys):
             main(cmd + ["--help"])
         assert e.value.code == 0
         assert "usage: minitl" in capsys.readouterr().out
+
+
+def interrupt_at(monkeypatch, at_epoch):
+    """Make training raise KeyboardInterrupt (Ctrl-C) when epoch ``at_epoch`` (0-based) starts."""
+    real = T.train_epoch
+
+    def interrupted(model, loader, optimizer, epoch, *args, **kw):
+        if epoch == at_epoch:
+            raise KeyboardInterrupt
+        return real(model, loader, optimizer, epoch, *args, **kw)
+
+    monkeypatch.setattr(T, "train_epoch", interrupted)
+    return lambda: monkeypatch.setattr(T, "train_epoch", real)
+
+
+def test_feature_cache_is_not_reused_with_other_weights(folder, notop, tmp_path):
+    manual_seed(5)
+    other = tmp_path / "other.h5"
+    io.save_weights(VGG16(include_top=False, input_shape=(32, 32, 3), width=1 / 16), other)
+    train, val = datasets(folder)
+    T.finetune(train, val, tmp_path / "run", weights=notop, epochs=1, **SMALL)
+    rerun, _ = T.finetune(train, val, tmp_path / "run", weights=other, epochs=1, **SMALL)
+    fresh, _ = T.finetune(train, val, tmp_path / "fresh", weights=other, epochs=1, **SMALL)
+    for (k, a), b in zip(params(fresh).items(), params(rerun).values()):
+        np.testing.assert_array_equal(a, b, err_msg=k)
+
+
+def test_cli_resume_uses_the_recorded_settings(folder, notop, tmp_path, monkeypatch):
+    args = ["finetune", "--data", str(folder), "--weights", str(notop), "--epochs", "3", "--image-size", "32",
+            "--width", "0.0625", "--hidden", "16", "8", "--batch-size", "4", "--schedule", "cosine",
+            "--dropout", "0.5", "--seed", "3", "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "full")]) == 0
+    restore = interrupt_at(monkeypatch, 1)
+    assert main(args + ["--out", str(tmp_path / "cut")]) == 130
+    restore()
+    # only the folders: width, head, image size, epochs, schedule and seed come from record.json
+    assert main(["finetune", "--data", str(folder), "--out", str(tmp_path / "cut"), "--resume", "--quiet"]) == 0
+    full, _ = T.load_run(tmp_path / "full")
+    resumed, record = T.load_run(tmp_path / "cut")
+    assert record["status"] == "finished" and record["epoch"] == 3
+    for (k, a), b in zip(params(full).items(), params(resumed).values()):
+        np.testing.assert_array_equal(a, b, err_msg=k)
+
+
+def test_resume_refuses_other_data(folder, notop, tmp_path):
+    train, val = datasets(folder)
+    T.finetune(train, val, tmp_path / "run", weights=notop, epochs=1, **SMALL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bigger = ImageFolder(folder, (40, 40), validation_split=0.34, subset="training", seed=0)
+    with pytest.raises(TrainingError, match="trained on classes blue, green, red at 32x32.*at 40x40"):
+        T.finetune(bigger, val, tmp_path / "run", resume=True, epochs=2, **SMALL)
+
+
+def test_resume_after_ctrl_c_in_the_first_epoch_starts_from_the_pretrained_base(folder, notop, tmp_path,
+                                                                                monkeypatch):
+    train, val = datasets(folder)
+    restore = interrupt_at(monkeypatch, 0)
+    with pytest.raises(KeyboardInterrupt):
+        T.finetune(train, val, tmp_path / "run", weights=notop, epochs=1, **SMALL)
+    assert not (tmp_path / "run" / "checkpoint.h5").exists()
+    restore()
+    model, record = T.finetune(train, val, tmp_path / "run", weights=notop, epochs=1, resume=True, **SMALL)
+    stored = {e.name: e.arrays for e in io.read_keras_weights(notop)}
+    np.testing.assert_array_equal(model[0].get_layer("block1_conv1").kernel.data, stored["block1_conv1"][0])
+
+
+def test_new_run_in_an_old_run_directory_leaves_nothing_of_the_old_one(folder, notop, tmp_path, monkeypatch):
+    train, val = datasets(folder)
+    run = tmp_path / "run"
+    T.finetune(train, val, run, weights=notop, epochs=1, **SMALL)
+    T.write_json(run / "evaluation.json", {"accuracy": 1.0})
+    interrupt_at(monkeypatch, 0)
+    with pytest.raises(KeyboardInterrupt):
+        T.finetune(train, val, run, weights=notop, epochs=1, **dict(SMALL, hidden=(12,)))
+    for name in ("checkpoint.h5", "best.h5", "optimizer.h5", "evaluation.json"):
+        assert not (run / name).exists(), name
+    record = json.loads((run / "record.json").read_text())
+    assert record["status"] == "interrupted" and record["epoch"] == 0 and record["model"]["hidden"] == [12]
+
+
+def test_ctrl_c_while_an_epoch_is_saved_waits_for_all_its_files(folder, notop, tmp_path, monkeypatch):
+    train, val = datasets(folder)
+    real = T.save_optimizer
+
+    def save_optimizer(path, optimizer):  # Ctrl-C between the checkpoint and the optimizer state
+        os.kill(os.getpid(), signal.SIGINT)
+        real(path, optimizer)
+
+    monkeypatch.setattr(T, "save_optimizer", save_optimizer)
+    with pytest.raises(KeyboardInterrupt):
+        T.finetune(train, val, tmp_path / "run", weights=notop, epochs=3, **SMALL)
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["status"] == "interrupted" and record["epoch"] == 1 and len(record["history"]) == 1
+    assert (tmp_path / "run" / "optimizer.h5").is_file()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_cli_predict_folders_and_unreadable_files(folder, notop, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["finetune", "--data", str(folder), "--weights", str(notop), "--out", str(run), "--epochs", "1",
+                 "--image-size", "32", "--width", "0.0625", "--hidden", "8", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "minitl finetune: warning: skipped 1 image(s)" in err and "UserWarning" not in err
+    code = main(["predict", str(run), str(folder / "green"), str(tmp_path / "missing.jpg"),
+                 str(folder / "red" / "broken.jpg"), str(folder / "blue" / "1.jpg"), "--top", "1"])
+    out, err = capsys.readouterr()
+    printed = [line for line in out.splitlines() if not line.startswith(" ")]
+    assert code == 1 and len(printed) == 7  # the 6 images of green/, then blue/1.jpg after the two bad ones
+    assert printed[0].startswith(str(folder / "green")) and printed[-1] == str(folder / "blue" / "1.jpg")
+    lines = err.splitlines()
+    assert len(lines) == 2 and lines[0] == f"minitl predict: error: image file {tmp_path / 'missing.jpg'} does not exist"
+    assert lines[1].startswith(f"minitl predict: error: cannot decode image {folder / 'red' / 'broken.jpg'}: ")
+
+
+def test_plots_are_written_atomically(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from minitl.plots import plot_history
+    history = [{"epoch": 1, "loss": 1.0, "accuracy": 0.5}, {"epoch": 2, "loss": 0.5, "accuracy": 0.8}]
+    plot_history(history, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    def interrupted(self, fname, **kw):  # Ctrl-C halfway through writing the picture
+        with open(fname, "wb") as f:
+            f.write(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        plot_history(history, tmp_path / "new.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png"]
+
+
+def test_one_class_is_refused(tmp_path):
+    data = ArrayDataset(np.zeros((4, 32, 32, 3), np.float32), np.zeros(4))
+    data.classes = ["cats"]
+    with pytest.raises(DataError, match="needs at least two classes, found 1: cats"):
+        T.finetune(data, None, tmp_path / "run", epochs=1, **SMALL)
+    assert not (tmp_path / "run").exists()
+
+
+def test_progress_bar_shows_the_count_with_its_running_loss(monkeypatch, capsys):
+    import tqdm
+    real = tqdm.tqdm
+    monkeypatch.setattr(tqdm, "tqdm", lambda *a, **kw: real(*a, mininterval=0, **kw))  # draw at every batch
+    manual_seed(0)
+    head = T.build_head(2, hidden=(4,))
+    data = ArrayDataset(np.random.default_rng(0).normal(size=(6, 1, 1, 8)).astype(np.float32), np.arange(6) % 2)
+    optimizer = T.make_optimizer(T.Sequential([VGG16(include_top=False, input_shape=(32, 32, 3), width=1 / 16),
+                                               head]), 0.01)
+    T.train_epoch(head, DataLoader(data, 2), optimizer, 0, progress=True, desc="epoch 1/1")
+    shown = re.findall(r"(\d)/3 \[[^\r]*?loss=([\d.]+)", capsys.readouterr().err)  # (batches done, running loss)
+    assert [n for n, _ in shown] == ["1", "2", "3"] and len(set(shown)) == 3
