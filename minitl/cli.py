@@ -340,6 +340,9 @@ def main(argv=None):
             if not args.debug:
                 warnings.showwarning = _warning_line(args.command)
             return args.func(args) or 0
+    except BrokenPipeError:  # the reader stopped early (minitl ... | head): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except (MinitlError, OSError, ValueError) as e:
         if args.debug:
             raise

@@ -35,6 +35,8 @@ class Optimizer:
             raise ValueError(f"learning rate must be positive, got {defaults['lr']}")
         if clip_norm is not None and clip_norm <= 0:
             raise ValueError(f"clip_norm must be positive, got {clip_norm}")
+        if defaults["weight_decay"] < 0:
+            raise ValueError(f"weight decay must be 0 or more, got {defaults['weight_decay']}")
         self.defaults = defaults
         params = list(params)
         groups = params if params and isinstance(params[0], dict) else [{"params": params}]
@@ -120,6 +122,8 @@ class SGD(Optimizer):
     """SGD with momentum, Nesterov momentum, L2 weight decay, parameter groups and clipping."""
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=None):
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         if nesterov and momentum <= 0:
             raise ValueError("Nesterov momentum needs momentum > 0")
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay),

@@ -437,7 +437,7 @@ def finetune(train_set, val_set, run_dir, weights=None, width=1.0, hidden=(1024,
         if weights is not None:
             weights_io.load_weights(base, weights)
         record = {"classes": list(train_set.classes), "image_size": list(image_size), "preprocessing": "caffe",
-                  "model": config, "weights": str(weights) if weights else None, "seed": seed,
+                  "model": config, "weights": str(Path(weights).resolve()) if weights else None, "seed": seed,
                   "training": {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
                                "base_lr": base_lr, "momentum": momentum, "weight_decay": weight_decay,
                                "unfreeze_blocks": unfreeze_blocks, "schedule": schedule, "patience": patience,

@@ -68,3 +68,14 @@ def test_weights_that_are_a_folder(tmp_path, capsys):
     (tmp_path / "photos" / "a").mkdir(parents=True)
     assert main(["finetune", "--data", str(tmp_path / "photos"), "--weights", str(tmp_path)]) == 1
     assert f"weights file {tmp_path} is not a file" in capsys.readouterr().err
+
+
+def test_python_dash_m_minitl_and_a_closed_pipe():
+    # python -m minitl is the minitl command; output into a pipe whose reader has gone
+    # (minitl summary | head -1) ends quietly, with no "Broken pipe" error
+    p = subprocess.Popen([sys.executable, "-m", "minitl", "summary", "--notop"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read()
+    p.stderr.close()
+    assert p.wait(timeout=60) == 0 and err == b""

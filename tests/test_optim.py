@@ -90,10 +90,16 @@ def test_state_dict_round_trip():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="learning rate must be positive, got 0"):
         SGD([], lr=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Nesterov momentum needs momentum > 0"):
         SGD([], lr=0.1, nesterov=True)
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\), got -0.9"):
+        SGD([], lr=0.1, momentum=-0.9)
+    with pytest.raises(ValueError, match="weight decay must be 0 or more, got -0.01"):
+        SGD([], lr=0.1, weight_decay=-0.01)
+    with pytest.raises(ValueError, match="clip_norm must be positive, got 0"):
+        SGD([], lr=0.1, clip_norm=0)
 
 
 @pytest.mark.parametrize("make", [lambda ps: SGD(ps, lr=0.1, momentum=0.9), lambda ps: Adam(ps, lr=0.01)],
@@ -233,3 +239,5 @@ def test_adam_bad_arguments():
         Adam([], eps=0)
     with pytest.raises(ValueError, match="learning rate"):
         Adam([], lr=-1e-3)
+    with pytest.raises(ValueError, match="weight decay"):
+        Adam([], weight_decay=-1e-4)
