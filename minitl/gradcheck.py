@@ -16,24 +16,35 @@ from .errors import GradcheckError
 from .tensor import Tensor, no_grad
 
 
-def _as_float64_input(x):
-    if isinstance(x, Tensor):
-        if x.dtype.kind == "f" and x.dtype != numpy.float64:
-            raise GradcheckError(f"gradcheck needs float64 inputs for accurate differences, got {x.dtype}; "
-                                 f"use x.astype('float64')")
-        return x
+def _as_float64_input(i, x):
+    if isinstance(x, Tensor) and x.dtype.kind == "f" and x.dtype != numpy.float64:
+        raise GradcheckError(f"gradcheck needs float64 inputs for accurate differences; input {i} "
+                             f"(shape {x.shape}) is {x.dtype}: pass x.astype('float64')")
     return x  # non-tensor arguments (labels, shapes) are passed through
+
+
+def _outputs(out):
+    """``fn``'s result as a tuple of Tensors (a Tensor, or a tuple or list of them)."""
+    outs = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+    for k, o in enumerate(outs):
+        if not isinstance(o, Tensor):
+            where = f" as output {k}" if len(outs) > 1 else ""
+            raise GradcheckError(f"gradcheck: fn must return a Tensor or a tuple of Tensors, "
+                                 f"got {type(o).__name__}{where}")
+    return outs
 
 
 def gradcheck(fn, *inputs, eps=1e-6, atol=1e-6, rtol=1e-4, seed=0):
     """Check ``fn(*inputs)``'s backward against central differences.
 
     ``inputs`` are Tensors (float64; those with requires_grad=True are checked)
-    or other arguments passed through unchanged. Raises ``GradcheckError`` naming
-    the input, the worst element, both values and the error; also fails if ``fn``
-    modified an input in place. Returns the largest error over all checked inputs.
+    or other arguments passed through unchanged. ``fn`` returns a Tensor or a tuple
+    of Tensors; with several outputs, L sums the projection of each floating-point one.
+    Raises ``GradcheckError`` naming the input, the worst element, both values and
+    the error; also fails if ``fn`` modified an input in place. Returns the largest
+    error over all checked inputs; their ``.grad`` then holds the analytic gradient of L.
     """
-    inputs = [_as_float64_input(x) for x in inputs]
+    inputs = [_as_float64_input(i, x) for i, x in enumerate(inputs)]
     checked = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     if not checked:
         raise GradcheckError("gradcheck: no input has requires_grad=True")
@@ -41,11 +52,17 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-6, rtol=1e-4, seed=0):
 
     for i in checked:
         inputs[i].grad = None
-    out = fn(*inputs)
-    xp = get_array_module(out.data)
+    outs = _outputs(fn(*inputs))
+    used = [k for k, o in enumerate(outs) if o.requires_grad]
+    if not used:
+        kinds = ", ".join(f"{o.dtype} {o.shape}" for o in outs)
+        raise GradcheckError(f"gradcheck: no output of fn ({kinds}) has a gradient; it must be a floating-point "
+                             f"tensor computed from an input with requires_grad=True")
+    xp = get_array_module(outs[used[0]].data)
     rng = numpy.random.default_rng(seed)
-    r = xp.asarray(rng.standard_normal(out.shape)).astype(out.dtype)
-    out.backward(r)
+    r = {k: xp.asarray(rng.standard_normal(outs[k].shape)).astype(outs[k].dtype) for k in used}
+    for k in used:
+        outs[k].backward(r[k], retain_graph=k != used[-1])
 
     for i, original in before.items():
         if not bool((inputs[i].data == original).all()):
@@ -53,7 +70,8 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-6, rtol=1e-4, seed=0):
 
     def projected(*args):
         with no_grad():
-            return float((fn(*args).data * r).sum())
+            outs = _outputs(fn(*args))
+            return sum(float((outs[k].data * r[k]).sum()) for k in used)
 
     worst = 0.0
     for i in checked:

@@ -61,18 +61,44 @@ class Parameter(Tensor):
 class Module:
     """Base class: holds named parameters and sub-modules, in the order they were assigned."""
 
+    default_name = None  # Keras' name for the layer class; else the class name in lower case
+
     def __init__(self, name=None):
         object.__setattr__(self, "_params", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
-        self.name = name or type(self).__name__.lower()
+        self.name = name or self.default_name or type(self).__name__.lower()
+        self.auto_named = name is None
         self.training = True
 
     def __setattr__(self, key, value):
         if isinstance(value, Parameter):
             self._params[key] = value
         elif isinstance(value, Module):
+            self._unique_name(key, value)
             self._modules[key] = value
         object.__setattr__(self, key, value)
+
+    def _unique_name(self, key, layer):
+        """Parameter names and weight files need unique layer names among siblings: a layer
+        named by default gets Keras' next free suffix (dense, dense_1, ...); a name given
+        twice is an error."""
+        taken = {m.name: other for other, m in self._modules.items() if other != key and m is not layer}
+        if layer.name not in taken:
+            return
+        if not layer.auto_named:
+            raise ValueError(f"{self.name}: two layers are named {layer.name!r} ({taken[layer.name]} and {key}); "
+                             f"parameter names and weight files need unique names")
+        base, k = layer.name, 1
+        while f"{base}_{k}" in taken:
+            k += 1
+        layer.name = f"{base}_{k}"
+
+    def __repr__(self):
+        shapes = ", ".join(f"{k} {p.shape}" for k, p in self._params.items())
+        lines = [f"{type(self).__name__}(name={self.name!r}{', ' + shapes if shapes else ''})"]
+        for m in self._modules.values():
+            lines += ["  " + line for line in repr(m).splitlines()]
+        return "\n".join(lines)
 
     def __call__(self, x):
         return self.forward(x)
@@ -147,7 +173,9 @@ class Module:
         return OrderedDict((k, to_numpy(p.data).copy()) for k, p in self.named_parameters())
 
     def load_state_dict(self, state, strict=True):
-        """Copy arrays into the parameters; shapes are checked first, nothing changes on error."""
+        """Copy arrays (or Tensors, or nested lists) into the parameters; shapes are checked first,
+        nothing changes on error."""
+        state = {k: to_numpy(v.data if isinstance(v, Tensor) else v) for k, v in state.items()}
         own = OrderedDict(self.named_parameters())
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
@@ -158,7 +186,7 @@ class Module:
                 raise WeightsError(f"state dict: {k} has shape {tuple(state[k].shape)}, the model expects {p.shape}")
         for k, p in own.items():
             if k in state:
-                p.data = to_device(numpy.asarray(state[k], dtype=p.dtype), p.device)
+                p.data = to_device(state[k].astype(p.dtype), p.device)
         return missing, unexpected
 
     # ---- description -------------------------------------------------------------
@@ -221,10 +249,11 @@ class Layer(Module):
 
 class Conv2D(Layer):
     """y = activation(conv2d(x, kernel) + bias), kernel (kh, kw, C_in, filters), as Keras' Conv2D."""
+    default_name = "conv2d"
 
     def __init__(self, filters, kernel_size=3, strides=1, padding="valid", activation=None, use_bias=True,
                  kernel_initializer="glorot_uniform", name=None, input_channels=None):
-        super().__init__(name or "conv2d")
+        super().__init__(name)
         self.filters, self.use_bias = filters, use_bias
         self.kernel_size = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         self.strides, self.padding = strides, padding
@@ -260,10 +289,11 @@ class Conv2D(Layer):
 
 class Dense(Layer):
     """y = activation(x @ kernel + bias), kernel (in, units), as Keras' Dense."""
+    default_name = "dense"
 
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  name=None, input_dim=None):
-        super().__init__(name or "dense")
+        super().__init__(name)
         self.units, self.use_bias = units, use_bias
         self.activation = _activation(activation)
         self.activation_name = activation
@@ -290,8 +320,10 @@ class Dense(Layer):
 
 
 class MaxPool2D(Layer):
+    default_name = "max_pooling2d"
+
     def __init__(self, pool_size=2, strides=None, padding="valid", name=None):
-        super().__init__(name or "max_pooling2d")
+        super().__init__(name)
         self.pool_size, self.strides, self.padding = pool_size, strides, padding
 
     def output_shape(self, input_shape):
@@ -307,16 +339,20 @@ class MaxPool2D(Layer):
 
 
 class AvgPool2D(MaxPool2D):
+    default_name = "average_pooling2d"
+
     def __init__(self, pool_size=2, strides=None, padding="valid", name=None):
-        super().__init__(pool_size, strides, padding, name or "average_pooling2d")
+        super().__init__(pool_size, strides, padding, name)
 
     def forward(self, x):
         return F.avg_pool2d(x, self.pool_size, self.strides, self.padding)
 
 
 class GlobalAvgPool2D(Layer):
+    default_name = "global_average_pooling2d"
+
     def __init__(self, name=None):
-        super().__init__(name or "global_average_pooling2d")
+        super().__init__(name)
 
     def output_shape(self, input_shape):
         return input_shape[0], input_shape[3]
@@ -327,9 +363,10 @@ class GlobalAvgPool2D(Layer):
 
 class Flatten(Layer):
     """(N, H, W, C) -> (N, H·W·C) in Keras' (h, w, c) order."""
+    default_name = "flatten"
 
     def __init__(self, name=None):
-        super().__init__(name or "flatten")
+        super().__init__(name)
 
     def output_shape(self, input_shape):
         return input_shape[0], int(numpy.prod(input_shape[1:]))
@@ -339,8 +376,10 @@ class Flatten(Layer):
 
 
 class ReLU(Layer):
+    default_name = "re_lu"
+
     def __init__(self, name=None):
-        super().__init__(name or "re_lu")
+        super().__init__(name)
 
     def forward(self, x):
         return F.relu(x)
@@ -348,9 +387,10 @@ class ReLU(Layer):
 
 class Dropout(Layer):
     """Inverted dropout while training; the identity in eval mode."""
+    default_name = "dropout"
 
     def __init__(self, rate, seed=None, name=None):
-        super().__init__(name or "dropout")
+        super().__init__(name)
         self.rate = rate
         self.rng = numpy.random.default_rng(seed) if seed is not None else None
 
@@ -361,15 +401,13 @@ class Dropout(Layer):
 class Sequential(Module):
     """Layers applied one after the other. ``input_shape`` (H, W, C) builds every layer at once."""
 
-    def __init__(self, layers=(), name="sequential", input_shape=None):
+    default_name = "sequential"
+
+    def __init__(self, layers=(), name=None, input_shape=None):
         super().__init__(name)
         self.input_shape = tuple(input_shape) if input_shape is not None else None
-        names = set()
         for layer in layers:
             self.add(layer)
-            if layer.name in names:
-                raise ValueError(f"two layers are named {layer.name!r} in {name}")
-            names.add(layer.name)
         if self.input_shape is not None:
             self.build(self.input_shape)
 

@@ -80,6 +80,12 @@ class Tensor:
     def __len__(self):
         return len(self.data)
 
+    def __bool__(self):  # as NumPy: only a one-element tensor has a truth value
+        return bool(self.data)
+
+    def __float__(self):
+        return float(self.item())
+
     def __repr__(self):
         body = numpy.array2string(to_numpy(self.data), precision=4, threshold=20, prefix="Tensor(")
         grad = ", requires_grad=True" if self.requires_grad else ""
@@ -140,6 +146,7 @@ class Tensor:
 
         root = self._graph_node()
         grads = {id(root): grad}
+        handed_out = {id(grad)}  # arrays that .grad attributes (or the caller) hold
         order = _topological_order(root)
         while order:  # outputs first; popping lets each used intermediate be freed
             node = order.pop()
@@ -148,21 +155,21 @@ class Tensor:
                 continue
             fn = node._creator
             if fn is None:  # a leaf: parameters and inputs keep their gradient
-                node.grad = g if node.grad is None else node.grad + g
+                node.grad = _own_grad(g, handed_out) if node.grad is None else node.grad + g
                 continue
             tensor = node.tensor()
             if tensor is not None and tensor._retain_grad:
-                tensor.grad = g if tensor.grad is None else tensor.grad + g
+                tensor.grad = _own_grad(g, handed_out) if tensor.grad is None else tensor.grad + g
             if fn.inputs is None:
                 raise MinitlError("backward through a graph that was already freed; "
                                   "call backward(retain_graph=True) the first time")
-            gxs = fn.backward(g)
-            if not isinstance(gxs, tuple):
-                gxs = (gxs,)
-            for x, gx in zip(fn.inputs, gxs):
+            for i, (x, gx) in enumerate(zip(fn.inputs, _input_grads(fn, g))):
                 if gx is None or not x.requires_grad:
                     continue
                 gx = _unbroadcast(gx, x.shape).astype(x.dtype, copy=False)
+                if gx.shape != x.shape:
+                    raise ShapeError(f"{type(fn).__name__}.backward returned a gradient of shape {gx.shape} "
+                                     f"for input {i} of shape {x.shape}")
                 k = id(x)
                 grads[k] = grads[k] + gx if k in grads else gx
             if not retain_graph:
@@ -260,12 +267,30 @@ def _topological_order(root):
     return order
 
 
+def _input_grads(fn, gy):
+    """``fn.backward(gy)`` as a tuple of arrays (or None), one per input of ``fn``."""
+    gxs = fn.backward(gy)
+    gxs = tuple(gxs) if isinstance(gxs, (tuple, list)) else (gxs,)
+    if len(gxs) != len(fn.inputs):
+        raise MinitlError(f"{type(fn).__name__}.backward returned {len(gxs)} gradient(s) for "
+                          f"{len(fn.inputs)} input(s); return one per input of forward (None for no gradient)")
+    return tuple(gx.data if isinstance(gx, Tensor) else gx for gx in gxs)
+
+
+def _own_grad(g, handed_out):
+    """``g`` to keep as a ``.grad``: writable, and not an array that another ``.grad`` or the caller holds."""
+    if id(g) in handed_out or not getattr(g.flags, "writeable", True):
+        g = g.copy()
+    handed_out.add(id(g))
+    return g
+
+
 def _unbroadcast(grad, shape):
     """Sum ``grad`` over the axes that broadcasting added or stretched, back to ``shape``."""
     if grad.shape == shape:
         return grad
     extra = grad.ndim - len(shape)
-    if extra:
+    if extra > 0:
         grad = grad.sum(axis=tuple(range(extra)))
     stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
     if stretched:
@@ -274,13 +299,16 @@ def _unbroadcast(grad, shape):
 
 
 def as_tensor(x, like=None):
-    """``x`` as a Tensor; Python numbers take the dtype of ``like`` (as NumPy does for scalars)."""
+    """``x`` as a Tensor; Python numbers take the dtype of ``like`` (as NumPy does for scalars).
+
+    Floats next to an integer tensor are float32, as every Python number alone is.
+    """
     if isinstance(x, Tensor):
         return x
     if like is not None and isinstance(x, (int, float, bool)):
         xp = get_array_module(like.data)
-        dtype = like.dtype if like.dtype.kind == "f" else DEFAULT_DTYPE
-        return Tensor(xp.asarray(x, dtype=dtype))
+        keeps = like.dtype.kind == "f" or (like.dtype.kind in "iu" and isinstance(x, int) and not isinstance(x, bool))
+        return Tensor(xp.asarray(x, dtype=like.dtype if keeps else DEFAULT_DTYPE))
     if like is not None and like.device == "gpu":
         return Tensor(to_device(_as_array(x), "gpu"))
     return Tensor(x)
@@ -289,6 +317,9 @@ def as_tensor(x, like=None):
 class Function:
     """A differentiable op: ``forward(*arrays) -> array`` and ``backward(gy) -> grads``.
 
+    ``forward`` returns one array; ``backward`` returns one gradient per input (a tuple
+    or list, or one array for one input; None for an input without one), each in
+    the input's shape or in the broadcast shape that the walk sums back.
     Subclasses register themselves in ``Function.registry`` (the gradient-check
     test walks it, so no op goes unchecked). Non-tensor arguments (axes, shapes)
     go to ``__init__``; whatever backward needs is saved on ``self`` in forward
@@ -313,7 +344,10 @@ class Function:
                               f"move them with .to('cpu') or .to('gpu') first")
         try:
             y = self.forward(*[t.data for t in tensors])
-        except ShapeError:
+            if not hasattr(y, "dtype"):
+                raise MinitlError(f"{type(self).__name__}.forward must return one array, got {type(y).__name__}; "
+                                  f"a Function has one output (write one Function per output)")
+        except MinitlError:
             raise
         except ValueError as e:  # NumPy's broadcasting errors, said in minitl's words
             shapes = " and ".join(str(t.shape) for t in tensors)
@@ -329,7 +363,7 @@ class Function:
         raise NotImplementedError
 
     def backward(self, gy):
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} defines no backward(gy)")
 
     def release(self):
         """Drop the inputs and saved arrays once backward has used them."""

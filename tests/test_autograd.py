@@ -5,7 +5,7 @@ import pytest
 
 import minitl
 import minitl.functional as F
-from minitl import MinitlError, ShapeError, Tensor
+from minitl import Function, MinitlError, ShapeError, Tensor
 
 
 def test_dtype_rules():
@@ -149,3 +149,85 @@ def test_intermediate_arrays_are_freed_when_no_op_needs_them():
     assert data() is None, "the graph kept an array that no backward needs"
     y.sum().backward()
     np.testing.assert_allclose(x.grad, np.full(6, 2.0))
+
+
+def test_leaf_gradients_are_writable_and_not_shared():
+    x = Tensor(np.ones(3), requires_grad=True)
+    x.sum().backward()          # Sum's backward is a read-only broadcast view
+    x.grad *= 0.5
+    np.testing.assert_allclose(x.grad, [0.5, 0.5, 0.5])
+    a, b = Tensor(np.ones(2), requires_grad=True), Tensor(np.ones(2), requires_grad=True)
+    g = np.array([1.0, 2.0])
+    (a + b).backward(g)         # Add passes the same array to both inputs
+    a.grad[0] = 9.0
+    np.testing.assert_allclose(b.grad, [1.0, 2.0])
+    np.testing.assert_allclose(g, [1.0, 2.0])
+
+
+def test_truth_value_and_float_of_one_element_tensors():
+    loss = Tensor(np.array(0.5))
+    assert loss < 1.0 and not loss > 1.0
+    assert float(loss) == 0.5 and float(Tensor([2.0])) == 2.0
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(Tensor(np.array([1.0, 2.0])) > 0)
+    with pytest.raises(ValueError, match="ambiguous"):
+        Tensor(np.ones(3)) in [Tensor(1.0)]
+
+
+def test_integer_tensor_with_python_numbers():
+    labels = Tensor(np.arange(3))
+    assert (labels * 2).dtype == labels.dtype and (1 + labels).dtype == labels.dtype
+    np.testing.assert_array_equal((labels + 1).data, [1, 2, 3])
+    assert (labels * 0.5).dtype.kind == "f"
+    assert (Tensor(np.array([True, False])) + 1).dtype.kind == "f"
+
+
+def test_a_custom_function_may_return_lists_or_tensors_from_backward():
+    class MulBy(Function):
+        def forward(self, a, b):
+            self.a, self.b = a, b
+            return a * b
+
+        def backward(self, gy):
+            return [Tensor(gy * self.b), gy * self.a]
+
+    a, b = Tensor(np.array([1.0, 2.0]), requires_grad=True), Tensor(np.array([3.0, 4.0]), requires_grad=True)
+    MulBy()(a, b).sum().backward()
+    np.testing.assert_allclose(a.grad, [3.0, 4.0])
+    np.testing.assert_allclose(b.grad, [1.0, 2.0])
+
+
+def test_a_custom_function_that_breaks_the_contract_is_named():
+    class OneGrad(Function):
+        def forward(self, a, b):
+            return a + b
+
+        def backward(self, gy):
+            return gy
+
+    class SumNoShape(Function):
+        def forward(self, x):
+            return x.sum()
+
+        def backward(self, gy):
+            return gy           # should be broadcast to x's shape
+
+    class TwoOutputs(Function):
+        def forward(self, x):
+            return x[:1], x[1:]
+
+    class NoBackward(Function):
+        def forward(self, x):
+            return 2 * x
+
+    x = Tensor(np.ones(3), requires_grad=True)
+    with pytest.raises(MinitlError, match=r"OneGrad.backward returned 1 gradient\(s\) for 2 input\(s\)"):
+        OneGrad()(x, x).sum().backward()
+    with pytest.raises(ShapeError, match=r"SumNoShape.backward returned a gradient of shape \(\) for input 0 "
+                                         r"of shape \(3,\)"):
+        SumNoShape()(x).backward()
+    with pytest.raises(MinitlError, match="TwoOutputs.forward must return one array, got tuple"):
+        TwoOutputs()(x)
+    with pytest.raises(NotImplementedError, match="NoBackward defines no backward"):
+        NoBackward()(x).sum().backward()
+    assert x.grad is None

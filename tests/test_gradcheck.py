@@ -59,3 +59,37 @@ def test_gradcheck_of_non_contiguous_input():
     x = Tensor(base.T, requires_grad=True)  # a transposed view
     assert not x.data.flags.c_contiguous
     assert gradcheck(lambda a: (a * a).sum(axis=0), x) < 1e-6
+
+
+def test_gradcheck_of_a_function_with_several_outputs():
+    x = Tensor(np.array([0.5, -1.0, 2.0]), requires_grad=True)
+    assert gradcheck(lambda a: (a * a, a.exp().sum()), x) < 1e-6
+
+    class HalfWrong(Function):     # right for x, wrong for y
+        def forward(self, x, y):
+            self.x, self.y = x, y
+            return x * y
+
+        def backward(self, gy):
+            return gy * self.y, gy
+
+    try:
+        y = Tensor(np.array([1.5, 2.0, -0.5]), requires_grad=True)
+        with pytest.raises(GradcheckError, match=r"input 1 \(shape \(3,\)\)"):
+            gradcheck(lambda a, b: (a * 2, HalfWrong()(a, b)), x, y)
+    finally:
+        del Function.registry["HalfWrong"]
+
+
+def test_gradcheck_says_what_is_wrong_with_the_output():
+    x = Tensor(np.array([0.5, -1.0, 2.0]), requires_grad=True)
+    with pytest.raises(GradcheckError, match="must return a Tensor or a tuple of Tensors, got float"):
+        gradcheck(lambda a: float(a.sum()), x)
+    with pytest.raises(GradcheckError, match=r"no output of fn \(int64 \(\)\) has a gradient"):
+        gradcheck(lambda a: a.argmax(), x)
+
+
+def test_gradcheck_names_the_float32_input():
+    x = Tensor(np.ones(3), requires_grad=True)
+    with pytest.raises(GradcheckError, match=r"input 1 \(shape \(2,\)\) is float32"):
+        gradcheck(lambda a, b: a.sum() * b, x, Tensor(np.ones(2, np.float32)))

@@ -174,6 +174,42 @@ def test_duplicate_layer_names_are_rejected():
         nn.Sequential([nn.Dense(2, name="dup"), nn.Dense(2, name="dup")])
 
 
+def test_layers_named_by_default_get_keras_suffixes_and_a_name_given_twice_is_rejected():
+    class MLP(nn.Module):
+        def __init__(self, names=(None, None, None)):
+            super().__init__()
+            self.fc1 = nn.Dense(3, input_dim=2, name=names[0])
+            self.fc2 = nn.Dense(3, input_dim=3, name=names[1])
+            self.fc3 = nn.Dense(1, input_dim=3, name=names[2])
+
+    m = MLP()
+    assert [layer.name for layer in (m.fc1, m.fc2, m.fc3)] == ["dense", "dense_1", "dense_2"]
+    assert len(m.state_dict()) == 6
+    seq = nn.Sequential([nn.Dense(2), nn.ReLU(), nn.Dense(2), nn.Sequential([nn.Dense(1)]), nn.Sequential()])
+    assert [layer.name for layer in seq] == ["dense", "re_lu", "dense_1", "sequential", "sequential_1"]
+    with pytest.raises(ValueError, match=r"mlp: two layers are named 'fc' \(fc1 and fc2\)"):
+        MLP(("fc", "fc", "out"))
+    m = MLP(("fc1", "fc2", "out"))
+    assert list(m.state_dict())[:2] == ["fc1.kernel", "fc1.bias"]
+    m.fc1 = nn.Dense(3, input_dim=2, name="fc1")  # replacing a layer is fine
+
+
+def test_load_state_dict_takes_tensors_and_lists():
+    m = nn.Sequential([nn.Dense(2, input_dim=3, name="fc")])
+    kernel = np.arange(6.0).reshape(3, 2)
+    m.load_state_dict({"fc.kernel": Tensor(kernel), "fc.bias": [1.0, 2.0]})
+    np.testing.assert_array_equal(m.get_layer("fc").kernel.data, kernel)
+    assert m.get_layer("fc").kernel.dtype == np.float32
+    np.testing.assert_array_equal(m.get_layer("fc").bias.data, [1.0, 2.0])
+
+
+def test_module_repr_shows_layers_and_weight_shapes():
+    m = nn.Sequential([nn.Dense(4, input_dim=5, name="fc1"), nn.ReLU(name="act")], name="mlp")
+    assert repr(m) == ("Sequential(name='mlp')\n"
+                       "  Dense(name='fc1', kernel (5, 4), bias (4,))\n"
+                       "  ReLU(name='act')")
+
+
 # ---- initialisers ----------------------------------------------------------------------
 
 def test_he_normal_std():
