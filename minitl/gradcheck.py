@@ -167,6 +167,8 @@ def op_cases(seed=0):
          [t(2, 5, 5, 3), t(3, 3, 3, 4), t(4)]),
         ("Conv2D", "x (1,6,6,2) * W (2,2,2,3), stride 2, valid", lambda x, w: F.conv2d(x, w, stride=2),
          [t(1, 6, 6, 2), t(2, 2, 2, 3)]),
+        ("Conv2D", "relu(x (2,4,4,3) * W (3,3,3,2) + b), same",
+         lambda x, w, b: F.conv2d(x, w, b, padding="same", activation="relu"), [t(2, 4, 4, 3), t(3, 3, 3, 2), t(2)]),
         ("MaxPool2D", "(2,4,4,3), 2x2 stride 2", F.max_pool2d, [distinct(2, 4, 4, 3)]),
         ("MaxPool2D", "(1,5,5,2), 3x3 stride 2, same", lambda x: F.max_pool2d(x, 3, 2, "same"),
          [distinct(1, 5, 5, 2)]),

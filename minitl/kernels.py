@@ -13,7 +13,7 @@ Convolution is then one GEMM: ``cols @ w.reshape(kh*kw*C, O)`` is the output
 (N*Ho*Wo, O), i.e. (N, Ho, Wo, O) after a reshape.
 
 Each kernel has two versions: a Numba one (``_*_nb``, parallel over rows of
-N*Ho or N*H, so both cores are busy even at N=1) used for NumPy arrays, and a
+cols, N*Ho or N*H, so both cores are busy even at N=1) used for NumPy arrays, and a
 plain array-module twin (``*_numpy``) written only with ``xp`` slicing, so it
 also runs on CuPy arrays. The public function picks one; the tests check that
 both agree. Backward kernels gather into rows of dx, so threads never write the
@@ -78,59 +78,71 @@ def _is_numpy(a):
 
 # ---------------------------------------------------------------- im2col
 
-def im2col(x, kh, kw, sh, sw, pads, out=None):
+def im2col(x, kh, kw, sh, sw, pads, out=None, rows=None):
     """Unfolds x (N, H, W, C) into cols (N*Ho*Wo, kh*kw*C); see the module notation.
 
-    ``out``, if given, is a C-contiguous array of that shape and x's dtype to write into
-    (a buffer reused across calls)."""
+    ``rows=(i0, i1)`` unfolds only output rows i0 <= i < i1 of each image: cols is then
+    (N*(i1-i0)*Wo, kh*kw*C), the matching rows of the full matrix. ``out``, if given, is
+    a C-contiguous array of that shape and x's dtype to write into (a buffer reused
+    across calls)."""
     Ho, Wo = _out_hw(x.shape, kh, kw, sh, sw, pads)
+    i0, i1 = _row_range(rows, Ho)
     N, H, W, C = x.shape
-    shape = (N * Ho * Wo, kh * kw * C)
+    shape = (N * (i1 - i0) * Wo, kh * kw * C)
     if out is not None and (tuple(out.shape) != shape or out.dtype != x.dtype or not out.flags.c_contiguous):
         raise ShapeError(f"im2col: out must be a C-contiguous {x.dtype} array of shape {shape}, "
                          f"got {out.dtype} {tuple(out.shape)}")
     if not _is_numpy(x):
-        return im2col_numpy(x, kh, kw, sh, sw, pads, out=out)
+        return im2col_numpy(x, kh, kw, sh, sw, pads, out=out, rows=rows)
     x = numpy.ascontiguousarray(x)
     cols = numpy.empty(shape, dtype=x.dtype) if out is None else out
-    _im2col_nb(x, cols, kh, kw, sh, sw, pads[0], pads[2], Ho, Wo)
+    _im2col_nb(x, cols, kh, kw, sh, sw, pads[0], pads[2], i0, i1, Wo)
     return cols
 
 
+def _row_range(rows, Ho):
+    i0, i1 = (0, Ho) if rows is None else rows
+    if not 0 <= i0 < i1 <= Ho:
+        raise ShapeError(f"im2col: rows {tuple(rows)} must satisfy 0 <= i0 < i1 <= Ho = {Ho}")
+    return i0, i1
+
+
 @_jit
-def _im2col_nb(x, cols, kh, kw, sh, sw, top, left, Ho, Wo):
+def _im2col_nb(x, cols, kh, kw, sh, sw, top, left, i0, i1, Wo):
+    # Parallel over rows of cols, so a tile of a few output rows still splits evenly.
     N, H, W, C = x.shape
-    for r in prange(N * Ho):
-        n = r // Ho
-        i = r % Ho
-        for j in range(Wo):
-            row = r * Wo + j
-            for a in range(kh):
-                y = i * sh + a - top
-                for b in range(kw):
-                    xx = j * sw + b - left
-                    col = (a * kw + b) * C
-                    if 0 <= y < H and 0 <= xx < W:
-                        for c in range(C):
-                            cols[row, col + c] = x[n, y, xx, c]
-                    else:
-                        for c in range(C):
-                            cols[row, col + c] = 0
+    for row in prange(cols.shape[0]):
+        r = row // Wo
+        j = row % Wo
+        n = r // (i1 - i0)
+        i = i0 + r % (i1 - i0)
+        for a in range(kh):
+            y = i * sh + a - top
+            for b in range(kw):
+                xx = j * sw + b - left
+                col = (a * kw + b) * C
+                if 0 <= y < H and 0 <= xx < W:
+                    for c in range(C):
+                        cols[row, col + c] = x[n, y, xx, c]
+                else:
+                    for c in range(C):
+                        cols[row, col + c] = 0
 
 
-def im2col_numpy(x, kh, kw, sh, sw, pads, out=None):
+def im2col_numpy(x, kh, kw, sh, sw, pads, out=None, rows=None):
     """Array-module twin of im2col: pad, then copy one strided slice per window cell."""
     xp = get_array_module(x)
     Ho, Wo = _out_hw(x.shape, kh, kw, sh, sw, pads)
+    i0, i1 = _row_range(rows, Ho)
     N, H, W, C = x.shape
     top, bottom, left, right = pads
     xpad = xp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    shape6 = (N, Ho, Wo, kh, kw, C)
+    shape6 = (N, i1 - i0, Wo, kh, kw, C)
     cols = xp.empty(shape6, dtype=x.dtype) if out is None else out.reshape(shape6)
     for a in range(kh):
         for b in range(kw):
-            cols[:, :, :, a, b, :] = xpad[:, a:a + sh * (Ho - 1) + 1:sh, b:b + sw * (Wo - 1) + 1:sw, :]
-    return cols.reshape(N * Ho * Wo, kh * kw * C) if out is None else out
+            cols[:, :, :, a, b, :] = xpad[:, a + sh * i0:a + sh * (i1 - 1) + 1:sh, b:b + sw * (Wo - 1) + 1:sw, :]
+    return cols.reshape(N * (i1 - i0) * Wo, kh * kw * C) if out is None else out
 
 
 # ---------------------------------------------------------------- col2im
@@ -204,12 +216,17 @@ def col2im_numpy(cols, x_shape, kh, kw, sh, sw, pads, out=None):
 
 # ---------------------------------------------------------------- max pooling
 
+def _arg_dtype(xp, ph, pw):
+    return xp.uint8 if ph * pw <= 256 else xp.int32
+
+
 def max_pool_forward(x, ph, pw, sh, sw, pads):
     """Max pooling of x (N, H, W, C) over ph x pw windows.
 
-    Returns y (N, Ho, Wo, C) and arg (N, Ho, Wo, C) int32, the winning cell a*pw + b
-    of each window. Padded cells never win; on ties the first cell in row-major
-    order wins; a NaN wins over numbers (as in argmax), so NaNs propagate.
+    Returns y (N, Ho, Wo, C) and arg (N, Ho, Wo, C), the winning cell a*pw + b of each
+    window: uint8 when ph*pw <= 256 (a quarter of int32's memory, kept until backward),
+    else int32. Padded cells never win; on ties the first cell in row-major order wins;
+    a NaN wins over numbers (as in argmax), so NaNs propagate.
     """
     Ho, Wo = _check_pool(x.shape, ph, pw, sh, sw, pads)
     if not _is_numpy(x):
@@ -217,7 +234,7 @@ def max_pool_forward(x, ph, pw, sh, sw, pads):
     x = numpy.ascontiguousarray(x)
     N, H, W, C = x.shape
     y = numpy.empty((N, Ho, Wo, C), dtype=x.dtype)
-    arg = numpy.empty((N, Ho, Wo, C), dtype=numpy.int32)
+    arg = numpy.empty((N, Ho, Wo, C), dtype=_arg_dtype(numpy, ph, pw))
     _max_pool_forward_nb(x, y, arg, ph, pw, sh, sw, pads[0], pads[2])
     return y, arg
 
@@ -258,7 +275,7 @@ def max_pool_forward_numpy(x, ph, pw, sh, sw, pads):
     xpad = xp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
     valid = xp.pad(xp.ones((1, H, W, 1), dtype=bool), ((0, 0), (top, bottom), (left, right), (0, 0)))
     y = xp.zeros((N, Ho, Wo, C), dtype=x.dtype)
-    arg = xp.zeros((N, Ho, Wo, C), dtype=xp.int32)
+    arg = xp.zeros((N, Ho, Wo, C), dtype=_arg_dtype(xp, ph, pw))
     taken = xp.zeros((1, Ho, Wo, 1), dtype=bool)   # window already has a real cell
     for a in range(ph):
         for b in range(pw):
@@ -267,7 +284,7 @@ def max_pool_forward_numpy(x, ph, pw, sh, sw, pads):
             ok = valid[:, rows, cols, :]
             win = ok & (~taken | (v > y) | (xp.isnan(v) & ~xp.isnan(y)))
             y = xp.where(win, v, y)
-            arg = xp.where(win, xp.int32(a * pw + b), arg)
+            arg = xp.where(win, arg.dtype.type(a * pw + b), arg)
             taken = taken | ok
     return y, arg
 
@@ -466,6 +483,41 @@ def _relu_forward_nb(x, y):
 def relu_forward_numpy(x):
     """Array-module twin of relu_forward."""
     return get_array_module(x).maximum(x, 0)
+
+
+def bias_relu(y, b=None):
+    """In place: y = max(y + b, 0) for y (M, O) C-contiguous and b (O,) of y's dtype
+    (no add without b); NaN stays NaN. Returns y. One pass over y, for a layer's
+    matrix-product output."""
+    if y.ndim != 2 or not y.flags.c_contiguous:
+        raise ShapeError(f"bias_relu: y must be a C-contiguous (M, O) array, got shape {tuple(y.shape)}")
+    if b is not None and (tuple(b.shape) != (y.shape[1],) or b.dtype != y.dtype):
+        raise ShapeError(f"bias_relu: b must be a {y.dtype} array of shape {(y.shape[1],)}, "
+                         f"got {b.dtype} {tuple(b.shape)}")
+    if not _is_numpy(y):
+        return bias_relu_numpy(y, b)
+    if b is None:
+        _relu_forward_nb(y.reshape(-1), y.reshape(-1))
+    else:
+        _bias_relu_nb(y, numpy.ascontiguousarray(b))
+    return y
+
+
+@_jit
+def _bias_relu_nb(y, b):
+    M, O = y.shape
+    for r in prange(M):
+        for o in range(O):
+            v = y[r, o] + b[o]
+            y[r, o] = 0 if v < 0 else v
+
+
+def bias_relu_numpy(y, b=None):
+    """Array-module twin of bias_relu."""
+    xp = get_array_module(y)
+    if b is not None:
+        y += b
+    return xp.maximum(y, 0, out=y)
 
 
 def relu_backward(gy, x):

@@ -283,7 +283,10 @@ class Conv2D(Layer):
             if x.ndim != 4:
                 raise ShapeError(f"layer {self.name}: input must be (N, H, W, C), got shape {x.shape}")
             self.build(x.shape[-1])
-        y = F.conv2d(x, self.kernel, self.bias if self.use_bias else None, self.strides, self.padding)
+        bias = self.bias if self.use_bias else None
+        if self.activation is F.relu:                   # fused: one pass for + bias and ReLU
+            return F.conv2d(x, self.kernel, bias, self.strides, self.padding, activation="relu")
+        y = F.conv2d(x, self.kernel, bias, self.strides, self.padding)
         return self.activation(y) if self.activation else y
 
 

@@ -188,6 +188,43 @@ def test_conv2d_in_image_groups_matches_one_group(images_per_group, monkeypatch,
                      *(Tensor(a, requires_grad=True) for a in (x, k, b))) < 1e-6
 
 
+@pytest.mark.parametrize("tile_bytes, tile_rows", [(1, 1), (1, 40), (1, 100)])   # rows, part or 2 images
+def test_conv2d_forward_in_row_tiles_matches_one_tile(tile_bytes, tile_rows, monkeypatch, rng):
+    x, k, b = rng.standard_normal((3, 7, 6, 2)), rng.standard_normal((3, 3, 2, 4)), rng.standard_normal(4)
+    whole = F.conv2d(x, k, b, padding="same").data
+    monkeypatch.setattr(conv, "TILE_BYTES", tile_bytes)
+    monkeypatch.setattr(conv, "TILE_ROWS", tile_rows)
+    assert len(conv._tiles(3, 7, 6, 9 * 2 * 8, tile_bytes)) > 1
+    np.testing.assert_allclose(F.conv2d(x, k, b, padding="same").data, whole, rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_tiles_cover_every_row_once():
+    for n, ho, wo, row_bytes, tile_bytes in [(3, 7, 6, 144, 1), (8, 224, 224, 2304, 4 << 20),
+                                            (8, 14, 14, 18432, 4 << 20), (2, 5, 3, 8, 10 ** 9)]:
+        rows = sorted((n_, i) for n0, n1, i0, i1 in conv._tiles(n, ho, wo, row_bytes, tile_bytes)
+                      for n_ in range(n0, n1) for i in range(i0, i1))
+        assert rows == [(n_, i) for n_ in range(n) for i in range(ho)]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv2d_with_relu_is_relu_of_conv2d(bias, rng):
+    x, k, b = rng.standard_normal((2, 5, 6, 3)), rng.standard_normal((3, 3, 3, 4)), rng.standard_normal(4)
+    gy = rng.standard_normal((2, 5, 6, 4))
+    args = [Tensor(a, requires_grad=True) for a in ((x, k, b) if bias else (x, k))]
+    fused = F.conv2d(*args, padding="same", activation="relu")
+    fused.backward(gy)
+    grads = [a.grad for a in args]
+    for a in args:
+        a.grad = None
+    plain = F.relu(F.conv2d(*args, padding="same"))
+    plain.backward(gy)
+    np.testing.assert_array_equal(fused.data, plain.data)
+    for g, a in zip(grads, args):
+        np.testing.assert_allclose(g, a.grad, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="activation must be None or 'relu'"):
+        F.conv2d(x, k, activation="tanh")
+
+
 def test_conv2d_skips_dx_when_the_input_needs_no_grad(monkeypatch, rng):
     x = Tensor(rng.standard_normal((2, 5, 5, 3)))
     k = Tensor(rng.standard_normal((3, 3, 3, 2)), requires_grad=True)

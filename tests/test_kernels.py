@@ -129,6 +129,21 @@ def test_im2col_matches_twin_and_direct_conv(case):
     np.testing.assert_allclose(out, ref, **tol(dtype))
 
 
+@pytest.mark.parametrize("rows", [(0, 1), (1, 3), (2, 4)])
+@pytest.mark.parametrize("impl", ["numba", "twin"])
+def test_im2col_rows_are_rows_of_the_full_matrix(rows, impl):
+    rng = np.random.default_rng(8)
+    x = make_x(rng, (2, 7, 6, 3), np.float32, "flipped")
+    im2col = K.im2col if impl == "numba" else K.im2col_numpy
+    args = (3, 2, 2, 1, (1, 1, 0, 1))                    # Ho = 4, Wo = 6
+    full = im2col(x, *args).reshape(2, 4, 6, -1)
+    part = im2col(x, *args, rows=rows)
+    i0, i1 = rows
+    np.testing.assert_array_equal(part, full[:, i0:i1].reshape(2 * (i1 - i0) * 6, -1))
+    with pytest.raises(ShapeError, match="rows"):
+        im2col(x, *args, rows=(3, 5))
+
+
 @pytest.mark.parametrize("case", CONV_CASES, ids=case_id)
 def test_col2im_matches_twin(case):
     n, (h, w), k, s, pads, dtype, layout = case
@@ -287,6 +302,33 @@ def test_relu_matches_numpy(dtype, layout):
     np.testing.assert_array_equal(dx, K.relu_backward_numpy(gy, x))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_bias_relu_matches_twin_and_loops(dtype, bias):
+    rng = np.random.default_rng(9)
+    y = rng.standard_normal((7, 5)).astype(dtype)
+    y[0, 0] = np.nan
+    b = rng.standard_normal(5).astype(dtype) if bias else None
+    ref = np.empty_like(y)
+    for r, o in itertools.product(range(7), range(5)):
+        v = y[r, o] + (b[o] if bias else 0)
+        ref[r, o] = v if np.isnan(v) else max(v, 0)
+    twin = K.bias_relu_numpy(y.copy(), b)
+    out = y.copy()
+    assert K.bias_relu(out, b) is out                    # in place
+    np.testing.assert_array_equal(out, twin)
+    np.testing.assert_array_equal(out, ref)
+    assert np.isnan(out[0, 0])
+
+
+def test_bias_relu_checks_its_arguments():
+    y = np.zeros((4, 3), np.float32)
+    with pytest.raises(ShapeError, match="bias_relu: b must be a float32 array of shape"):
+        K.bias_relu(y, np.zeros(3))
+    with pytest.raises(ShapeError, match="bias_relu: y must be"):
+        K.bias_relu(y.T, np.zeros(4, np.float32))
+
+
 # ---------------------------------------------------------------- errors
 
 def test_bad_shapes_raise():
@@ -334,3 +376,8 @@ def test_twins_on_cupy_match_numba():
     np.testing.assert_allclose(cp.asnumpy(K.avg_pool_forward(cp.asarray(x), *args)),
                                K.avg_pool_forward(x, *args), rtol=1e-6)
     np.testing.assert_array_equal(cp.asnumpy(K.relu_forward(cp.asarray(x))), K.relu_forward(x))
+    y2, b = x.reshape(-1, 3), x[0, 0, :3, 0].copy()
+    np.testing.assert_array_equal(cp.asnumpy(K.bias_relu(cp.asarray(y2), cp.asarray(b))),
+                                  K.bias_relu(y2.copy(), b))
+    np.testing.assert_array_equal(cp.asnumpy(K.im2col(cp.asarray(x), *args, rows=(1, 3))),
+                                  K.im2col(x, *args, rows=(1, 3)))
