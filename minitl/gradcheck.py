@@ -131,6 +131,8 @@ def op_cases(seed=0):
         ("Neg", "(4,)", ops.neg, [t(4)]),
         ("Pow", "(3,2) ** 3", lambda x: ops.pow(x, 3), [t(3, 2)]),
         ("Pow", "(3,) ** -0.5", lambda x: ops.pow(x, -0.5), [t(3, low=0.5)]),
+        ("Abs", "(2,3), no element near 0", ops.abs, [Tensor(numpy.sign(rng.standard_normal((2, 3)))
+                                                          * rng.uniform(0.2, 1.5, (2, 3)), requires_grad=True)]),
         ("Exp", "(2,3)", ops.exp, [t(2, 3)]),
         ("Log", "(2,3)", ops.log, [t(2, 3, low=0.5)]),
         ("Sqrt", "(2,3)", ops.sqrt, [t(2, 3, low=0.5)]),

@@ -433,7 +433,9 @@ class Sequential(Module):
         return len(self._modules)
 
     def __getitem__(self, i):
-        return list(self._modules.values())[i]
+        """The i-th layer; a slice gives a Sequential of those layers (the same objects)."""
+        layers = list(self._modules.values())
+        return Sequential(layers[i], name=self.name) if isinstance(i, slice) else layers[i]
 
     def forward(self, x):
         for layer in self._modules.values():

@@ -6,6 +6,7 @@ for each input. Broadcasting is undone by the autograd walk, so backward may ret
 gradients in the broadcast shape.
 """
 import itertools
+import math
 
 from .backend import get_array_module
 from .errors import ShapeError
@@ -78,6 +79,17 @@ class Pow(Function):
 
     def backward(self, gy):
         return gy * self.p * self.x ** (self.p - 1)
+
+
+class Abs(Function):
+    """y = |x|;  dL/dx = gy * sign(x) (0 at x = 0, a subgradient)."""
+
+    def forward(self, x):
+        self.x = x
+        return get_array_module(x).abs(x)
+
+    def backward(self, gy):
+        return gy * get_array_module(gy).sign(self.x)
 
 
 class Exp(Function):
@@ -293,6 +305,7 @@ def sub(a, b): return Sub()(a, b)
 def mul(a, b): return Mul()(a, b)
 def div(a, b): return Div()(a, b)
 def neg(x): return Neg()(x)
+def abs(x): return Abs()(x)
 def exp(x): return Exp()(x)
 def log(x): return Log()(x)
 def sqrt(x): return Sqrt()(x)
@@ -313,6 +326,13 @@ def pow(x, p):
     return Pow(p)(x)
 
 
+def rpow(base, x):
+    """base ** x for a positive constant base: exp(x · ln base), so dL/dx = gy · y · ln base."""
+    if not base > 0:
+        raise ValueError(f"base ** tensor needs a positive base, got {base}")
+    return exp(mul(x, math.log(base)))
+
+
 def getitem(x, key):
     """x[key] with basic slicing or integer-array indexing (Tensors in the key are used as arrays)."""
     if isinstance(key, Tensor):
@@ -324,5 +344,5 @@ def getitem(x, key):
     return GetItem(key)(x)
 
 
-__all__ = ["add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "matmul", "sum", "mean",
+__all__ = ["add", "sub", "mul", "div", "neg", "abs", "pow", "rpow", "exp", "log", "sqrt", "matmul", "sum", "mean",
            "max", "reshape", "transpose", "broadcast_to", "getitem", "concatenate"]

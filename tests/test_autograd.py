@@ -231,3 +231,15 @@ def test_a_custom_function_that_breaks_the_contract_is_named():
     with pytest.raises(NotImplementedError, match="NoBackward defines no backward"):
         NoBackward()(x).sum().backward()
     assert x.grad is None
+
+
+def test_abs_and_a_number_to_the_power_of_a_tensor():
+    x = Tensor(np.array([-2.0, 0.5, 3.0]), requires_grad=True)
+    y = (abs(x) + 2 ** x).sum()
+    y.backward()
+    np.testing.assert_allclose(y.item(), 5.5 + 2 ** -2.0 + 2 ** 0.5 + 2 ** 3.0, rtol=1e-12)
+    np.testing.assert_allclose(x.grad, np.sign(x.data) + 2 ** x.data * np.log(2), rtol=1e-12)
+    assert (2 ** Tensor(np.ones(2, np.float32))).dtype == np.float32
+    assert minitl.gradcheck(lambda t: 0.5 ** t, Tensor(np.array([0.3, -1.2]), requires_grad=True)) < 1e-6
+    with pytest.raises(ValueError, match="positive base, got -2"):
+        (-2) ** x

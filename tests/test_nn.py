@@ -380,3 +380,14 @@ def test_vgg16_classifier_activation():
     np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-6)
     with pytest.raises(ValueError, match="classifier_activation"):
         VGG16(classifier_activation="sigmoid", **kw)
+
+
+def test_a_slice_of_a_sequential_is_a_sequential_of_the_same_layers():
+    nn.manual_seed(0)
+    model = nn.Sequential([nn.Dense(4, input_dim=3, activation="relu", name="a"), nn.Dense(2, name="b"),
+                           nn.Dense(1, name="c")], input_shape=(3,))
+    first = model[:2]
+    assert isinstance(first, nn.Sequential) and [layer.name for layer in first] == ["a", "b"]
+    assert first[0] is model[0] and model[-1].name == "c"
+    x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    np.testing.assert_array_equal(model[2](first(Tensor(x))).data, model(Tensor(x)).data)
