@@ -157,20 +157,27 @@ def cmd_predict(args):
         if not found:
             raise DataError(f"no images ({' '.join(IMAGE_EXTENSIONS)}) found in {path}")
         paths += found
-    failed = 0
+
+    def show(batch):  # one forward pass for a batch of (path, image) pairs
+        with no_grad():
+            probs = softmax(model(Tensor(numpy.stack([x for _, x in batch])).to(device))).numpy()
+        for (path, _), p in zip(batch, probs):
+            print(path)
+            for i in numpy.argsort(-p)[:args.top]:
+                print(f"  {classes[i]:<20} {p[i]:.4f}")
+
+    batch, failed = [], 0
     for path in paths:
         try:
-            x = load_image(path, tuple(record["image_size"]))[None]
+            batch.append((path, load_image(path, tuple(record["image_size"]))))
         except DataError as e:  # report it and go on with the other images
             print(f"minitl predict: error: {e}", file=sys.stderr)
             failed += 1
-            continue
-        with no_grad():
-            p = softmax(model(Tensor(x).to(device))).numpy()[0]
-        order = numpy.argsort(-p)[:args.top]
-        print(path)
-        for i in order:
-            print(f"  {classes[i]:<20} {p[i]:.4f}")
+        if len(batch) == args.batch_size:
+            show(batch)
+            batch = []
+    if batch:
+        show(batch)
     return 1 if failed else 0
 
 
@@ -293,6 +300,7 @@ def build_parser():
     p.add_argument("run_dir")
     p.add_argument("images", nargs="+", help="image files, or folders (the images in them, recursively)")
     p.add_argument("--top", type=_positive_int, default=3, help="how many classes to show (3)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per forward pass (32)")
     p.add_argument("--best", action="store_true", help="use best.h5 instead of the last checkpoint")
     _add_common(p)
     p.set_defaults(func=cmd_predict)

@@ -334,6 +334,10 @@ def test_cli_predict_folders_and_unreadable_files(folder, notop, tmp_path, capsy
     printed = [line for line in out.splitlines() if not line.startswith(" ")]
     assert code == 1 and len(printed) == 7  # the 6 images of green/, then blue/1.jpg after the two bad ones
     assert printed[0].startswith(str(folder / "green")) and printed[-1] == str(folder / "blue" / "1.jpg")
+    assert main(["predict", str(run), str(folder / "green"), str(tmp_path / "missing.jpg"),
+                 str(folder / "red" / "broken.jpg"), str(folder / "blue" / "1.jpg"), "--top", "1",
+                 "--batch-size", "4"]) == 1
+    assert capsys.readouterr() == (out, err)  # in batches of 4: the same lines
     lines = err.splitlines()
     assert len(lines) == 2 and lines[0] == f"minitl predict: error: image file {tmp_path / 'missing.jpg'} does not exist"
     assert lines[1].startswith(f"minitl predict: error: cannot decode image {folder / 'red' / 'broken.jpg'}: ")
