@@ -98,7 +98,13 @@ def read_keras_weights(path) -> list[KerasLayerWeights]:
     Legacy files: the order of the root attribute `layer_names`, and within
     a layer the order of its `weight_names` (kernel, bias); never the key
     order. Layers with empty `weight_names` are left out, and so is the
-    Keras 3 group `top_level_model_weights`.
+    Keras 3 group `top_level_model_weights`. The group of a nested model
+    (Keras saves `Sequential([vgg16_base, head])` as the groups `vgg16` and
+    `head`) is split into one entry per layer that its weight names name
+    (`block1_conv1/kernel`, `transfer/head/head_dense1/kernel`), in the file's
+    order; Keras lists a nested model's trainable weights first, so after
+    partial unfreezing that order is not the model's, and such files are best
+    loaded by name.
 
     Native `.weights.h5` files: sorted by class name, then by the numeric
     suffix (`conv2d`, `conv2d_1`, ..., `conv2d_10`), then `dense`, ...; the
@@ -192,8 +198,24 @@ def _read_legacy(root, path: Path) -> list[KerasLayerWeights]:
         arrays = [
             _read_dataset(g, w, path, f"layer '{name}'") for w in weight_names
         ]
-        out.append(KerasLayerWeights(name, arrays, weight_names))
+        owners = [_owner(w) for w in weight_names]
+        if len(set(owners)) > 1 and None not in owners:
+            # A nested model (a VGG16 base or a Sequential head inside the saved model) is
+            # one group holding the weights of all its layers; split it by owning layer.
+            for owner in dict.fromkeys(owners):
+                idx = [i for i, o in enumerate(owners) if o == owner]
+                out.append(KerasLayerWeights(
+                    owner, [arrays[i] for i in idx], [weight_names[i] for i in idx]))
+        else:
+            out.append(KerasLayerWeights(name, arrays, weight_names))
     return out
+
+
+def _owner(weight_name: str) -> str | None:
+    """The layer that a legacy weight name belongs to: 'vgg16/block1_conv1/kernel:0' and
+    'block1_conv1/kernel' -> 'block1_conv1'; None for Keras 1 names without '/'."""
+    parts = weight_name.split("/")
+    return parts[-2] if len(parts) >= 2 else None
 
 
 _SUFFIX = re.compile(r"(.+?)(?:_(\d+))?")

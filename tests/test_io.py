@@ -604,3 +604,57 @@ def test_entry_type():
     e = read_keras_weights(fixture("vgg16mini_notop_32", "weights.h5"))[0]
     assert isinstance(e, KerasLayerWeights) and e.native
     assert e.weight_names == ["0", "1"]
+
+
+# ------------------------------------------------- a Keras-written transfer model
+# tests/data/vgg16mini_transfer_32.*: Keras' Sequential([vgg16 base, head]) with nested
+# models, block5 trainable (TRANSFER_MINI.md); the head has build_head's names.
+
+TRANSFER = "vgg16mini_transfer_32"
+TRANSFER_CONFIG = {"arch": "vgg16", "input_shape": [32, 32, 3], "width": 1 / 32, "num_classes": 3,
+                   "hidden": [16, 8], "dropout": 0.0, "pooling": "flatten"}
+HEAD_NAMES = ["head_dense1", "head_dense2", "head_predictions"]
+
+
+def test_nested_legacy_groups_split_by_layer():
+    entries = read_keras_weights(DATA / f"{TRANSFER}.keras3_legacy.h5")
+    # Keras lists the nested base's trainable layers (block5) first.
+    assert [e.name for e in entries] == CONV_NAMES[10:] + CONV_NAMES[:10] + HEAD_NAMES
+    assert entries[0].weight_names == ["block5_conv1/kernel", "block5_conv1/bias"]
+    assert entries[-1].weight_names == ["transfer/head/head_predictions/kernel",
+                                        "transfer/head/head_predictions/bias"]
+    assert entries[3].arrays[0].shape == (3, 3, 3, 2) and entries[-1].arrays[0].shape == (8, 3)
+
+
+@pytest.mark.parametrize("layout", ["keras3_legacy.h5", "weights.h5", "full.h5"])
+def test_keras_transfer_model_reproduces_keras_logits(tmp_path, layout):
+    from minitl.tensor import Tensor, no_grad
+    from minitl.train import build_model
+    path = DATA / f"{TRANSFER}.{layout}"
+    if layout == "full.h5":  # Keras' model.save('x.h5') keeps the same groups under model_weights
+        src, path = DATA / f"{TRANSFER}.keras3_legacy.h5", tmp_path / "full.h5"
+        with h5py.File(src, "r") as s, h5py.File(path, "w") as f:
+            f.attrs["model_config"] = json.dumps({"class_name": "Sequential"})
+            s.copy(s["/"], f, name="model_weights")
+    model = build_model(TRANSFER_CONFIG)
+    report = load_weights(model, path)
+    assert sorted(report.loaded) == sorted(CONV_NAMES + HEAD_NAMES) and report.untouched == []
+    native = read_keras_weights(DATA / f"{TRANSFER}.weights.h5")
+    for e in native:  # every array bit for bit, whichever layout it came from
+        params = model.get_layer(e.stored_name).weights
+        assert all(np.array_equal(p.data, a) and p.data.dtype == np.float32 for p, a in zip(params, e.arrays))
+    with np.load(DATA / f"{TRANSFER}.npz") as ref:
+        x, want = ref["x"], ref["logits"]
+    with no_grad():
+        got = model.eval()(Tensor(x)).data
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    assert np.array_equal(got.argmax(axis=1), want.argmax(axis=1))
+
+
+def test_keras_transfer_legacy_by_order_refuses_the_trainable_first_order():
+    from minitl.train import build_model
+    model = build_model(TRANSFER_CONFIG)
+    before = [np.array(p.data, copy=True) for p in model.parameters()]
+    with pytest.raises(WeightsError, match="block5_conv1"):
+        load_weights(model, DATA / f"{TRANSFER}.keras3_legacy.h5", by_name=False)
+    assert all(np.array_equal(a, p.data) for a, p in zip(before, model.parameters()))
