@@ -11,7 +11,7 @@ from collections import OrderedDict
 import numpy
 
 from . import functional as F
-from .backend import to_device, to_numpy
+from .backend import device_of, to_device, to_numpy
 from .errors import ShapeError, WeightsError
 from .tensor import Tensor
 
@@ -232,6 +232,11 @@ class Layer(Module):
         """The layer's parameters in Keras order (kernel, bias)."""
         return list(self._params.values())
 
+    def _build_for(self, x):
+        """Create the weights for input ``x`` (its last axis), on x's device."""
+        self.build(x.shape[-1])
+        self.to(device_of(x.data if isinstance(x, Tensor) else x))
+
     def _create_weights(self, shape, fan_in, fan_out):
         """A kernel of ``shape`` from the layer's initialiser and, with use_bias, a zero bias."""
         if self.kernel_initializer == "he_normal":
@@ -282,7 +287,7 @@ class Conv2D(Layer):
         if not self.built:
             if x.ndim != 4:
                 raise ShapeError(f"layer {self.name}: input must be (N, H, W, C), got shape {x.shape}")
-            self.build(x.shape[-1])
+            self._build_for(x)
         bias = self.bias if self.use_bias else None
         if self.activation is F.relu:                   # fused: one pass for + bias and ReLU
             return F.conv2d(x, self.kernel, bias, self.strides, self.padding, activation="relu")
@@ -317,7 +322,7 @@ class Dense(Layer):
 
     def forward(self, x):
         if not self.built:
-            self.build(x.shape[-1])
+            self._build_for(x)
         y = F.dense(x, self.kernel, self.bias if self.use_bias else None)
         return self.activation(y) if self.activation else y
 

@@ -13,8 +13,6 @@ they differ in how the step is made from the gradient g:
 """
 import math
 
-import numpy
-
 from .backend import device_of, to_device, to_numpy
 
 
@@ -104,7 +102,7 @@ class Optimizer:
     @staticmethod
     def _restore(value, p):
         """A saved buffer on p's device and in p's dtype; a saved number (Adam's step count) as a number."""
-        a = numpy.asarray(value)
+        a = to_numpy(value)  # numpy.asarray refuses CuPy arrays
         if a.ndim == 0:
             return a.item()
         if a.shape != p.shape:

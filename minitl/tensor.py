@@ -56,7 +56,9 @@ def _as_array(data, dtype=None):
 class Tensor:
     """An array with a gradient: ``data``, ``grad`` and the op that created it."""
 
-    __array_priority__ = 100  # numpy_array + tensor calls Tensor.__radd__
+    # numpy_array + tensor calls Tensor.__radd__; CuPy defers only to a priority above
+    # its ndarray's 100, so cupy_array + tensor does too
+    __array_priority__ = 1000
 
     def __init__(self, data, requires_grad=False, dtype=None):
         self.data = _as_array(data, dtype)
@@ -140,7 +142,7 @@ class Tensor:
                                  f"this one has shape {self.shape}: pass grad= of that shape, or reduce it first")
             grad = xp.ones_like(self.data)
         else:
-            grad = _as_array(grad, self.dtype)
+            grad = to_device(_as_array(grad, self.dtype), self.device)  # a NumPy grad for a GPU graph
             if grad.shape != self.shape:
                 raise ShapeError(f"backward(): gradient shape {grad.shape} does not match tensor shape {self.shape}")
 
@@ -202,7 +204,13 @@ class Tensor:
 
     # Comparisons give boolean tensors and are not differentiable.
     def _compare(self, other, op):
-        other = other.data if isinstance(other, Tensor) else other
+        if isinstance(other, Tensor):
+            if other.device != self.device:
+                raise DeviceError(f"cannot compare a tensor on {self.device} with one on {other.device}; "
+                                  f"move one with .to('cpu') or .to('gpu') first")
+            other = other.data
+        elif isinstance(other, (numpy.ndarray, list, tuple)) and self.device == "gpu":
+            other = to_device(numpy.asarray(other), "gpu")  # CuPy refuses host arrays, as arithmetic moves them
         return Tensor(op(self.data, other))
 
     def __lt__(self, other): return self._compare(other, lambda a, b: a < b)
@@ -282,10 +290,17 @@ def _input_grads(fn, gy):
 
 def _own_grad(g, handed_out):
     """``g`` to keep as a ``.grad``: writable, and not an array that another ``.grad`` or the caller holds."""
-    if id(g) in handed_out or not getattr(g.flags, "writeable", True):
+    if id(g) in handed_out or not _writeable(g):
         g = g.copy()
     handed_out.add(id(g))
     return g
+
+
+def _writeable(a):
+    """NumPy's writeable flag. CuPy arrays have none and broadcast views are writable there,
+    so an array with a zero stride (a broadcast view, whose cells share memory) counts as read-only."""
+    flag = getattr(a.flags, "writeable", None)
+    return flag if flag is not None else 0 not in a.strides
 
 
 def _unbroadcast(grad, shape):

@@ -21,7 +21,7 @@ import numpy
 
 from . import functional as F
 from . import io as weights_io
-from .backend import to_device, to_numpy
+from .backend import normalize_device, to_device, to_numpy
 from .data import ArrayDataset, DataLoader
 from .errors import DataError, TrainingError
 from .metrics import classification_report
@@ -452,7 +452,7 @@ def finetune(train_set, val_set, run_dir, weights=None, width=1.0, hidden=(1024,
     if not resume:
         clear_run(run_dir, log)
     run_dir.mkdir(parents=True, exist_ok=True)  # once the settings and weights are known to be good
-    prefetch = 1 if device == "gpu" else 0  # decode the next batch while the GPU works
+    prefetch = 1 if normalize_device(device) == "gpu" else 0  # decode the next batch while the GPU works
     train_loader = DataLoader(train_set, batch_size, shuffle=True, seed=seed, prefetch=prefetch)
     val_loader = DataLoader(val_set, batch_size, prefetch=prefetch) if val_set is not None and len(val_set) else None
 

@@ -187,7 +187,7 @@ def grad_cam(model, x, class_index=None, layer="block5_conv3"):
             raise ShapeError(f"grad_cam: the model's output has shape {y.shape}; it needs (N, classes)")
         scores = y.numpy()
         n = len(data)
-        c = scores.argmax(axis=1) if class_index is None else numpy.broadcast_to(numpy.asarray(class_index), (n,))
+        c = scores.argmax(axis=1) if class_index is None else numpy.broadcast_to(to_numpy(class_index), (n,))
         if (c < 0).any() or (c >= y.shape[1]).any():
             raise MinitlError(f"grad_cam: class_index {class_index} is outside the model's {y.shape[1]} classes")
         xp = get_array_module(y.data)
@@ -219,12 +219,13 @@ def overlay(image, cam, alpha=0.45):
 
     ``image`` is either uint8 or floats, which are stretched to 0..255.
     """
-    img = numpy.asarray(image, dtype=numpy.float64)
+    image, cam = to_numpy(image), to_numpy(cam)  # NumPy or CuPy arrays
+    img = image.astype(numpy.float64)
     if img.ndim == 2:
         img = numpy.repeat(img[..., None], 3, axis=2)
     if img.shape[:2] != numpy.shape(cam):
         raise ShapeError(f"overlay: image {img.shape[:2]} and heat map {numpy.shape(cam)} differ in size")
-    if numpy.asarray(image).dtype != numpy.uint8:
+    if image.dtype != numpy.uint8:
         lo, hi = img.min(), img.max()
         img = (img - lo) / (hi - lo) * 255 if hi > lo else numpy.zeros_like(img)
     blend = (1 - alpha) * img + alpha * 255 * _jet(numpy.asarray(cam, dtype=numpy.float64))

@@ -164,6 +164,35 @@ def test_leaf_gradients_are_writable_and_not_shared():
     np.testing.assert_allclose(g, [1.0, 2.0])
 
 
+class FlaglessArray:
+    """An array whose ``flags`` have no ``writeable``, as CuPy's: only the layout flags."""
+
+    def __init__(self, a):
+        self.a = a
+        self.flags = type("Flags", (), {"c_contiguous": a.flags.c_contiguous})()
+        self.strides = a.strides
+
+    def copy(self):
+        return FlaglessArray(self.a.copy())
+
+
+def test_a_broadcast_gradient_without_a_writeable_flag_is_copied():
+    from minitl.tensor import _own_grad
+    view = FlaglessArray(np.broadcast_to(np.ones(1), (3,)))   # stride 0, as cupy.broadcast_to gives
+    kept = _own_grad(view, set())
+    assert kept is not view and 0 not in kept.strides
+    plain = FlaglessArray(np.ones(3))
+    assert _own_grad(plain, set()) is plain
+
+
+def test_tensors_outrank_cupy_arrays_in_mixed_operators():
+    # cupy.ndarray (priority 100) defers `cupy_array + tensor` to Tensor.__radd__ only for a
+    # strictly higher __array_priority__; NumPy arrays defer to any positive one
+    assert Tensor.__array_priority__ > 100
+    y = np.ones(2, np.float32) + Tensor(np.ones(2, np.float32))
+    assert isinstance(y, Tensor) and np.array_equal(y.data, [2, 2])
+
+
 def test_truth_value_and_float_of_one_element_tensors():
     loss = Tensor(np.array(0.5))
     assert loss < 1.0 and not loss > 1.0

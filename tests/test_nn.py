@@ -164,6 +164,12 @@ def test_sequential_input_shape_builds_every_layer():
     assert m.eval()(x_batch((3, 12, 10, 2))).shape == (3, 5)
 
 
+def test_lazy_layers_build_from_plain_arrays():
+    dense, conv = nn.Dense(2), nn.Conv2D(3, name="c")
+    assert dense(np.ones((4, 5), np.float32)).shape == (4, 2) and dense.kernel.device == "cpu"
+    assert conv(np.ones((1, 4, 4, 2), np.float32)).shape == (1, 2, 2, 3) and conv.bias.device == "cpu"
+
+
 def test_conv_layer_rejects_a_flat_input():
     with pytest.raises(ShapeError, match=r"layer c: input must be \(N, H, W, C\), got shape \(2, 5\)"):
         nn.Conv2D(3, name="c")(x_batch((2, 5)))
