@@ -79,19 +79,23 @@ class Module:
         object.__setattr__(self, key, value)
 
     def _unique_name(self, key, layer):
-        """Parameter names and weight files need unique layer names among siblings: a layer
-        named by default gets Keras' next free suffix (dense, dense_1, ...); a name given
-        twice is an error."""
-        taken = {m.name: other for other, m in self._modules.items() if other != key and m is not layer}
-        if layer.name not in taken:
-            return
-        if not layer.auto_named:
-            raise ValueError(f"{self.name}: two layers are named {layer.name!r} ({taken[layer.name]} and {key}); "
-                             f"parameter names and weight files need unique names")
-        base, k = layer.name, 1
-        while f"{base}_{k}" in taken:
-            k += 1
-        layer.name = f"{base}_{k}"
+        """Weight files list every layer by name, nested ones too, so names must be unique
+        across the model: a layer named by default (``layer`` or one inside it) gets Keras'
+        next free suffix (dense, dense_1, ...); a name given twice is an error."""
+        replaced = self._modules.get(key)
+        skip = {id(m) for m in replaced.modules()} if replaced is not None else set()
+        skip |= {id(m) for m in layer.modules()}
+        taken = {m.name for m in self.modules() if id(m) not in skip and m is not self}
+        for m in layer.modules():
+            if m.name in taken:
+                if not m.auto_named:
+                    raise ValueError(f"{self.name}: two layers are named {m.name!r} (the second in {key}); "
+                                     f"parameter names and weight files need unique names")
+                base, k = m.name, 1
+                while f"{base}_{k}" in taken:
+                    k += 1
+                m.name = f"{base}_{k}"
+            taken.add(m.name)
 
     def __repr__(self):
         shapes = ", ".join(f"{k} {p.shape}" for k, p in self._params.items())

@@ -193,11 +193,27 @@ def test_layers_named_by_default_get_keras_suffixes_and_a_name_given_twice_is_re
     assert len(m.state_dict()) == 6
     seq = nn.Sequential([nn.Dense(2), nn.ReLU(), nn.Dense(2), nn.Sequential([nn.Dense(1)]), nn.Sequential()])
     assert [layer.name for layer in seq] == ["dense", "re_lu", "dense_1", "sequential", "sequential_1"]
-    with pytest.raises(ValueError, match=r"mlp: two layers are named 'fc' \(fc1 and fc2\)"):
+    assert seq[3][0].name == "dense_2"  # unique across the model, nested layers too
+    with pytest.raises(ValueError, match=r"mlp: two layers are named 'fc' \(the second in fc2\)"):
         MLP(("fc", "fc", "out"))
     m = MLP(("fc1", "fc2", "out"))
     assert list(m.state_dict())[:2] == ["fc1.kernel", "fc1.bias"]
     m.fc1 = nn.Dense(3, input_dim=2, name="fc1")  # replacing a layer is fine
+
+
+def test_nested_default_named_layers_save_and_load_by_name(tmp_path):
+    from minitl import io
+    nn.manual_seed(0)
+    model = nn.Sequential([nn.Sequential([nn.Dense(4, input_dim=3), nn.Dense(4)]), nn.Sequential([nn.Dense(2)])],
+                          input_shape=(3,))
+    assert [m.name for m in model.layers()] == ["dense", "dense_1", "dense_2"]
+    io.save_weights(model, tmp_path / "w.h5")
+    nn.manual_seed(1)
+    other = nn.Sequential([nn.Sequential([nn.Dense(4, input_dim=3), nn.Dense(4)]), nn.Sequential([nn.Dense(2)])],
+                          input_shape=(3,))
+    io.load_weights(other, tmp_path / "w.h5")
+    for (k, a), b in zip(model.state_dict().items(), other.state_dict().values()):
+        np.testing.assert_array_equal(a, b, err_msg=k)
 
 
 def test_load_state_dict_takes_tensors_and_lists():
