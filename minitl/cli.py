@@ -297,7 +297,7 @@ def build_parser():
     p = sub.add_parser("predict", help="top-k classes with probabilities for image files",
                        description="Classify image files with a run directory's model. A file that "
                                    "cannot be read is reported and skipped (exit status 1).")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="run directory written by minitl finetune or minitl demo")
     p.add_argument("images", nargs="+", help="image files, or folders (the images in them, recursively)")
     p.add_argument("--top", type=_positive_int, default=3, help="how many classes to show (3)")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="images per forward pass (32)")
