@@ -6,8 +6,8 @@ Convolution and pooling live in ``minitl.conv`` and are re-exported here, so
 import numpy
 
 from . import kernels
-from .backend import get_array_module
-from .errors import ShapeError
+from .backend import device_of, get_array_module
+from .errors import DeviceError, ShapeError
 from .ops import matmul, reshape
 from .tensor import Function, Tensor, as_tensor
 
@@ -127,6 +127,9 @@ class SoftmaxCrossEntropy(Function):
 def _check_targets(z, targets):
     xp = get_array_module(z)
     t = targets.data if isinstance(targets, Tensor) else targets
+    if device_of(t) == "gpu" and device_of(z) == "cpu":  # host labels for GPU logits are simply copied
+        raise DeviceError("softmax_cross_entropy: the targets are on gpu and the logits on cpu; "
+                          "move one with .to('cpu') or .to('gpu') first")
     t = xp.asarray(t)
     n, k = z.shape
     if t.ndim == 1:

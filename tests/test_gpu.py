@@ -54,6 +54,10 @@ def test_mixing_devices_is_a_clear_error():
     a, b = Tensor(np.ones(3, np.float32)), Tensor(np.ones(3, np.float32)).to("gpu")
     with pytest.raises(DeviceError, match="different devices.*cpu.*gpu"):
         a + b
+    logits = Tensor(np.zeros((2, 3), np.float32))
+    with pytest.raises(DeviceError, match="targets are on gpu and the logits on cpu"):
+        F.softmax_cross_entropy(logits, Tensor(np.array([0, 2])).to("gpu"))
+    assert F.softmax_cross_entropy(logits.to("gpu"), np.array([0, 2])).device == "gpu"  # host labels are copied
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
