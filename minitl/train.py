@@ -402,19 +402,18 @@ def finetune(train_set, val_set, run_dir, weights=None, width=1.0, hidden=(1024,
     random augmentation, the base's features are computed once and cached.
     """
     run_dir = Path(run_dir)
-    lr = DEFAULT_LR[optimizer] if lr is None else lr
     image_size = tuple(train_set[0][0].shape[:2]) if len(train_set) else None
     config = {"arch": "vgg16", "input_shape": [*image_size, 3], "width": width, "num_classes": len(train_set.classes),
               "hidden": list(hidden), "dropout": dropout, "pooling": pooling}
+    training = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer,
+         "lr": DEFAULT_LR[optimizer] if lr is None else lr, "base_lr": base_lr, "momentum": momentum,
+         "weight_decay": weight_decay, "unfreeze_blocks": unfreeze_blocks, "schedule": schedule,
+         "patience": patience, "augment": augment, "clip_norm": clip_norm}
     if resume:  # go on with the recorded model and settings; only epochs may change
         record = read_record(run_dir)
         _check_resume(run_dir, record, train_set, image_size)
-        config, seed, t = record["model"], record["seed"], record["training"]
-        batch_size, lr, base_lr, momentum = t["batch_size"], t["lr"], t["base_lr"], t["momentum"]
-        weight_decay, unfreeze_blocks, schedule = t["weight_decay"], t["unfreeze_blocks"], t["schedule"]
-        patience, augment, clip_norm = t["patience"], t["augment"], t["clip_norm"]
-        optimizer = t["optimizer"]
-        t["epochs"] = max(epochs, record.get("epoch", 0))
+        config, seed = record["model"], record["seed"]
+        training = record["training"] = {**record["training"], "epochs": max(epochs, record["epoch"])}
     elif epochs < 1:
         raise TrainingError(f"epochs must be at least 1, got {epochs}")
     if len(train_set.classes) < 2:
@@ -425,10 +424,11 @@ def finetune(train_set, val_set, run_dir, weights=None, width=1.0, hidden=(1024,
     model = build_model(config)
     base, head = base_and_head(model)
     if resume:
-        if record.get("status") == "finished" and record.get("epoch", 0) >= epochs:
+        if record["status"] == "finished" and record["epoch"] >= epochs:
             log(f"{run_dir} already finished {record['epoch']} epochs")
         else:
-            log(f"resuming {run_dir} after epoch {record.get('epoch', 0)} of {epochs}, with the settings in {RECORD}")
+            log(f"resuming {run_dir} after epoch {record['epoch']} of {training['epochs']}, "
+                f"with the settings in {RECORD}")
         if (run_dir / CHECKPOINT).is_file():
             weights_io.load_weights(model, run_dir / CHECKPOINT)
         elif record.get("weights"):  # stopped in the first epoch: start again from the pretrained base
@@ -438,25 +438,24 @@ def finetune(train_set, val_set, run_dir, weights=None, width=1.0, hidden=(1024,
             weights_io.load_weights(base, weights)
         record = {"classes": list(train_set.classes), "image_size": list(image_size), "preprocessing": "caffe",
                   "model": config, "weights": str(Path(weights).resolve()) if weights else None, "seed": seed,
-                  "training": {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
-                               "base_lr": base_lr, "momentum": momentum, "weight_decay": weight_decay,
-                               "unfreeze_blocks": unfreeze_blocks, "schedule": schedule, "patience": patience,
-                               "augment": augment, "clip_norm": clip_norm},
+                  "training": training,
                   "epoch": 0, "history": []}
-    set_trainable_blocks(base, unfreeze_blocks)
+    set_trainable_blocks(base, training["unfreeze_blocks"])
     model.to(device)
-    opt = make_optimizer(model, lr, base_lr, momentum, weight_decay, clip_norm, optimizer)
+    opt = make_optimizer(model, training["lr"], training["base_lr"], training["momentum"],
+                         training["weight_decay"], training["clip_norm"], training["optimizer"])
     if resume and (run_dir / OPTIMIZER).is_file():
         load_optimizer(run_dir / OPTIMIZER, opt)
-    sched = make_schedule(opt, schedule, epochs)
+    sched = make_schedule(opt, training["schedule"], training["epochs"])
     if not resume:
         clear_run(run_dir, log)
     run_dir.mkdir(parents=True, exist_ok=True)  # once the settings and weights are known to be good
     prefetch = 1 if normalize_device(device) == "gpu" else 0  # decode the next batch while the GPU works
+    batch_size = training["batch_size"]
     train_loader = DataLoader(train_set, batch_size, shuffle=True, seed=seed, prefetch=prefetch)
     val_loader = DataLoader(val_set, batch_size, prefetch=prefetch) if val_set is not None and len(val_set) else None
 
-    use_cache = cache_features and unfreeze_blocks == 0 and not augment
+    use_cache = cache_features and training["unfreeze_blocks"] == 0 and not training["augment"]
     record["feature_cache"] = use_cache
     if use_cache:
         loaders = {"train": DataLoader(train_set, batch_size)}
@@ -468,11 +467,11 @@ def finetune(train_set, val_set, run_dir, weights=None, width=1.0, hidden=(1024,
         train_loader = DataLoader(ArrayDataset(*feats["train"]), batch_size, shuffle=True, seed=seed)
         if "val" in feats:
             val_loader = DataLoader(ArrayDataset(*feats["val"]), batch_size)
-        fit(head, opt, train_loader, val_loader, epochs, run_dir, record, sched, patience, device,
-            progress, seed, log, save_model=model)
+        fit(head, opt, train_loader, val_loader, training["epochs"], run_dir, record, sched,
+            training["patience"], device, progress, seed, log, save_model=model)
     else:
-        fit(model, opt, train_loader, val_loader, epochs, run_dir, record, sched, patience, device,
-            progress, seed, log)
+        fit(model, opt, train_loader, val_loader, training["epochs"], run_dir, record, sched,
+            training["patience"], device, progress, seed, log)
     try:
         from .plots import plot_history
         plot_history(record["history"], run_dir / "curves.png")
