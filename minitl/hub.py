@@ -26,6 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from minitl.errors import DownloadError
+from minitl.files import file_digest, hash_file
 
 __all__ = ["MANIFEST", "WeightsRow", "weights_dir", "fetch", "list_weights", "file_md5"]
 
@@ -56,11 +57,7 @@ def weights_dir(directory=None) -> Path:
 
 
 def file_md5(path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path, "md5")
 
 
 def _entry(name: str, manifest) -> dict:
@@ -166,11 +163,7 @@ def _stream(url, part: Path, offset: int, size: int, progress, timeout, label):
             offset = 0  # no range asked, or the server ignored it: start over
         else:
             raise DownloadError(f"{url}: unexpected HTTP status {resp.status}")
-        h = hashlib.md5()
-        if offset:
-            with open(part, "rb") as f:
-                for chunk in iter(lambda: f.read(CHUNK), b""):
-                    h.update(chunk)
+        h = hash_file(part, "md5") if offset else hashlib.md5()
         got = offset
         with open(part, "ab" if offset else "wb") as out, tqdm(
             total=size, initial=offset, unit="B", unit_scale=True,

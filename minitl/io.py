@@ -15,10 +15,7 @@ Dense kernel (in, out), bias (out,).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +25,7 @@ import numpy as np
 
 from minitl.backend import device_of, to_device, to_numpy
 from minitl.errors import WeightsError
+from minitl.files import write_h5
 
 __all__ = [
     "KerasLayerWeights",
@@ -338,38 +336,10 @@ def _save_attr_list(group, name: str, data: list) -> None:
         group.attrs[name] = arr  # fixed-length strings, as in the published files
 
 
-@contextlib.contextmanager
-def atomic_write(path):
-    """Yield a temporary path beside ``path``; on success it is synced and renamed to ``path``.
-
-    An interrupted or failed write never leaves a partial file under the final name.
-    The file gets the usual permissions (0666 minus the umask), not mkstemp's 0600.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _atomic_h5(path: Path, fill) -> None:
     """Write an HDF5 file to a temporary name in the same folder, then rename."""
     try:
-        with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
-            fill(f)
+        write_h5(path, fill)
     except (OSError, ValueError, TypeError) as e:
         raise WeightsError(f"{path}: cannot write the weights file ({e})") from e
 

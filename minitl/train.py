@@ -24,6 +24,7 @@ from . import io as weights_io
 from .backend import normalize_device, to_device, to_numpy
 from .data import ArrayDataset, DataLoader
 from .errors import DataError, TrainingError
+from .files import write_h5, write_json
 from .metrics import classification_report
 from .models import VGG16
 from .nn import Dense, Dropout, Flatten, GlobalAvgPool2D, Sequential, manual_seed
@@ -92,18 +93,6 @@ def make_schedule(optimizer, name, epochs):
     raise ValueError(f"unknown learning-rate schedule {name!r}: use none, step or cosine")
 
 
-# ---- small file helpers -------------------------------------------------------
-def write_json(path, obj):
-    """Write JSON atomically: a temporary file in the same folder, then rename."""
-    with weights_io.atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1))
-
-
-def _write_h5(path, fill):
-    with weights_io.atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
-        fill(f)
-
-
 def save_optimizer(path, optimizer):
     """The optimizer's state in HDF5: settings as JSON attributes, buffers under state/<parameter>/<name>."""
     state = optimizer.state_dict()
@@ -114,7 +103,7 @@ def save_optimizer(path, optimizer):
         for i, buffers in state["state"].items():
             for name, v in buffers.items():
                 f.create_dataset(f"state/{i}/{name}", data=v)
-    _write_h5(path, fill)
+    write_h5(path, fill)
 
 
 def load_optimizer(path, optimizer):
@@ -236,7 +225,7 @@ def cached_features(run_dir, base, loaders, device="cpu", progress=False):
             g = f.create_group(name)
             g.create_dataset("features", data=x)
             g.create_dataset("labels", data=y)
-    _write_h5(path, fill)
+    write_h5(path, fill)
     return out
 
 

@@ -4,26 +4,17 @@ animal_shapes.npz: 10 animals x 1,000 grayscale 28x28 images, from the MIT-licen
 PyPI package `animal-shape-mnist` 0.39 (see README.md and the license file beside it).
 """
 
-import hashlib
 import os
 
 import numpy as np
 
 from minitl.errors import DataError
+from minitl.files import file_digest
 
 ANIMAL_SHAPES_PATH = os.path.join(os.path.dirname(__file__), "animal_shapes.npz")
 ANIMAL_SHAPES_SHA256 = "518b8e7430afdbfcdd619f8cc8117665e233d6416802489f75c5a7e16d26cd46"
 ANIMAL_SHAPES_CLASSES = ["bear", "bird", "cat", "cow", "dog",
                          "elephant", "giraffe", "horse", "sheep", "zebra"]
-
-
-def sha256_file(path):
-    """The sha256 hex digest of a file, read in 1 MB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_animal_shapes(path=None):
@@ -37,7 +28,7 @@ def load_animal_shapes(path=None):
     path = ANIMAL_SHAPES_PATH if path is None else os.fspath(path)
     if not os.path.isfile(path):
         raise DataError(f"animal shapes dataset not found: {path}")
-    digest = sha256_file(path)
+    digest = file_digest(path)
     if digest != ANIMAL_SHAPES_SHA256:
         raise DataError(f"animal shapes dataset is corrupt: {path} has sha256 {digest}, "
                         f"expected {ANIMAL_SHAPES_SHA256}")

@@ -27,7 +27,7 @@ import zipfile
 
 import numpy as np
 
-from minitl.datasets import sha256_file
+from minitl.files import file_digest
 
 # The label order was checked against the pictures (see README.md).
 CLASS_NAMES = ["bear", "bird", "cat", "cow", "dog",
@@ -186,7 +186,7 @@ def main(argv=None):
     save_npz(args.out, arrays)
     print(f"source version: {version}")
     print(f"wrote {args.out}: {os.path.getsize(args.out)} bytes")
-    print(f"file sha256: {sha256_file(args.out)}")
+    print(f"file sha256: {file_digest(args.out)}")
     for key, digest in array_hashes(arrays).items():
         print(f"{key} sha256: {digest}")
     counts = np.bincount(arrays["labels"], minlength=len(CLASS_NAMES))

@@ -1,0 +1,68 @@
+"""Writing files safely and reading their digests.
+
+Every file minitl writes (weights, checkpoints, run records, pictures) goes through
+``atomic_write``: a temporary file beside the target, synced, then renamed, so an
+interrupted or failed write never leaves a partial file under the final name.
+"""
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+CHUNK = 1 << 20  # files are hashed in 1 MiB blocks
+
+
+@contextlib.contextmanager
+def atomic_write(path):
+    """Yield a temporary path beside ``path``; on success it is synced and renamed to ``path``.
+
+    An interrupted or failed write never leaves a partial file under the final name.
+    The file gets the usual permissions (0666 minus the umask), not mkstemp's 0600.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_json(path, obj):
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1))
+
+
+def write_h5(path, fill):
+    """Write an HDF5 file atomically: ``fill(f)`` gets the open ``h5py.File``."""
+    import h5py
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+        fill(f)
+
+
+def hash_file(path, algorithm="sha256"):
+    """A ``hashlib`` object that has read the whole file (call ``update`` to go on)."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h
+
+
+def file_digest(path, algorithm="sha256"):
+    """The hex digest of a file ('sha256', 'md5', or any name ``hashlib.new`` knows)."""
+    return hash_file(path, algorithm).hexdigest()
