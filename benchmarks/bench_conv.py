@@ -14,7 +14,7 @@ forward = 2·N·Ho·Wo·9·C_in·C_out and forward+backward = 3x that):
           gemm: NumPy's own matmul on fresh arrays of the same shapes (forward: cols @ W;
           forward+backward: that plus colsᵀ @ gY and gY @ Wᵀ); gemm/conv is the share of
           plain-GEMM speed that the whole conv op reaches (1.0 = as fast as the GEMMs alone).
-  stack   minitl.models.VGG16(include_top=False): 13 conv + ReLU, 5 max-pools;
+  stack   minitl.applications.VGG16(include_top=False): 13 conv + ReLU, 5 max-pools;
           forward under no_grad, forward+backward from a random output gradient.
   torch   the same layers in PyTorch (channels_last, float32, the same thread count,
           nn.ReLU(inplace=True) as torchvision's VGG), and the ratio minitl / torch.
@@ -60,7 +60,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import minitl.functional as F  # noqa: E402
 from minitl import Tensor, no_grad  # noqa: E402
-from minitl.models import VGG16, VGG16_BLOCKS  # noqa: E402
+from minitl.applications.vgg16 import VGG16, VGG16_BLOCKS  # noqa: E402
 
 # (name, input size at 224, C_in, C_out)
 VGG16_CONVS = [

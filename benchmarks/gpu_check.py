@@ -27,7 +27,7 @@ def time_minitl(batch, repeat):
     import minitl
     import minitl.functional as F
     from minitl import Tensor
-    from minitl.models import VGG16
+    from minitl.applications import VGG16
     model = VGG16(classifier_activation=None).to("gpu")
     x = Tensor(cupy.asarray(np.random.default_rng(0).normal(0, 50, (batch, 224, 224, 3)).astype(np.float32)))
     y = cupy.asarray(np.arange(batch) % 1000)

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from minitl.io import load_weights, read_keras_weights, save_weights
-from minitl.models import VGG16
+from minitl.applications import VGG16
 from minitl.nn import manual_seed
 
 

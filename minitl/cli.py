@@ -183,7 +183,7 @@ def cmd_predict(args):
 
 def cmd_summary(args):
     from .train import load_run
-    from .models import VGG16
+    from .applications import VGG16
     if args.run_dir:
         model, record = load_run(args.run_dir)
         model.summary()

@@ -26,7 +26,7 @@ from .data import ArrayDataset, DataLoader
 from .errors import DataError, TrainingError
 from .files import write_h5, write_json
 from .metrics import classification_report
-from .models import VGG16
+from .applications import VGG16
 from .nn import Dense, Dropout, Flatten, GlobalAvgPool2D, Sequential, manual_seed
 from .optim import SGD, Adam, CosineLR, StepLR
 from .tensor import Tensor, no_grad

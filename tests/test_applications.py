@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minitl.applications import vgg16
+from minitl.applications import imagenet_utils, vgg16
 from minitl.applications.vgg16 import decode_predictions, load_class_index, preprocess_input
 from minitl.errors import DataError, ShapeError
 
@@ -140,7 +140,7 @@ def test_bad_class_index(broken):
 
 
 def test_class_index_found_in_the_weights_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(vgg16, "PACKAGED_CLASS_INDEX", tmp_path / "absent.json")
+    monkeypatch.setattr(imagenet_utils, "PACKAGED_CLASS_INDEX", tmp_path / "absent.json")
     monkeypatch.setenv("MINITL_HOME", str(tmp_path))
     with pytest.raises(DataError, match="imagenet-class-index"):
         load_class_index()

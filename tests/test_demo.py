@@ -4,7 +4,7 @@ import json
 import numpy as np
 
 from minitl import demo, io
-from minitl.models import VGG16
+from minitl.applications import VGG16
 
 
 def test_shipped_base_loads_through_the_keras_loader():

@@ -102,7 +102,7 @@ def test_06_vgg16_weights(run, tmp_path):
     assert "Total params:" in out and "block5_conv3" in out
     assert "16 layers loaded" in out and "every array equal after the round trip: True" in out
     assert "block1_conv1: kernel (3, 3, 3, 4)" in out
-    from minitl.models import VGG16
+    from minitl.applications import VGG16
     from minitl.nn import manual_seed
     manual_seed(0)
     first = VGG16(width=1 / 16, input_shape=(32, 32, 3), classes=10).get_layer("block1_conv1").kernel.numpy()[..., 0]
@@ -111,7 +111,7 @@ def test_06_vgg16_weights(run, tmp_path):
     np.testing.assert_allclose(printed, first.transpose(2, 0, 1), atol=6e-4)  # one 3×3 slice per channel
 
     from minitl.io import save_weights
-    from minitl.models import VGG16
+    from minitl.applications import VGG16
     notop = VGG16(include_top=False, width=1 / 8, input_shape=(32, 32, 3))
     save_weights(notop, tmp_path / "notop.h5")
     _, out = run("06_vgg16_weights", "--weights", tmp_path / "notop.h5")

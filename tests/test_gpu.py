@@ -62,7 +62,7 @@ def test_mixing_devices_is_a_clear_error():
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_vgg16_training_step_matches_cpu(optimizer):
-    from minitl.models import VGG16
+    from minitl.applications import VGG16
     from minitl.nn import manual_seed
     from minitl.optim import SGD, Adam
     losses = []

@@ -446,7 +446,7 @@ def test_shape_mismatch_is_all_or_nothing(layout):
 
 
 def test_many_mismatches_are_listed_briefly(tmp_path):
-    from minitl.models import VGG16
+    from minitl.applications import VGG16
     path = tmp_path / "wide.h5"
     save_weights(VGG16(include_top=False, input_shape=(32, 32, 3), width=1 / 8), path)
     with pytest.raises(WeightsError) as err:  # 13 layers x 2 weights of another width

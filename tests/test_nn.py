@@ -7,7 +7,7 @@ import pytest
 
 import minitl.functional as F
 from minitl import ShapeError, Tensor, WeightsError, nn
-from minitl.models import VGG16
+from minitl.applications import VGG16
 from minitl.optim import SGD
 
 

@@ -15,7 +15,7 @@ import minitl.train as T
 from minitl import DataError, TrainingError, io
 from minitl.cli import main
 from minitl.data import ArrayDataset, DataLoader, ImageFolder
-from minitl.models import VGG16
+from minitl.applications import VGG16
 from minitl.nn import manual_seed
 
 SMALL = dict(width=1 / 16, hidden=(16, 8), batch_size=4, lr=0.01, seed=0, progress=False, log=lambda *a: None)

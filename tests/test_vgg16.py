@@ -1,4 +1,4 @@
-"""VGG16 and Keras HDF5 weights: minitl.models.VGG16 against Keras' own outputs.
+"""VGG16 and Keras HDF5 weights: minitl.applications.VGG16 against Keras' own outputs.
 
 The fixtures in tests/data (see KERAS_REF_MINI.md) are a "VGG16 / 16": Keras'
 VGG16 layer names and structure with every width divided by 16, random
@@ -19,7 +19,7 @@ import minitl.functional as F
 from minitl.applications.vgg16 import preprocess_input
 from minitl import WeightsError
 from minitl.io import LoadReport, load_weights, read_keras_weights, save_weights, write_keras_weights
-from minitl.models import VGG16
+from minitl.applications import VGG16
 from minitl.nn import Conv2D, Dense, Flatten, Sequential
 from minitl.tensor import Tensor, no_grad
 

@@ -1,32 +1,97 @@
-"""VGG16 input preprocessing and ImageNet label decoding, as in
+"""VGG16 (Simonyan & Zisserman, 2014) with Keras' layer names, so the published weight
+files load by name, and its input preprocessing and label decoding, as in
 `keras.applications.vgg16`."""
 
-from __future__ import annotations
+from minitl import functional as F
+from minitl.applications.imagenet_utils import MEAN_BGR, decode_predictions, load_class_index, preprocess_caffe
+from minitl.errors import ShapeError
+from minitl.nn import Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, Sequential
 
-import json
-import os
-import sys
-from functools import lru_cache
-from pathlib import Path
+__all__ = ["VGG16", "VGG16_BLOCKS", "MEAN_BGR", "preprocess_input", "decode_predictions", "load_class_index"]
 
-import numpy as np
-
-from minitl.errors import DataError, ShapeError
-
-__all__ = ["MEAN_BGR", "preprocess_input", "decode_predictions", "load_class_index"]
-
-# Per-channel ImageNet means in BGR order, subtracted by Keras' 'caffe' mode.
-MEAN_BGR = (103.939, 116.779, 123.68)
-
-CLASS_INDEX_FILE = "imagenet_class_index.json"
-PACKAGED_CLASS_INDEX = Path(__file__).resolve().parent.parent / "resources" / CLASS_INDEX_FILE
+VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))  # (convolutions, filters) per block
 
 
-def _array_module(x):
-    cp = sys.modules.get("cupy")
-    if cp is not None and isinstance(x, cp.ndarray):
-        return cp
-    return np
+class VGG16(Sequential):
+    """VGG16 (Simonyan & Zisserman, 2014) as ``keras.applications.VGG16`` builds it.
+
+    Five blocks of 3×3 'same' ReLU convolutions (``block1_conv1`` … ``block5_conv3``),
+    each followed by a 2×2 max-pool (``block1_pool`` … ``block5_pool``); with the top,
+    ``flatten``, ``fc1`` and ``fc2`` (4096, ReLU) and ``predictions``.
+
+    ``width`` scales every channel count (``width=1/8`` gives 8, 16, 32, 64, 64
+    filters) with the same layout and names, so small models run the same code path.
+    ``fc_units`` overrides the two hidden dense sizes (default 4096·width).
+    ``classifier_activation=None`` returns logits; with 'softmax' the model returns
+    probabilities and ``model.logits(x)`` gives the logits (training uses those).
+    """
+
+    MIN_SIZE = 32  # five 2x2 poolings: 32 pixels become 1
+
+    def __init__(self, include_top=True, weights=None, input_shape=(224, 224, 3), classes=1000,
+                 classifier_activation="softmax", width=1.0, fc_units=None, pooling=None,
+                 kernel_initializer="glorot_uniform", name="vgg16"):
+        self.check_input_shape(input_shape)
+        if not width > 0:
+            raise ShapeError(f"VGG16 width must be a positive multiplier of the channel counts "
+                             f"(1.0 for the real VGG16, 1/8 for a small one), got {width}")
+        if include_top and pooling is not None:
+            raise ValueError("pooling applies only with include_top=False")
+        if classifier_activation not in (None, "softmax"):
+            raise ValueError(f"classifier_activation must be 'softmax' or None, got {classifier_activation!r}")
+        layers = []
+        for b, (convs, filters) in enumerate(VGG16_BLOCKS, start=1):
+            for i in range(1, convs + 1):
+                layers.append(Conv2D(max(1, round(filters * width)), 3, padding="same", activation="relu",
+                                     kernel_initializer=kernel_initializer, name=f"block{b}_conv{i}"))
+            layers.append(MaxPool2D(2, 2, name=f"block{b}_pool"))
+        if include_top:
+            units = fc_units or (max(1, round(4096 * width)),) * 2
+            layers += [Flatten(name="flatten"),
+                       Dense(units[0], activation="relu", kernel_initializer=kernel_initializer, name="fc1"),
+                       Dense(units[1], activation="relu", kernel_initializer=kernel_initializer, name="fc2"),
+                       Dense(classes, name="predictions")]
+        elif pooling == "avg":
+            layers.append(GlobalAvgPool2D(name="global_average_pooling2d"))
+        elif pooling is not None:
+            raise ValueError(f"pooling must be None or 'avg', got {pooling!r}")
+        super().__init__(layers, name=name, input_shape=input_shape)
+        self.include_top = include_top
+        self.classifier_activation = classifier_activation if include_top else None
+        if weights is not None:
+            from minitl.io import load_weights
+            load_weights(self, weights)
+
+    @classmethod
+    def check_input_shape(cls, input_shape, given=None):
+        """ShapeError unless an (H, W, C) input is at least ``MIN_SIZE`` pixels high and wide.
+
+        ``given``: how the size was given, for the message (default ``input_shape (H, W, C)``).
+        """
+        h, w = input_shape[:2]
+        if h < cls.MIN_SIZE or w < cls.MIN_SIZE:
+            given = given or f"input_shape {tuple(input_shape)}"
+            raise ShapeError(f"VGG16's five 2x2 poolings need inputs of at least {cls.MIN_SIZE}x{cls.MIN_SIZE} "
+                             f"pixels: {given} is too small")
+
+    def blocks(self):
+        """The base's blocks in input order: {'block1': [block1_conv1, ..., block1_pool], ...}.
+
+        Transfer learning freezes and unfreezes whole blocks by these names.
+        """
+        out = {}
+        for layer in self.layers():
+            if layer.name.startswith("block"):
+                out.setdefault(layer.name.split("_")[0], []).append(layer)
+        return out
+
+    def logits(self, x):
+        """The network's output before the final softmax."""
+        return super().forward(x)
+
+    def forward(self, x):
+        y = self.logits(x)
+        return F.softmax(y) if self.classifier_activation == "softmax" else y
 
 
 def preprocess_input(x):
@@ -37,99 +102,4 @@ def preprocess_input(x):
     float64 input and in float32 otherwise. The input is not modified (Keras
     modifies a float NumPy input in place; this does not).
     """
-    xp = _array_module(x)
-    x = xp.asarray(x)
-    if x.ndim < 3 or x.shape[-1] != 3:
-        raise ShapeError(
-            f"preprocess_input expects channels-last RGB (..., H, W, 3), got shape {x.shape}"
-        )
-    if x.dtype.kind not in "biuf":
-        raise ShapeError(f"preprocess_input expects numbers, got dtype {x.dtype}")
-    dtype = x.dtype if x.dtype == np.float64 else np.dtype(np.float32)
-    out = xp.empty(x.shape, dtype=dtype)
-    out[...] = x[..., ::-1]
-    out -= xp.asarray(MEAN_BGR, dtype=dtype)
-    return out
-
-
-@lru_cache(maxsize=4)
-def _read_class_index(path: str) -> tuple:
-    try:
-        with open(path, encoding="utf8") as f:
-            raw = json.load(f)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: cannot read the class index ({e})") from e
-    return _check_class_index(raw, path)
-
-
-def _check_class_index(raw, where) -> tuple:
-    if not isinstance(raw, dict) or sorted(raw, key=_int_or_none) != [str(i) for i in range(len(raw))]:
-        raise DataError(f"{where}: the class index must map '0', '1', ... to [wnid, name]")
-    out = []
-    for key in sorted(raw, key=int):  # by int: "10" comes after "9"
-        value = raw[key]
-        if not (isinstance(value, (list, tuple)) and len(value) == 2
-                and all(isinstance(v, str) for v in value)):
-            raise DataError(f"{where}: class {key} is {value!r}, expected [wnid, name]")
-        out.append((value[0], value[1]))
-    return tuple(out)
-
-
-def _int_or_none(key):
-    return int(key) if isinstance(key, str) and key.isdigit() else -1
-
-
-def load_class_index(class_index=None) -> tuple:
-    """The ImageNet classes as a tuple of (wnid, name), index i = class i.
-
-    `class_index`: a path to a JSON file like Keras' imagenet_class_index.json,
-    a dict already loaded from one, or None to use the packaged copy or,
-    failing that, the one fetched into the weights folder
-    (`minitl.hub.fetch('imagenet-class-index')`).
-    """
-    if isinstance(class_index, dict):
-        return _check_class_index(class_index, "class_index")
-    if isinstance(class_index, (str, os.PathLike)):
-        return _read_class_index(str(class_index))
-    if class_index is not None:
-        raise DataError(f"class_index must be a path or a dict, got {type(class_index).__name__}")
-    from minitl.hub import weights_dir
-
-    candidates = [PACKAGED_CLASS_INDEX, weights_dir() / CLASS_INDEX_FILE]
-    for path in candidates:
-        if path.is_file():
-            return _read_class_index(str(path))
-    raise DataError(
-        "the ImageNet class index was not found (looked in "
-        + ", ".join(str(p) for p in candidates)
-        + "); download it with minitl.hub.fetch('imagenet-class-index')"
-        " or pass class_index="
-    )
-
-
-def decode_predictions(probs, top=5, class_index=None) -> list:
-    """Top-`top` ImageNet classes per sample, as Keras returns them.
-
-    `probs`: (N, 1000) class scores (probabilities or logits).
-    Returns one list per sample of (wnid, name, score) tuples, highest score
-    first; equal scores keep the lower class index first.
-    """
-    cp = sys.modules.get("cupy")
-    if cp is not None and isinstance(probs, cp.ndarray):
-        probs = cp.asnumpy(probs)
-    probs = np.asarray(probs)
-    if probs.ndim != 2 or probs.shape[1] != 1000:
-        raise ShapeError(
-            "decode_predictions expects a batch of predictions of shape (N, 1000), "
-            f"got shape {probs.shape}"
-        )
-    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or not 1 <= top <= 1000:
-        raise ValueError(f"top must be an integer in 1..1000, got {top!r}")
-    classes = load_class_index(class_index)
-    if len(classes) != probs.shape[1]:
-        raise DataError(f"the class index has {len(classes)} classes, expected {probs.shape[1]}")
-    results = []
-    for row in probs.astype(np.float64, copy=False):
-        order = np.argsort(-row, kind="stable")[:top]
-        results.append([(classes[i][0], classes[i][1], float(row[i])) for i in order])
-    return results
+    return preprocess_caffe(x)
