@@ -19,7 +19,8 @@ from minitl.demo import TARGET, config, demo_weights_path, input_aware_init, spl
 from minitl.io import load_weights
 from minitl.metrics import format_report
 from minitl.nn import manual_seed
-from minitl.train import build_model, compute_features, evaluate, fit, make_optimizer, set_trainable_blocks
+from minitl.train import evaluate, fit, predict
+from minitl.transfer import build_model, make_optimizer, set_trainable_blocks
 
 
 def main(argv=None):
@@ -53,7 +54,7 @@ def main(argv=None):
 
     # 3. frozen base: its features never change, so compute them once and train the head on them
     set_trainable_blocks(base, 0)
-    feats = {part: compute_features(base, DataLoader(data[part], 100)) for part in ("train", "val")}
+    feats = {part: predict(base, DataLoader(data[part], 100)) for part in ("train", "val")}
     print(f"\nhead only (base frozen), lr {args.lr:g}; features {feats['train'][0].shape}")
     fit(head, make_optimizer(model, args.lr), DataLoader(ArrayDataset(*feats["train"]), 16, shuffle=True),
         DataLoader(ArrayDataset(*feats["val"]), 100), epochs=head_epochs, progress=False)

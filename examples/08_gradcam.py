@@ -128,7 +128,7 @@ def synthetic(args):
 
 def from_run(args):
     from minitl.data import load_image
-    from minitl.train import load_run
+    from minitl.transfer import load_run
     model, record = load_run(args.run)
     size = tuple(record["image_size"])
     x = load_image(args.image, size, preprocess=record.get("preprocessing", "caffe"))

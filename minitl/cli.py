@@ -54,67 +54,28 @@ def _device(name):
     return device
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return value
-
-
-def _image_size(text):
-    try:
-        parts = [int(p) for p in str(text).lower().replace("x", ",").split(",") if p]
-    except ValueError:
-        parts = []
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"image size must be N or HxW (whole numbers, at least 1), got {text!r}")
-    return tuple(parts)
-
-
-def _positive(text):
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
 def cmd_finetune(args):
+    from .applications import get_backbone
     from .data import train_val_folders
     from .errors import DataError, WeightsError
-    from .train import finetune
+    from .runs import Settings, read_record
+    from .transfer import finetune
     if not os.path.isdir(args.data):
         raise DataError(f"data folder {args.data} does not exist")
     if args.weights is not None and not os.path.isfile(args.weights):
         problem = "is not a file" if os.path.exists(args.weights) else "does not exist"
         raise WeightsError(f"weights file {args.weights} {problem} "
                            f"(get the published one with: minitl weights fetch vgg16-notop)")
-    if args.resume:  # the run's own image size, seed and augmentation, and its epochs unless given
-        from .train import read_record
-        saved = read_record(args.out)
-        args.image_size, args.seed = tuple(saved["image_size"]), saved["seed"]
-        args.augment = saved["training"]["augment"]
-        args.epochs = args.epochs or saved["training"]["epochs"]
-    args.epochs = args.epochs or 10
-    if min(args.image_size) < 32:
-        from .errors import ShapeError
-        raise ShapeError(f"--image-size {args.image_size[0]}x{args.image_size[1]} is too small: "
-                         f"VGG16's five 2x2 poolings need at least 32x32")
-    train_set, val_set = train_val_folders(args.data, args.image_size, validation_split=args.validation_split,
-                                           seed=args.seed, augment=args.augment)
+    settings = Settings.from_options(args)
+    if args.resume:  # the run's own settings; its epochs unless given
+        settings = Settings.from_record(read_record(args.out), args.epochs)
+    h, w = settings.image_size
+    get_backbone(settings.arch).check_input_shape((h, w, 3), given=f"--image-size {h}x{w}")
+    train_set, val_set = train_val_folders(args.data, settings.image_size, validation_split=args.validation_split,
+                                           seed=settings.seed, augment=settings.augment)
     print(f"{len(train_set)} training and {len(val_set)} validation images, classes: {', '.join(train_set.classes)}")
-    model, record = finetune(
-        train_set, val_set, args.out, weights=args.weights, width=args.width, hidden=tuple(args.hidden),
-        dropout=args.dropout, pooling=args.pooling, epochs=args.epochs, batch_size=args.batch_size,
-        optimizer=args.optimizer, lr=args.lr,
-        base_lr=args.base_lr, momentum=args.momentum, weight_decay=args.weight_decay,
-        unfreeze_blocks=args.unfreeze_blocks, schedule=args.schedule, patience=args.patience, seed=args.seed,
-        device=_device(args.device), cache_features=not args.no_cache, resume=args.resume,
-        progress=not args.quiet, augment=args.augment, clip_norm=args.clip_norm)
+    finetune(train_set, val_set, args.out, settings, weights=args.weights, resume=args.resume,
+             cache_features=not args.no_cache, device=_device(args.device), progress=not args.quiet)
     print(f"run saved in {args.out}; next: minitl evaluate {args.out} --data DIR, "
           f"minitl predict {args.out} IMAGE")
     return 0
@@ -124,7 +85,10 @@ def cmd_evaluate(args):
     from pathlib import Path
     from .data import DataLoader, ImageFolder
     from .metrics import format_report
-    from .train import BEST, CHECKPOINT, evaluate, load_run, write_json
+    from .files import write_json
+    from .runs import BEST, CHECKPOINT
+    from .train import evaluate
+    from .transfer import load_run
     device = _device(args.device)
     model, record = load_run(args.run_dir, BEST if args.best else CHECKPOINT, device)
     data = ImageFolder(args.data, tuple(record["image_size"]), classes=record["classes"])
@@ -146,8 +110,10 @@ def cmd_predict(args):
     from .data import IMAGE_EXTENSIONS, list_images, load_image
     from .errors import DataError
     from .functional import softmax
-    from .tensor import Tensor, no_grad
-    from .train import BEST, CHECKPOINT, load_run
+    from .runs import BEST, CHECKPOINT
+    from .tensor import Tensor
+    from .train import predict_on_batch
+    from .transfer import load_run
     device = _device(args.device)
     model, record = load_run(args.run_dir, BEST if args.best else CHECKPOINT, device)
     classes = record["classes"]
@@ -159,8 +125,8 @@ def cmd_predict(args):
         paths += found
 
     def show(batch):  # one forward pass for a batch of (path, image) pairs
-        with no_grad():
-            probs = softmax(model(Tensor(numpy.stack([x for _, x in batch])).to(device))).numpy()
+        logits = predict_on_batch(model, numpy.stack([x for _, x in batch]), device)
+        probs = softmax(Tensor(logits)).numpy()
         for (path, _), p in zip(batch, probs):
             print(path)
             for i in numpy.argsort(-p)[:args.top]:
@@ -182,8 +148,8 @@ def cmd_predict(args):
 
 
 def cmd_summary(args):
-    from .train import load_run
     from .applications import VGG16
+    from .transfer import load_run
     if args.run_dir:
         model, record = load_run(args.run_dir)
         model.summary()
@@ -228,6 +194,7 @@ def _add_common(p, device=True):
 
 
 def build_parser():
+    from .runs import Settings, parse_image_size, positive_int
     parser = argparse.ArgumentParser(
         prog="minitl",
         description="minitl: transfer learning with VGG16 on a from-scratch NumPy/Numba engine.")
@@ -256,31 +223,12 @@ def build_parser():
     p.add_argument("--data", required=True, help="folder with one sub-folder per class, or train/ and val/")
     p.add_argument("--weights", help="VGG16 notop weights (.h5, Keras layout); omit to train from scratch")
     p.add_argument("--out", default="runs/finetune", help="run directory (default runs/finetune)")
-    p.add_argument("--epochs", type=_positive_int, help="number of epochs (10; with --resume, the run's own)")
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch (32)")
-    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="sgd (with momentum) or adam")
-    p.add_argument("--lr", type=_positive, help="learning rate of the new head (0.01 for sgd, 0.001 for adam)")
-    p.add_argument("--base-lr", type=_positive, help="learning rate of unfrozen base layers (default lr/10)")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (0.9)")
-    p.add_argument("--weight-decay", type=float, default=0.0,
-                   help="weight decay (0): L2 for sgd, decoupled (AdamW) for adam")
-    p.add_argument("--clip-norm", type=float, help="clip the global gradient norm to this value")
-    p.add_argument("--unfreeze-blocks", type=int, default=0, choices=range(6),
-                   help="train the last K of VGG16's 5 blocks too (0: base frozen)")
-    p.add_argument("--image-size", type=_image_size, default=(224, 224), help="input size N or HxW (224)")
-    p.add_argument("--width", type=float, default=1.0, help="VGG16 width multiplier (1.0 for the real one)")
-    p.add_argument("--hidden", type=_positive_int, nargs="*", default=[1024, 512], help="hidden units of the head")
-    p.add_argument("--dropout", type=float, default=0.0, help="dropout after each hidden head layer")
-    p.add_argument("--pooling", choices=["flatten", "avg"], default="flatten",
-                   help="flatten block5_pool or average it globally")
+    for name, option in Settings.options():  # --epochs, --batch-size, ... --seed
+        p.add_argument("--" + name.replace("_", "-"), **option)
     p.add_argument("--validation-split", type=float, default=0.2, help="share held out when there is no val/")
-    p.add_argument("--augment", action="store_true", help="random crops and flips (disables the feature cache)")
-    p.add_argument("--schedule", choices=["none", "step", "cosine"], default="none", help="learning-rate schedule")
-    p.add_argument("--patience", type=_positive_int, help="stop when val loss has not improved for this many epochs")
     p.add_argument("--no-cache", action="store_true", help="do not cache the frozen base's features")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint, with its recorded settings")
-    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     _add_common(p)
     p.set_defaults(func=cmd_finetune)
 
@@ -288,7 +236,7 @@ def build_parser():
                        description="Evaluate a run directory's model on a folder of images.")
     p.add_argument("run_dir", help="run directory written by minitl finetune or minitl demo")
     p.add_argument("--data", required=True, help="folder with one sub-folder per class")
-    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--best", action="store_true", help="use best.h5 (lowest val loss) instead of the last epoch")
     p.add_argument("--out", help="JSON report path (default RUN_DIR/evaluation.json)")
     _add_common(p)
@@ -299,8 +247,8 @@ def build_parser():
                                    "cannot be read is reported and skipped (exit status 1).")
     p.add_argument("run_dir", help="run directory written by minitl finetune or minitl demo")
     p.add_argument("images", nargs="+", help="image files, or folders (the images in them, recursively)")
-    p.add_argument("--top", type=_positive_int, default=3, help="how many classes to show (3)")
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per forward pass (32)")
+    p.add_argument("--top", type=positive_int, default=3, help="how many classes to show (3)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (32)")
     p.add_argument("--best", action="store_true", help="use best.h5 instead of the last checkpoint")
     _add_common(p)
     p.set_defaults(func=cmd_predict)
@@ -309,7 +257,7 @@ def build_parser():
                        description="Print a Keras-like summary: layers, output shapes, parameter counts.")
     p.add_argument("run_dir", nargs="?", help="a run directory (default: the standard VGG16)")
     p.add_argument("--notop", action="store_true", help="VGG16 without its top")
-    p.add_argument("--image-size", type=_image_size, default=(224, 224))
+    p.add_argument("--image-size", type=parse_image_size, default=(224, 224))
     p.add_argument("--width", type=float, default=1.0)
     p.set_defaults(func=cmd_summary)
 

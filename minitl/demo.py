@@ -11,7 +11,6 @@ a few labelled images each. The demo compares, on one held-out test set:
   finetuned  then the last blocks unfrozen and trained with a lower learning rate.
 """
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -21,10 +20,12 @@ from . import io as weights_io
 from .applications.vgg16 import preprocess_input
 from .data import ArrayDataset, DataLoader
 from .datasets import load_animal_shapes
+from .files import write_json
 from .metrics import format_report
 from .nn import manual_seed
-from .train import (BEST, build_model, cached_features, evaluate, fit, make_optimizer,
-                    set_trainable_blocks, write_json)
+from .runs import BEST, Settings, new_record, read_record
+from .train import evaluate, fit
+from .transfer import build_model, cached_features, make_optimizer, set_trainable_blocks
 
 SOURCE = ("bear", "bird", "cat", "cow", "dog")
 TARGET = ("elephant", "giraffe", "horse", "sheep", "zebra")
@@ -80,8 +81,8 @@ def input_aware_init(model, x):
 
 
 def config(num_classes, hidden=(1024, 512), dropout=0.5):
-    return {"arch": "vgg16", "input_shape": [SIZE, SIZE, 3], "width": WIDTH, "num_classes": num_classes,
-            "hidden": list(hidden), "dropout": dropout, "pooling": "flatten"}
+    """The demo's model entry: VGG16 of width 1/8 at 32×32 with a flatten head."""
+    return Settings(width=WIDTH, hidden=hidden, dropout=dropout).model_config(num_classes, (SIZE, SIZE))
 
 
 def pretrain(out=None, epochs=8, batch_size=64, lr=0.01, seed=0, progress=True, log=print):
@@ -109,6 +110,74 @@ def pretrain(out=None, epochs=8, batch_size=64, lr=0.01, seed=0, progress=True, 
     return report, seconds
 
 
+class _Target:
+    """What the three settings share: the target data and loaders, the model entry, the run folders."""
+
+    def __init__(self, out, data, seed, batch_size, device, progress, log):
+        self.out, self.data, self.seed, self.device, self.progress, self.log = out, data, seed, device, progress, log
+        self.cfg = config(len(TARGET))
+        self.batch_size = batch_size
+        self.train_loader = DataLoader(data["train"], batch_size, shuffle=True, seed=seed)
+        self.val_loader = DataLoader(data["val"], 100)
+        self.test_loader = DataLoader(data["test"], 250)
+        self.reports = {}
+
+    def fit(self, name, model, optimizer, train_loader, val_loader, epochs, save_model=None, **entries):
+        """Train one setting into out/<name>, then evaluate its best epoch on the test set."""
+        run_dir = self.out / name
+        run_dir.mkdir(exist_ok=True)
+        record = new_record(TARGET, (SIZE, SIZE), self.cfg, self.seed, setting=name, **entries)
+        fit(model, optimizer, train_loader, val_loader, epochs, run_dir, record, progress=self.progress,
+            seed=self.seed, log=self.log, save_model=save_model, device=self.device)
+        model = model if save_model is None else save_model
+        weights_io.load_weights(model, run_dir / BEST)  # the epoch with the lowest validation loss
+        report = evaluate(model, self.test_loader, list(TARGET), self.device)
+        write_json(run_dir / "metrics.json", report)
+        self.reports[name] = report
+        self.log(f"{name}: test accuracy {report['accuracy']:.3f}, macro F1 {report['macro_f1']:.3f}")
+
+
+def _scratch(task, epochs, lr):
+    """The same network from random weights, every layer trained."""
+    task.log("\n[1/3] scratch: the same VGG16 from random weights")
+    manual_seed(task.seed)
+    model = build_model(task.cfg)
+    input_aware_init(model, task.data["train"].images)
+    model.to(task.device)
+    set_trainable_blocks(model[0], len(model[0].blocks()))
+    opt = make_optimizer(model, lr, base_lr=lr, clip_norm=5.0)
+    task.fit("scratch", model, opt, task.train_loader, task.val_loader, epochs)
+
+
+def _frozen(task, weights, epochs, lr):
+    """The pretrained base (loaded like the published notop file), frozen, with a new head
+    trained on the base's cached features; returns the model."""
+    task.log(f"\n[2/3] frozen: pretrained base from {weights.name}, new head, base frozen")
+    manual_seed(task.seed)
+    model = build_model(task.cfg)
+    base, head = model[0], model[1]
+    weights_io.load_weights(base, weights)
+    model.to(task.device)
+    set_trainable_blocks(base, 0)
+    (task.out / "frozen").mkdir(exist_ok=True)
+    loaders = {"train": DataLoader(task.data["train"], 100), "val": task.val_loader}
+    feats = cached_features(task.out / "frozen", base, loaders, task.device)
+    opt = make_optimizer(model, lr)
+    task.fit("frozen", head, opt, DataLoader(ArrayDataset(*feats["train"]), task.batch_size, shuffle=True,
+                                             seed=task.seed),
+             DataLoader(ArrayDataset(*feats["val"]), 100), epochs, save_model=model, weights=str(weights))
+    return model
+
+
+def _finetuned(task, model, weights, epochs, unfreeze_blocks, lr):
+    """From the frozen result: the last blocks unfrozen, a lower learning rate."""
+    task.log(f"\n[3/3] finetuned: last {unfreeze_blocks} blocks unfrozen, learning rate {lr:g}")
+    set_trainable_blocks(model[0], unfreeze_blocks)
+    opt = make_optimizer(model, lr, base_lr=lr)
+    task.fit("finetuned", model, opt, task.train_loader, task.val_loader, epochs, weights=str(weights),
+             unfreeze_blocks=unfreeze_blocks)
+
+
 def run(out=None, weights=None, train_per_class=20, epochs=30, finetune_epochs=15, unfreeze_blocks=2,
         lr=0.01, batch_size=32, seed=0, progress=True, log=print, device="cpu"):
     """Scratch vs frozen vs fine-tuned on the target animals; returns the results dict."""
@@ -120,72 +189,22 @@ def run(out=None, weights=None, train_per_class=20, epochs=30, finetune_epochs=1
     data = split_target(images, labels, names, train_per_class, 10, 100, seed)
     log(f"target task: {', '.join(TARGET)}; {len(data['train'])} training images, "
         f"{len(data['val'])} validation, {len(data['test'])} test")
-    cfg = config(len(TARGET))
-    train_loader = DataLoader(data["train"], batch_size, shuffle=True, seed=seed)
-    val_loader = DataLoader(data["val"], 100)
-    test_loader = DataLoader(data["test"], 250)
-    results, reports = {}, {}
-
-    def record_for(name, extra):
-        return {"classes": list(TARGET), "image_size": [SIZE, SIZE], "preprocessing": "caffe", "model": cfg,
-                "seed": seed, "setting": name, **extra, "epoch": 0, "history": []}
-
-    def finish(name, model, run_dir):
-        weights_io.load_weights(model, run_dir / BEST)  # the epoch with the lowest validation loss
-        report = evaluate(model, test_loader, list(TARGET), device)
-        write_json(run_dir / "metrics.json", report)
-        results[name] = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}
-        reports[name] = report
-        log(f"{name}: test accuracy {report['accuracy']:.3f}, macro F1 {report['macro_f1']:.3f}")
-
-    # 1. scratch: the same network from random weights, every layer trained
-    log("\n[1/3] scratch: the same VGG16 from random weights")
-    manual_seed(seed)
-    model = build_model(cfg)
-    input_aware_init(model, data["train"].images)
-    model.to(device)
-    set_trainable_blocks(model[0], 5)
-    opt = make_optimizer(model, lr, base_lr=lr, clip_norm=5.0)
-    run_dir = out / "scratch"
-    run_dir.mkdir(exist_ok=True)
-    fit(model, opt, train_loader, val_loader, epochs, run_dir, record_for("scratch", {}), progress=progress,
-        seed=seed, log=log, device=device)
-    finish("scratch", model, run_dir)
-
-    # 2. frozen: pretrained base (loaded like the published notop file), new head, base frozen
-    log(f"\n[2/3] frozen: pretrained base from {weights.name}, new head, base frozen")
-    manual_seed(seed)
-    model = build_model(cfg)
-    base, head = model[0], model[1]
-    weights_io.load_weights(base, weights)
-    model.to(device)
-    set_trainable_blocks(base, 0)
-    run_dir = out / "frozen"
-    run_dir.mkdir(exist_ok=True)
-    feats = cached_features(run_dir, base, {"train": DataLoader(data["train"], 100), "val": val_loader}, device)
-    opt = make_optimizer(model, lr)
-    fit(head, opt, DataLoader(ArrayDataset(*feats["train"]), batch_size, shuffle=True, seed=seed),
-        DataLoader(ArrayDataset(*feats["val"]), 100), epochs, run_dir,
-        record_for("frozen", {"weights": str(weights)}), progress=progress, seed=seed, log=log, save_model=model,
-        device=device)
-    finish("frozen", model, run_dir)
-
-    # 3. finetuned: from the frozen result, unfreeze the last blocks, lower learning rate
-    log(f"\n[3/3] finetuned: last {unfreeze_blocks} blocks unfrozen, learning rate {lr / 10:g}")
-    set_trainable_blocks(base, unfreeze_blocks)
-    opt = make_optimizer(model, lr / 10, base_lr=lr / 10)
-    run_dir = out / "finetuned"
-    run_dir.mkdir(exist_ok=True)
-    fit(model, opt, train_loader, val_loader, finetune_epochs, run_dir,
-        record_for("finetuned", {"weights": str(weights), "unfreeze_blocks": unfreeze_blocks}),
-        progress=progress, seed=seed, log=log, device=device)
-    finish("finetuned", model, run_dir)
-
+    task = _Target(out, data, seed, batch_size, device, progress, log)
+    _scratch(task, epochs, lr)
+    model = _frozen(task, weights, epochs, lr)
+    _finetuned(task, model, weights, finetune_epochs, unfreeze_blocks, lr / 10)
+    reports = task.reports
+    results = {name: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]} for name, r in reports.items()}
     samples = _save_samples(out / "samples", images, labels, names, data["test_index"])
     seconds = time.perf_counter() - t_start
     write_json(out / "results.json", {**results, "seconds": seconds, "train_per_class": train_per_class,
                                       "test_images": len(data["test"])})
     _plots(out, reports)
+    _summary(out, reports, results, seconds, samples, log)
+    return results
+
+
+def _summary(out, reports, results, seconds, samples, log):
     log("\n" + format_report(reports["finetuned"]))
     log(f"\n{'setting':<10}  {'accuracy':>8}  {'macro F1':>8}")
     for name, r in results.items():
@@ -199,7 +218,6 @@ def run(out=None, weights=None, train_per_class=20, epochs=30, finetune_epochs=1
         "  minitl finetune --data PHOTOS/ --weights weights/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 "
         "--out runs/my-photos --epochs 10\n"
         "  minitl predict runs/my-photos PHOTO.jpg")
-    return results
 
 
 def _save_samples(folder, images, labels, names, index, per_class=4):
@@ -222,7 +240,7 @@ def _plots(out, reports):
     from .plots import plot_confusion, plot_history
     try:
         for name in reports:
-            record = json.loads((out / name / "record.json").read_text())
+            record = read_record(out / name)
             plot_history(record["history"], out / name / "curves.png")
             plot_confusion(reports[name], out / name / "confusion.png")
     except ImportError:  # matplotlib is optional

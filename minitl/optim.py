@@ -166,20 +166,22 @@ class Adam(Optimizer):
 
 
 class LRSchedule:
-    """Sets each group's lr from its ``initial_lr`` and the epoch; call ``step()`` once per epoch."""
+    """Sets each group's lr from its ``initial_lr`` and the epoch; call ``step()`` once per epoch,
+    or ``set_epoch(e)`` to go to epoch e (when resuming)."""
 
     def __init__(self, optimizer):
-        self.optimizer, self.epoch = optimizer, 0
-        self._apply()
+        self.optimizer = optimizer
+        self.set_epoch(0)
 
     def factor(self, epoch):
         raise NotImplementedError
 
     def step(self):
-        self.epoch += 1
-        self._apply()
+        self.set_epoch(self.epoch + 1)
 
-    def _apply(self):
+    def set_epoch(self, epoch):
+        """η = initial_lr · factor(epoch) for every group."""
+        self.epoch = epoch
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * self.factor(self.epoch)
 

@@ -141,7 +141,8 @@ def test_08_gradcam_on_the_synthetic_task(run, tmp_path):
 def test_08_gradcam_of_a_run_folder(run, tmp_path):
     from minitl.demo import TARGET, config
     from minitl.io import save_weights
-    from minitl.train import build_model, write_json
+    from minitl.files import write_json
+    from minitl.transfer import build_model
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     save_weights(build_model(config(5)), run_dir / "checkpoint.h5")

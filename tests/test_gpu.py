@@ -215,7 +215,7 @@ def test_grad_cam_on_gpu_matches_cpu():
     from minitl import viz
     from minitl.demo import config
     from minitl.nn import manual_seed
-    from minitl.train import build_model
+    from minitl.transfer import build_model
     manual_seed(0)
     model = build_model(config(3, hidden=(8,), dropout=0.5))
     x = np.random.default_rng(1).standard_normal((2, 32, 32, 3)).astype(np.float32)
@@ -233,7 +233,8 @@ def test_cli_predict_on_gpu_matches_cpu(tmp_path, capsys):
     from minitl.cli import main
     from minitl.demo import config
     from minitl.nn import manual_seed
-    from minitl.train import build_model, write_json
+    from minitl.files import write_json
+    from minitl.transfer import build_model
     manual_seed(0)
     cfg = config(2, hidden=(8,), dropout=0.0)
     model = build_model(cfg)
@@ -255,7 +256,7 @@ def test_cli_predict_on_gpu_matches_cpu(tmp_path, capsys):
 
 def test_finetune_on_gpu_with_an_unfrozen_block(tmp_path):
     from minitl.data import ArrayDataset
-    from minitl.train import finetune, load_run
+    from minitl.transfer import finetune, load_run
     rng = np.random.default_rng(0)
     data = ArrayDataset(rng.normal(0, 50, (8, 32, 32, 3)).astype(np.float32), np.arange(8) % 2)
     data.classes = ["a", "b"]

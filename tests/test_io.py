@@ -629,7 +629,7 @@ def test_nested_legacy_groups_split_by_layer():
 @pytest.mark.parametrize("layout", ["keras3_legacy.h5", "weights.h5", "full.h5"])
 def test_keras_transfer_model_reproduces_keras_logits(tmp_path, layout):
     from minitl.tensor import Tensor, no_grad
-    from minitl.train import build_model
+    from minitl.transfer import build_model
     path = DATA / f"{TRANSFER}.{layout}"
     if layout == "full.h5":  # Keras' model.save('x.h5') keeps the same groups under model_weights
         src, path = DATA / f"{TRANSFER}.keras3_legacy.h5", tmp_path / "full.h5"
@@ -652,7 +652,7 @@ def test_keras_transfer_model_reproduces_keras_logits(tmp_path, layout):
 
 
 def test_keras_transfer_legacy_by_order_refuses_the_trainable_first_order():
-    from minitl.train import build_model
+    from minitl.transfer import build_model
     model = build_model(TRANSFER_CONFIG)
     before = [np.array(p.data, copy=True) for p in model.parameters()]
     with pytest.raises(WeightsError, match="block5_conv1"):

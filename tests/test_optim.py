@@ -194,7 +194,7 @@ def test_adam_matches_pytorch_adamw():
 
 
 def test_adam_state_round_trip_continues_bit_for_bit(tmp_path):
-    from minitl.train import load_optimizer, save_optimizer
+    from minitl.runs import load_optimizer, save_optimizer
     rng = np.random.default_rng(1)
     grads = rng.standard_normal((5, 2, 3))
     frozen = Tensor(np.ones(3), requires_grad=False)

@@ -12,11 +12,13 @@ import pytest
 from PIL import Image
 
 import minitl.train as T
+from minitl import runs, transfer
+from minitl.files import write_json
 from minitl import DataError, TrainingError, io
 from minitl.cli import main
 from minitl.data import ArrayDataset, DataLoader, ImageFolder
 from minitl.applications import VGG16
-from minitl.nn import manual_seed
+from minitl.nn import Sequential, manual_seed
 
 SMALL = dict(width=1 / 16, hidden=(16, 8), batch_size=4, lr=0.01, seed=0, progress=False, log=lambda *a: None)
 
@@ -77,7 +79,7 @@ def test_corrupt_file_is_skipped_with_one_warning(folder):
 
 def test_finetune_writes_a_complete_run(folder, notop, tmp_path):
     train, val = datasets(folder)
-    model, record = T.finetune(train, val, tmp_path / "run", weights=notop, epochs=2, **SMALL)
+    model, record = transfer.finetune(train, val, tmp_path / "run", weights=notop, epochs=2, **SMALL)
     for name in ("record.json", "checkpoint.h5", "best.h5", "optimizer.h5", "features.h5"):
         assert (tmp_path / "run" / name).is_file(), name
     saved = json.loads((tmp_path / "run" / "record.json").read_text())
@@ -90,15 +92,15 @@ def test_finetune_writes_a_complete_run(folder, notop, tmp_path):
     stored = {e.name: e.arrays for e in io.read_keras_weights(notop)}
     np.testing.assert_array_equal(model[0].get_layer("block3_conv2").kernel.data, stored["block3_conv2"][0])
     # the checkpoint is the whole model in Keras' layout and loads back
-    again, _ = T.load_run(tmp_path / "run")
+    again, _ = transfer.load_run(tmp_path / "run")
     for (k, a), b in zip(params(model).items(), params(again).values()):
         np.testing.assert_array_equal(a, b, err_msg=k)
 
 
 def test_feature_cache_gives_the_same_head_as_the_frozen_base(folder, notop, tmp_path):
     train, val = datasets(folder)
-    cached, _ = T.finetune(train, val, tmp_path / "a", weights=notop, epochs=2, cache_features=True, **SMALL)
-    direct, _ = T.finetune(train, val, tmp_path / "b", weights=notop, epochs=2, cache_features=False, **SMALL)
+    cached, _ = transfer.finetune(train, val, tmp_path / "a", weights=notop, epochs=2, cache_features=True, **SMALL)
+    direct, _ = transfer.finetune(train, val, tmp_path / "b", weights=notop, epochs=2, cache_features=False, **SMALL)
     for (k, a), b in zip(params(cached).items(), params(direct).values()):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=k)
     with h5py.File(tmp_path / "a" / "features.h5") as f:
@@ -111,7 +113,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(folder, notop, t
     train, val = datasets(folder)
     opts = dict(SMALL, weights=notop, epochs=3, unfreeze_blocks=unfreeze, schedule="cosine", dropout=0.5,
                 optimizer=optimizer, lr=lr)
-    full, _ = T.finetune(train, val, tmp_path / "full", **opts)
+    full, _ = transfer.finetune(train, val, tmp_path / "full", **opts)
 
     real = T.train_epoch
 
@@ -122,11 +124,11 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(folder, notop, t
 
     monkeypatch.setattr(T, "train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        T.finetune(train, val, tmp_path / "cut", **opts)
+        transfer.finetune(train, val, tmp_path / "cut", **opts)
     record = json.loads((tmp_path / "cut" / "record.json").read_text())
     assert record["status"] == "interrupted" and record["epoch"] == 2
     monkeypatch.setattr(T, "train_epoch", real)
-    resumed, record = T.finetune(train, val, tmp_path / "cut", resume=True, **opts)
+    resumed, record = transfer.finetune(train, val, tmp_path / "cut", resume=True, **opts)
     assert record["epoch"] == 3 and len(record["history"]) == 3
     for (k, a), b in zip(params(full).items(), params(resumed).values()):
         np.testing.assert_array_equal(a, b, err_msg=k)
@@ -145,16 +147,16 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     data = TurnsNaN(rng.normal(0, 50, (8, 32, 32, 3)).astype(np.float32), np.arange(8) % 2)
     data.classes = ["a", "b"]
     with pytest.raises(TrainingError, match=r"nan at epoch 2.*checkpoint of epoch 1 is kept"):
-        T.finetune(data, None, tmp_path / "run", epochs=3, cache_features=False, **SMALL)
+        transfer.finetune(data, None, tmp_path / "run", epochs=3, cache_features=False, **SMALL)
     record = json.loads((tmp_path / "run" / "record.json").read_text())
     assert record["status"] == "diverged" and record["epoch"] == 1
-    model, _ = T.load_run(tmp_path / "run")
+    model, _ = transfer.load_run(tmp_path / "run")
     assert all(np.isfinite(p.data).all() for p in model.parameters())
 
 
 def test_evaluate_metrics(folder, notop, tmp_path):
     train, val = datasets(folder)
-    model, record = T.finetune(train, val, tmp_path / "run", weights=notop, epochs=1, **SMALL)
+    model, record = transfer.finetune(train, val, tmp_path / "run", weights=notop, epochs=1, **SMALL)
     report = T.evaluate(model, DataLoader(val, 4), record["classes"])
     assert set(report) >= {"accuracy", "macro_f1", "per_class", "confusion_matrix", "loss"}
     assert sum(map(sum, report["confusion_matrix"])) == len(val)
@@ -244,9 +246,9 @@ def test_feature_cache_is_not_reused_with_other_weights(folder, notop, tmp_path)
     other = tmp_path / "other.h5"
     io.save_weights(VGG16(include_top=False, input_shape=(32, 32, 3), width=1 / 16), other)
     train, val = datasets(folder)
-    T.finetune(train, val, tmp_path / "run", weights=notop, epochs=1, **SMALL)
-    rerun, _ = T.finetune(train, val, tmp_path / "run", weights=other, epochs=1, **SMALL)
-    fresh, _ = T.finetune(train, val, tmp_path / "fresh", weights=other, epochs=1, **SMALL)
+    transfer.finetune(train, val, tmp_path / "run", weights=notop, epochs=1, **SMALL)
+    rerun, _ = transfer.finetune(train, val, tmp_path / "run", weights=other, epochs=1, **SMALL)
+    fresh, _ = transfer.finetune(train, val, tmp_path / "fresh", weights=other, epochs=1, **SMALL)
     for (k, a), b in zip(params(fresh).items(), params(rerun).values()):
         np.testing.assert_array_equal(a, b, err_msg=k)
 
@@ -261,8 +263,8 @@ def test_cli_resume_uses_the_recorded_settings(folder, notop, tmp_path, monkeypa
     restore()
     # only the folders: width, head, image size, epochs, schedule and seed come from record.json
     assert main(["finetune", "--data", str(folder), "--out", str(tmp_path / "cut"), "--resume", "--quiet"]) == 0
-    full, _ = T.load_run(tmp_path / "full")
-    resumed, record = T.load_run(tmp_path / "cut")
+    full, _ = transfer.load_run(tmp_path / "full")
+    resumed, record = transfer.load_run(tmp_path / "cut")
     assert record["status"] == "finished" and record["epoch"] == 3
     for (k, a), b in zip(params(full).items(), params(resumed).values()):
         np.testing.assert_array_equal(a, b, err_msg=k)
@@ -270,12 +272,12 @@ def test_cli_resume_uses_the_recorded_settings(folder, notop, tmp_path, monkeypa
 
 def test_resume_refuses_other_data(folder, notop, tmp_path):
     train, val = datasets(folder)
-    T.finetune(train, val, tmp_path / "run", weights=notop, epochs=1, **SMALL)
+    transfer.finetune(train, val, tmp_path / "run", weights=notop, epochs=1, **SMALL)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bigger = ImageFolder(folder, (40, 40), validation_split=0.34, subset="training", seed=0)
     with pytest.raises(TrainingError, match="trained on classes blue, green, red at 32x32.*at 40x40"):
-        T.finetune(bigger, val, tmp_path / "run", resume=True, epochs=2, **SMALL)
+        transfer.finetune(bigger, val, tmp_path / "run", resume=True, epochs=2, **SMALL)
 
 
 def test_resume_after_ctrl_c_in_the_first_epoch_starts_from_the_pretrained_base(folder, notop, tmp_path,
@@ -283,10 +285,10 @@ def test_resume_after_ctrl_c_in_the_first_epoch_starts_from_the_pretrained_base(
     train, val = datasets(folder)
     restore = interrupt_at(monkeypatch, 0)
     with pytest.raises(KeyboardInterrupt):
-        T.finetune(train, val, tmp_path / "run", weights=notop, epochs=1, **SMALL)
+        transfer.finetune(train, val, tmp_path / "run", weights=notop, epochs=1, **SMALL)
     assert not (tmp_path / "run" / "checkpoint.h5").exists()
     restore()
-    model, record = T.finetune(train, val, tmp_path / "run", weights=notop, epochs=1, resume=True, **SMALL)
+    model, record = transfer.finetune(train, val, tmp_path / "run", weights=notop, epochs=1, resume=True, **SMALL)
     stored = {e.name: e.arrays for e in io.read_keras_weights(notop)}
     np.testing.assert_array_equal(model[0].get_layer("block1_conv1").kernel.data, stored["block1_conv1"][0])
 
@@ -294,11 +296,11 @@ def test_resume_after_ctrl_c_in_the_first_epoch_starts_from_the_pretrained_base(
 def test_new_run_in_an_old_run_directory_leaves_nothing_of_the_old_one(folder, notop, tmp_path, monkeypatch):
     train, val = datasets(folder)
     run = tmp_path / "run"
-    T.finetune(train, val, run, weights=notop, epochs=1, **SMALL)
-    T.write_json(run / "evaluation.json", {"accuracy": 1.0})
+    transfer.finetune(train, val, run, weights=notop, epochs=1, **SMALL)
+    write_json(run / "evaluation.json", {"accuracy": 1.0})
     interrupt_at(monkeypatch, 0)
     with pytest.raises(KeyboardInterrupt):
-        T.finetune(train, val, run, weights=notop, epochs=1, **dict(SMALL, hidden=(12,)))
+        transfer.finetune(train, val, run, weights=notop, epochs=1, **dict(SMALL, hidden=(12,)))
     for name in ("checkpoint.h5", "best.h5", "optimizer.h5", "evaluation.json"):
         assert not (run / name).exists(), name
     record = json.loads((run / "record.json").read_text())
@@ -307,15 +309,15 @@ def test_new_run_in_an_old_run_directory_leaves_nothing_of_the_old_one(folder, n
 
 def test_ctrl_c_while_an_epoch_is_saved_waits_for_all_its_files(folder, notop, tmp_path, monkeypatch):
     train, val = datasets(folder)
-    real = T.save_optimizer
+    real = runs.save_optimizer
 
     def save_optimizer(path, optimizer):  # Ctrl-C between the checkpoint and the optimizer state
         os.kill(os.getpid(), signal.SIGINT)
         real(path, optimizer)
 
-    monkeypatch.setattr(T, "save_optimizer", save_optimizer)
+    monkeypatch.setattr(runs, "save_optimizer", save_optimizer)
     with pytest.raises(KeyboardInterrupt):
-        T.finetune(train, val, tmp_path / "run", weights=notop, epochs=3, **SMALL)
+        transfer.finetune(train, val, tmp_path / "run", weights=notop, epochs=3, **SMALL)
     record = json.loads((tmp_path / "run" / "record.json").read_text())
     assert record["status"] == "interrupted" and record["epoch"] == 1 and len(record["history"]) == 1
     assert (tmp_path / "run" / "optimizer.h5").is_file()
@@ -367,7 +369,7 @@ def test_one_class_is_refused(tmp_path):
     data = ArrayDataset(np.zeros((4, 32, 32, 3), np.float32), np.zeros(4))
     data.classes = ["cats"]
     with pytest.raises(DataError, match="needs at least two classes, found 1: cats"):
-        T.finetune(data, None, tmp_path / "run", epochs=1, **SMALL)
+        transfer.finetune(data, None, tmp_path / "run", epochs=1, **SMALL)
     assert not (tmp_path / "run").exists()
 
 
@@ -376,10 +378,10 @@ def test_progress_bar_shows_the_count_with_its_running_loss(monkeypatch, capsys)
     real = tqdm.tqdm
     monkeypatch.setattr(tqdm, "tqdm", lambda *a, **kw: real(*a, mininterval=0, **kw))  # draw at every batch
     manual_seed(0)
-    head = T.build_head(2, hidden=(4,))
+    head = transfer.build_head(2, hidden=(4,))
     data = ArrayDataset(np.random.default_rng(0).normal(size=(6, 1, 1, 8)).astype(np.float32), np.arange(6) % 2)
-    optimizer = T.make_optimizer(T.Sequential([VGG16(include_top=False, input_shape=(32, 32, 3), width=1 / 16),
-                                               head]), 0.01)
+    optimizer = transfer.make_optimizer(Sequential([VGG16(include_top=False, input_shape=(32, 32, 3), width=1 / 16),
+                                                    head]), 0.01)
     T.train_epoch(head, DataLoader(data, 2), optimizer, 0, progress=True, desc="epoch 1/1")
     shown = re.findall(r"(\d)/3 \[[^\r]*?loss=([\d.]+)", capsys.readouterr().err)  # (batches done, running loss)
     assert [n for n, _ in shown] == ["1", "2", "3"] and len(set(shown)) == 3

@@ -204,7 +204,7 @@ def test_grad_cam_equals_the_retain_grad_computation_and_leaves_the_model_as_it_
 
 def test_grad_cam_on_the_transfer_model_and_on_a_batch():
     from minitl.demo import config
-    from minitl.train import build_model
+    from minitl.transfer import build_model
     model = build_model(config(3, hidden=(8,), dropout=0.5))
     x = np.random.default_rng(1).standard_normal((2, 32, 32, 3)).astype(np.float32)
     cams = viz.grad_cam(model, x)  # layer block5_conv3 inside the base, head after it

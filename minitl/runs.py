@@ -1,0 +1,323 @@
+"""The run folder: the settings a fine-tuning run is made with, and the files it writes.
+
+A run directory holds everything a run writes, each file written atomically:
+``record.json`` (classes, image size, preprocessing, model and training settings,
+epoch, metrics history), ``checkpoint.h5`` (the last good weights, Keras layout),
+``best.h5`` (lowest validation loss), ``optimizer.h5`` (momentum buffers),
+``features.h5`` (the frozen base's features, when cached) and the evaluation outputs.
+
+The files of one epoch are written together by `RunFolder.commit_epoch`.
+"""
+import argparse
+import hashlib
+import json
+import os
+import signal
+import threading
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import h5py
+import numpy
+
+from .backend import to_numpy
+from .errors import TrainingError
+from .files import write_h5, write_json
+from .io import save_weights
+
+RECORD, CHECKPOINT, BEST, OPTIMIZER, FEATURES = "record.json", "checkpoint.h5", "best.h5", "optimizer.h5", "features.h5"
+RUN_FILES = (RECORD, CHECKPOINT, BEST, OPTIMIZER, "curves.png", "evaluation.json", "evaluation.png")
+DEFAULT_LR = {"sgd": 0.01, "adam": 0.001}
+
+
+# ---- settings -----------------------------------------------------------------
+def positive_int(text):
+    """A whole number of at least 1 (an option's type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def positive(text):
+    """A number above 0 (an option's type)."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def parse_image_size(text):
+    """'N' or 'HxW' (or 'H,W') as (H, W) (an option's type)."""
+    try:
+        parts = [int(p) for p in str(text).lower().replace("x", ",").split(",") if p]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"image size must be N or HxW (whole numbers, at least 1), got {text!r}")
+    return tuple(parts)
+
+
+def setting(default, help=None, **option):
+    """A field of `Settings`; ``help`` and ``option`` (argparse's type, choices, ...) make its
+    ``minitl finetune`` option. ``cli_default`` is the option's default where it differs."""
+    return field(default=default, metadata={"help": help, **option})
+
+
+@dataclass
+class Settings:
+    """Everything a fine-tuning run is made with: the head, the optimizer and the schedule.
+
+    The ``minitl finetune`` options are made from these fields (one option per field with
+    a help text), ``record.json`` stores them (``model`` and ``training``), and
+    `Settings.from_record` reads them back for ``--resume``.
+    """
+
+    epochs: int = setting(10, "number of epochs (10; with --resume, the run's own)", type=positive_int,
+                          cli_default=None)
+    batch_size: int = setting(32, "images per batch (32)", type=positive_int)
+    optimizer: str = setting("sgd", "sgd (with momentum) or adam", choices=("sgd", "adam"))
+    lr: float = setting(None, "learning rate of the new head (0.01 for sgd, 0.001 for adam)", type=positive)
+    base_lr: float = setting(None, "learning rate of unfrozen base layers (default lr/10)", type=positive)
+    momentum: float = setting(0.9, "SGD momentum (0.9)", type=float)
+    weight_decay: float = setting(0.0, "weight decay (0): L2 for sgd, decoupled (AdamW) for adam", type=float)
+    clip_norm: float = setting(None, "clip the global gradient norm to this value", type=float)
+    unfreeze_blocks: int = setting(0, "train the last K of VGG16's 5 blocks too (0: base frozen)", type=int,
+                                   choices=range(6))
+    image_size: tuple = setting(None, "input size N or HxW (224)", type=parse_image_size, cli_default=(224, 224))
+    width: float = setting(1.0, "VGG16 width multiplier (1.0 for the real one)", type=float)
+    hidden: tuple = setting((1024, 512), "hidden units of the head", type=positive_int, nargs="*",
+                            cli_default=[1024, 512])
+    dropout: float = setting(0.0, "dropout after each hidden head layer", type=float)
+    pooling: str = setting("flatten", "flatten block5_pool or average it globally", choices=["flatten", "avg"])
+    augment: bool = setting(False, "random crops and flips (disables the feature cache)", action="store_true")
+    schedule: str = setting("none", "learning-rate schedule", choices=["none", "step", "cosine"])
+    patience: int = setting(None, "stop when val loss has not improved for this many epochs", type=positive_int)
+    seed: int = setting(0, "random seed (0)", type=int)
+    arch: str = setting("vgg16")  # the backbone, a key of minitl.applications.BACKBONES
+
+    TRAINING = ("epochs", "batch_size", "optimizer", "lr", "base_lr", "momentum", "weight_decay",
+                "unfreeze_blocks", "schedule", "patience", "augment", "clip_norm")
+
+    def __post_init__(self):
+        self.hidden = tuple(self.hidden)
+        self.image_size = tuple(self.image_size) if self.image_size is not None else None
+
+    def head_lr(self):
+        """``lr``, or the optimizer's default rate when it is None."""
+        if self.lr is not None:
+            return self.lr
+        if self.optimizer not in DEFAULT_LR:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}: use sgd or adam")
+        return DEFAULT_LR[self.optimizer]
+
+    def training(self):
+        """The record's 'training' entry."""
+        return {name: self.head_lr() if name == "lr" else getattr(self, name) for name in self.TRAINING}
+
+    def model_config(self, num_classes, image_size):
+        """The record's 'model' entry, from which `minitl.transfer.build_model` builds the model."""
+        return {"arch": self.arch, "input_shape": [*image_size, 3], "width": self.width,
+                "num_classes": num_classes, "hidden": list(self.hidden), "dropout": self.dropout,
+                "pooling": self.pooling}
+
+    @classmethod
+    def from_record(cls, record, epochs=None):
+        """The settings of a recorded run, to resume it: everything as recorded but ``epochs``
+        (when given), and never fewer epochs than the run has done."""
+        model, training = record["model"], record["training"]
+        values = {name: training[name] for name in cls.TRAINING if name in training}
+        values.update({k: model[k] for k in ("arch", "width", "hidden", "dropout", "pooling") if k in model})
+        values.update(seed=record["seed"], image_size=record["image_size"])
+        values["epochs"] = max(epochs or training["epochs"], record["epoch"])
+        return cls(**values)
+
+    @classmethod
+    def options(cls):
+        """(field name, argparse keyword arguments) for each field that is a command-line option."""
+        out = []
+        for f in fields(cls):
+            if f.metadata.get("help"):
+                kwargs = dict(f.metadata)
+                kwargs["default"] = kwargs.pop("cli_default", f.default)
+                out.append((f.name, kwargs))
+        return out
+
+    @classmethod
+    def from_options(cls, namespace):
+        """Settings from parsed options; an option left out (None) takes the field's default."""
+        given = {name: getattr(namespace, name) for name, _ in cls.options()}
+        return cls(**{k: v for k, v in given.items() if v is not None})
+
+
+# ---- the record ---------------------------------------------------------------
+def new_record(classes, image_size, model, seed, **entries):
+    """A run's record before its first epoch: the data, the model's settings, the seed, then
+    ``entries`` (weights, training, ...); `minitl.train.fit` adds the epochs."""
+    return {"classes": list(classes), "image_size": list(image_size), "preprocessing": "caffe", "model": model,
+            "seed": seed, **entries, "epoch": 0, "history": []}
+
+
+def read_record(run_dir):
+    path = Path(run_dir) / RECORD
+    if not path.is_file():
+        raise TrainingError(f"{run_dir} is not a minitl run directory (no {RECORD})")
+    return json.loads(path.read_text())
+
+
+def check_resume(run_dir, record, classes, image_size):
+    """TrainingError unless the data to resume with has the recorded classes and image size."""
+    recorded, size = record["classes"], record["image_size"]
+    if list(classes) != recorded or list(image_size) != size:
+        raise TrainingError(f"cannot resume {run_dir}: it was trained on classes {', '.join(recorded)} at "
+                            f"{size[0]}x{size[1]}, the data given has classes {', '.join(classes)} at "
+                            f"{image_size[0]}x{image_size[1]}")
+
+
+# ---- optimizer state ----------------------------------------------------------
+def save_optimizer(path, optimizer):
+    """The optimizer's state in HDF5: settings as JSON attributes, buffers under state/<parameter>/<name>."""
+    state = optimizer.state_dict()
+
+    def fill(f):
+        f.attrs["optimizer"] = state["optimizer"]
+        f.attrs["param_groups"] = json.dumps(state["param_groups"])
+        for i, buffers in state["state"].items():
+            for name, v in buffers.items():
+                f.create_dataset(f"state/{i}/{name}", data=v)
+    write_h5(path, fill)
+
+
+def load_optimizer(path, optimizer):
+    try:
+        with h5py.File(path, "r") as f:
+            state = {"optimizer": f.attrs["optimizer"], "param_groups": json.loads(f.attrs["param_groups"]),
+                     "state": {i: {name: d[()] for name, d in g.items()} for i, g in f.get("state", {}).items()}}
+        optimizer.load_state_dict(state)
+    except (OSError, KeyError, ValueError) as e:
+        raise TrainingError(f"{path}: cannot restore the optimizer: {e}") from e
+
+
+# ---- the folder ---------------------------------------------------------------
+class HeldInterrupt:
+    """Hold Ctrl-C (SIGINT) inside a ``with`` block; ``caught`` tells whether it came.
+
+    A group of files written together (checkpoint, optimizer state, record) is then never
+    left half old, half new. Outside the main thread, or when SIGINT is ignored, it does nothing.
+    """
+
+    def __enter__(self):
+        self.caught, self._previous = False, None
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, None):
+            self._previous = signal.signal(signal.SIGINT, self._hold)
+        return self
+
+    def _hold(self, signum, frame):
+        self.caught = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+class RunFolder:
+    """A run directory and its record. With ``path=None`` the record is kept in memory only."""
+
+    def __init__(self, path, record=None):
+        self.path = Path(path) if path is not None else None
+        self.record = record if record is not None else {}
+
+    def __str__(self):
+        return str(self.path)
+
+    def has(self, name):
+        """Whether the folder holds the file ``name`` (CHECKPOINT, OPTIMIZER, ...)."""
+        return self.path is not None and (self.path / name).is_file()
+
+    def write_record(self, status):
+        self.record["status"] = status
+        if self.path is not None:
+            write_json(self.path / RECORD, self.record)
+
+    def commit_epoch(self, model, optimizer, row, improved, **entries):
+        """Add an epoch's ``row`` (and ``entries``) to the record and write the epoch's files
+        together: best.h5 when ``improved``, checkpoint.h5, optimizer.h5, then record.json.
+        Ctrl-C meanwhile waits until all are written; returns True when it came."""
+        with HeldInterrupt() as held:
+            self.record.setdefault("history", []).append(row)
+            self.record["epoch"] = row["epoch"]
+            self.record.update(entries)
+            if self.path is not None:
+                if improved:
+                    save_weights(model, self.path / BEST)
+                save_weights(model, self.path / CHECKPOINT)
+                save_optimizer(self.path / OPTIMIZER, optimizer)
+            self.write_record("running")
+        return held.caught
+
+    def clear(self, log=print):
+        """Delete a previous run's outputs (the record first), so that a new run never mixes
+        with them. features.h5 stays: its key tells whether it fits the new run."""
+        old = [self.path / name for name in RUN_FILES if self.has(name)]
+        if old:
+            log(f"replacing the previous run in {self.path}")
+        for path in old:
+            path.unlink()
+
+
+# ---- the feature cache --------------------------------------------------------
+def _dataset_key(dataset):
+    """What a dataset's items depend on: its files (size, mtime) and preparation, or its arrays."""
+    if hasattr(dataset, "samples"):
+        files = []
+        for path, label in dataset.samples:
+            st = os.stat(path)
+            files.append((str(path), int(label), st.st_size, st.st_mtime_ns))
+        steps = [getattr(dataset, k, None) for k in ("image_size", "crop", "flip", "resize")]
+        steps += [getattr(getattr(dataset, k, None), "__qualname__", None) for k in ("transform", "preprocess")]
+        return repr((files, steps)).encode()
+    h = hashlib.sha256(str(len(dataset)).encode())
+    for k in ("labels", "images"):
+        if getattr(dataset, k, None) is not None:
+            h.update(numpy.ascontiguousarray(getattr(dataset, k)).tobytes())
+    return h.digest()
+
+
+def features_key(base, loaders):
+    """sha256 of the base's weights and of each dataset: features.h5 is reused only when it matches."""
+    h = hashlib.sha256()
+    for p in base.parameters():
+        a = numpy.ascontiguousarray(to_numpy(p.data))
+        h.update(f"{a.shape}{a.dtype.str}".encode())
+        h.update(a.tobytes())
+    for name in sorted(loaders):
+        h.update(name.encode())
+        h.update(_dataset_key(loaders[name].dataset))
+    return h.hexdigest()
+
+
+def read_features(path, key, names):
+    """{name: (features, labels)} from features.h5 when it has ``key`` and every name, else None."""
+    if Path(path).is_file():
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("key") == key and all(name in f for name in names):
+                return {name: (f[name]["features"][()], f[name]["labels"][()]) for name in names}
+    return None
+
+
+def write_features(path, key, features):
+    """features.h5: ``key`` as an attribute, then <name>/features and <name>/labels."""
+    def fill(f):
+        f.attrs["key"] = key
+        for name, (x, y) in features.items():
+            g = f.create_group(name)
+            g.create_dataset("features", data=x)
+            g.create_dataset("labels", data=y)
+    write_h5(path, fill)

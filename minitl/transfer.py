@@ -1,0 +1,221 @@
+"""Transfer learning, step by step: take a pretrained base, replace its head, freeze the base,
+fine-tune with a lowered learning rate, and evaluate.
+
+The base is any backbone of `minitl.applications.BACKBONES` (VGG16 now): this module
+asks it for its blocks by name (``base.blocks()``) and never reads layer names itself.
+What a run writes, and the settings it is made with, are in `minitl.runs`.
+"""
+import dataclasses
+import time
+from pathlib import Path
+
+from .applications import get_backbone
+from .backend import normalize_device
+from .data import ArrayDataset, DataLoader
+from .errors import DataError, ShapeError, TrainingError
+from .io import load_weights
+from .nn import Dense, Dropout, Flatten, GlobalAvgPool2D, Sequential, manual_seed
+from .optim import SGD, Adam, CosineLR, StepLR
+from .runs import (BEST, CHECKPOINT, FEATURES, OPTIMIZER, RECORD, RunFolder, Settings, check_resume, features_key,
+                   load_optimizer, new_record, read_features, read_record, write_features)
+from .train import fit, predict
+
+__all__ = ["BEST", "CHECKPOINT", "Settings", "build_head", "build_model", "base_and_head", "set_trainable_blocks",
+           "make_optimizer", "make_schedule", "cached_features", "finetune", "load_run"]
+
+
+# ---- model surgery ------------------------------------------------------------
+def build_head(num_classes, hidden=(1024, 512), dropout=0.0, pooling="flatten"):
+    """The new output layers: Flatten (or global average pooling) → Dense(relu)… → Dense(num_classes)."""
+    layers = [Flatten(name="head_flatten") if pooling == "flatten" else GlobalAvgPool2D(name="head_pool")]
+    for i, units in enumerate(hidden, start=1):
+        layers.append(Dense(units, activation="relu", kernel_initializer="he_normal", name=f"head_dense{i}"))
+        if dropout:
+            layers.append(Dropout(dropout, name=f"head_dropout{i}"))
+    layers.append(Dense(num_classes, name="head_predictions"))
+    return Sequential(layers, name="head")
+
+
+def build_model(config):
+    """The transfer model (a base without top, then the head) from a run record's 'model' entry."""
+    backbone = get_backbone(config.get("arch", "vgg16"))
+    base = backbone(include_top=False, input_shape=tuple(config["input_shape"]), width=config.get("width", 1.0),
+                    kernel_initializer="he_normal")
+    head = build_head(config["num_classes"], tuple(config.get("hidden", (1024, 512))),
+                      config.get("dropout", 0.0), config.get("pooling", "flatten"))
+    return Sequential([base, head], name="transfer", input_shape=tuple(config["input_shape"]))
+
+
+def base_and_head(model):
+    return model[0], model[1]
+
+
+def set_trainable_blocks(base, blocks):
+    """Freeze the base except its last ``blocks`` blocks (0: all frozen; all of them: all trainable)."""
+    named = list(base.blocks().values())
+    if not 0 <= blocks <= len(named):
+        raise ValueError(f"{base.name} has {len(named)} blocks ({', '.join(base.blocks())}): cannot unfreeze {blocks}")
+    base.freeze()
+    for layers in named[len(named) - blocks:]:
+        for layer in layers:
+            layer.unfreeze()
+
+
+def make_optimizer(model, lr, base_lr=None, momentum=0.9, weight_decay=0.0, clip_norm=None, optimizer="sgd"):
+    """SGD (or Adam) with two parameter groups: the head at ``lr``, unfrozen base layers at ``base_lr`` (lr/10)."""
+    base, head = base_and_head(model)
+    groups = [{"params": head.parameters(), "lr": lr}]
+    groups.append({"params": base.parameters(), "lr": base_lr if base_lr is not None else lr / 10})
+    if optimizer == "sgd":
+        return SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, clip_norm=clip_norm)
+    if optimizer == "adam":
+        return Adam(groups, lr=lr, weight_decay=weight_decay, clip_norm=clip_norm)
+    raise ValueError(f"unknown optimizer {optimizer!r}: use sgd or adam")
+
+
+def make_schedule(optimizer, name, epochs):
+    if name in (None, "none", "constant"):
+        return None
+    if name == "cosine":
+        return CosineLR(optimizer, t_max=max(epochs, 1))
+    if name == "step":
+        return StepLR(optimizer, step_size=max(epochs // 3, 1), gamma=0.1)
+    raise ValueError(f"unknown learning-rate schedule {name!r}: use none, step or cosine")
+
+
+def cached_features(run_dir, base, loaders, device="cpu", progress=False):
+    """{'train': (features, labels), ...}: read from features.h5 if it was made by the same base
+    weights from the same data (see `minitl.runs.features_key`), else computed and stored."""
+    path = Path(run_dir) / FEATURES
+    key = features_key(base, loaders)
+    found = read_features(path, key, loaders)
+    if found is not None:
+        return found
+    out = {name: predict(base, loader, device, progress, desc=f"features ({name})")
+           for name, loader in loaders.items()}
+    write_features(path, key, out)
+    return out
+
+
+# ---- the recipe ---------------------------------------------------------------
+def _check_data(train_set, image_size, settings):
+    if len(train_set.classes) < 2:
+        where = f" in {train_set.root}" if hasattr(train_set, "root") else ""
+        raise DataError(f"a classifier needs at least two classes, found {len(train_set.classes)}{where}: "
+                        f"{', '.join(train_set.classes)} (one sub-folder per class)")
+    if settings.image_size is not None and image_size is not None and settings.image_size != image_size:
+        raise ShapeError(f"the training images are {image_size[0]}x{image_size[1]}, the settings say "
+                         f"image_size {settings.image_size[0]}x{settings.image_size[1]}")
+
+
+def _start(run, model, train_set, image_size, settings, weights):
+    """A new run: the pretrained base's weights and a fresh record."""
+    if weights is not None:
+        load_weights(model[0], weights)
+    config = settings.model_config(len(train_set.classes), image_size)
+    run.record = new_record(train_set.classes, image_size, config, settings.seed,
+                            weights=str(Path(weights).resolve()) if weights else None, training=settings.training())
+
+
+def _restore(run, model, settings, log):
+    """A resumed run: its last checkpoint, or the pretrained base when it stopped in its first epoch."""
+    record = run.record
+    if record["status"] == "finished" and record["epoch"] >= settings.epochs:
+        log(f"{run} already finished {record['epoch']} epochs")
+    else:
+        log(f"resuming {run} after epoch {record['epoch']} of {settings.epochs}, with the settings in {RECORD}")
+    if run.has(CHECKPOINT):
+        load_weights(model, run.path / CHECKPOINT)
+    elif record.get("weights"):
+        load_weights(model[0], record["weights"])
+
+
+def _loaders(train_set, val_set, settings, device):
+    prefetch = 1 if normalize_device(device) == "gpu" else 0  # decode the next batch while the GPU works
+    train = DataLoader(train_set, settings.batch_size, shuffle=True, seed=settings.seed, prefetch=prefetch)
+    val = DataLoader(val_set, settings.batch_size, prefetch=prefetch) if val_set is not None and len(val_set) else None
+    return train, val
+
+
+def _train(run, model, optimizer, train_set, val_set, settings, cache_features, device, progress, log):
+    """Fit the head on the base's cached features while the base is frozen and nothing is random
+    in the data; else fit the whole model on the images."""
+    train_loader, val_loader = _loaders(train_set, val_set, settings, device)
+    schedule = make_schedule(optimizer, settings.schedule, settings.epochs)
+    use_cache = cache_features and settings.unfreeze_blocks == 0 and not settings.augment
+    run.record["feature_cache"] = use_cache
+    fit_args = dict(run_dir=run.path, record=run.record, schedule=schedule, patience=settings.patience,
+                    device=device, progress=progress, seed=settings.seed, log=log)
+    if not use_cache:
+        return fit(model, optimizer, train_loader, val_loader, settings.epochs, **fit_args)
+    base, head = base_and_head(model)
+    loaders = {"train": DataLoader(train_set, settings.batch_size)}
+    if val_loader is not None:
+        loaders["val"] = val_loader
+    t0 = time.perf_counter()
+    feats = cached_features(run.path, base, loaders, device, progress)
+    run.record["feature_seconds"] = time.perf_counter() - t0
+    train_loader = DataLoader(ArrayDataset(*feats["train"]), settings.batch_size, shuffle=True, seed=settings.seed)
+    val_loader = DataLoader(ArrayDataset(*feats["val"]), settings.batch_size) if "val" in feats else None
+    return fit(head, optimizer, train_loader, val_loader, settings.epochs, save_model=model, **fit_args)
+
+
+def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume=False, cache_features=True,
+             device="cpu", progress=True, log=print, **changes):
+    """The whole recipe on two datasets; returns (model, record).
+
+    Builds the base without top (VGG16; loading ``weights``, the published notop file or
+    any file in Keras' layouts), adds a new head, freezes the base except its last
+    ``unfreeze_blocks`` blocks, and trains with the ``optimizer``, 'sgd' or 'adam' (head
+    at ``lr``, by default 0.01 for SGD and 0.001 for Adam; base at ``base_lr`` = lr/10
+    by default). ``settings``: a `minitl.runs.Settings`; ``changes``: fields of it to
+    change (``epochs=3, lr=0.001``). ``resume``: go on with the run in ``run_dir``, with
+    its recorded settings; only ``epochs`` may change. While the whole base is frozen
+    and there is no random augmentation, the base's features are computed once and cached.
+    """
+    settings = dataclasses.replace(settings or Settings(), **changes)
+    run = RunFolder(run_dir)
+    image_size = tuple(train_set[0][0].shape[:2]) if len(train_set) else None
+    if resume:
+        run.record = read_record(run.path)
+        check_resume(run.path, run.record, train_set.classes, image_size)
+        settings = Settings.from_record(run.record, settings.epochs)
+        run.record["training"] = settings.training()
+    elif settings.epochs < 1:
+        raise TrainingError(f"epochs must be at least 1, got {settings.epochs}")
+    _check_data(train_set, image_size, settings)
+    manual_seed(settings.seed)
+    model = build_model(run.record["model"] if resume else settings.model_config(len(train_set.classes), image_size))
+    if resume:
+        _restore(run, model, settings, log)
+    else:
+        _start(run, model, train_set, image_size, settings, weights)
+    set_trainable_blocks(model[0], settings.unfreeze_blocks)
+    model.to(device)
+    optimizer = make_optimizer(model, settings.head_lr(), settings.base_lr, settings.momentum,
+                               settings.weight_decay, settings.clip_norm, settings.optimizer)
+    if resume and run.has(OPTIMIZER):
+        load_optimizer(run.path / OPTIMIZER, optimizer)
+    if not resume:
+        run.clear(log)
+    run.path.mkdir(parents=True, exist_ok=True)  # once the settings and weights are known to be good
+    _train(run, model, optimizer, train_set, val_set, settings, cache_features, device, progress, log)
+    try:
+        from .plots import plot_history
+        plot_history(run.record["history"], run.path / "curves.png")
+    except ImportError:  # matplotlib is optional
+        pass
+    return model, run.record
+
+
+def load_run(run_dir, which=CHECKPOINT, device="cpu"):
+    """(model, record) of a run directory, with its checkpoint (or best.h5) loaded."""
+    run_dir = Path(run_dir)
+    record = read_record(run_dir)
+    model = build_model(record["model"])
+    path = run_dir / which
+    if not path.is_file():
+        path = run_dir / CHECKPOINT
+    load_weights(model, path)
+    return model.to(device).eval(), record
+
