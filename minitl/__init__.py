@@ -17,3 +17,19 @@ __all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "g
            "functional", "ops", "optim", "get_array_module", "device_available",
            "MinitlError", "ShapeError", "GradcheckError", "WeightsError", "DownloadError", "DataError",
            "DeviceError", "TrainingError", "__version__"]
+
+# Modules loaded on first use (PEP 562), so that `import minitl` stays light: mt.io and mt.runs
+# bring h5py, mt.data Pillow, and none of them CuPy.
+LAZY_MODULES = ("applications", "backend", "cli", "conv", "data", "datasets", "demo", "errors", "files", "hub",
+                "io", "kernels", "metrics", "nn", "plots", "runs", "tensor", "train", "transfer", "viz")
+
+
+def __getattr__(name):
+    if name in LAZY_MODULES:
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(LAZY_MODULES))
