@@ -8,7 +8,7 @@
 5. evaluate on held-out images: accuracy and macro F1.
 
 The pretrained base is weights/demo_vgg16_animals_notop.h5 (made by
-`python -m minitl.demo --pretrain`); without it the base keeps random weights.
+`minitl demo --pretrain`); without it the base keeps random weights.
 """
 import argparse
 from pathlib import Path
@@ -47,7 +47,7 @@ def main(argv=None):
         report = load_weights(base, weights)
         print(f"pretrained base: {len(report.loaded)} layers loaded from {weights}")
     else:
-        print(f"NOTICE: {weights} not found (make it with `python -m minitl.demo --pretrain`); "
+        print(f"NOTICE: {weights} not found (make it with `minitl demo --pretrain`); "
               f"the base keeps random weights, so expect little from the transfer")
         input_aware_init(model, data["train"].images)
     print(f"new head: {' → '.join(layer.name for layer in head.layers())}")

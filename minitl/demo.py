@@ -10,7 +10,6 @@ a few labelled images each. The demo compares, on one held-out test set:
   frozen     the pretrained base, frozen, with a new head (features cached),
   finetuned  then the last blocks unfrozen and trained with a lower learning rate.
 """
-import argparse
 import time
 from pathlib import Path
 
@@ -245,15 +244,3 @@ def _plots(out, reports):
             plot_confusion(reports[name], out / name / "confusion.png")
     except ImportError:  # matplotlib is optional
         pass
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m minitl.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pretrain", action="store_true", help="rebuild the pretrained demo weights")
-    args = parser.parse_args(argv)
-    pretrain() if args.pretrain else run()
-
-
-if __name__ == "__main__":
-    main()

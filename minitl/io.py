@@ -54,8 +54,6 @@ KERAS_CLASS_NAMES = {
     "MaxPool2D": "max_pooling2d",
     "AvgPool2D": "average_pooling2d",
     "GlobalAvgPool2D": "global_average_pooling2d",
-    "BatchNorm": "batch_normalization",
-    "BatchNorm2D": "batch_normalization",
 }
 
 

@@ -209,13 +209,15 @@ def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume
 
 
 def load_run(run_dir, which=CHECKPOINT, device="cpu"):
-    """(model, record) of a run directory, with its checkpoint (or best.h5) loaded."""
+    """(model, record) of a run directory, with its checkpoint (``which=BEST``: best.h5) loaded."""
     run_dir = Path(run_dir)
     record = read_record(run_dir)
-    model = build_model(record["model"])
     path = run_dir / which
     if not path.is_file():
-        path = run_dir / CHECKPOINT
+        hint = " (it is written when the validation loss improves; a run without validation data has none)" \
+            if which == BEST else ""
+        raise TrainingError(f"{run_dir} has no {which}: {path} does not exist{hint}")
+    model = build_model(record["model"])
     load_weights(model, path)
     return model.to(device).eval(), record
 

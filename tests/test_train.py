@@ -154,6 +154,17 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert all(np.isfinite(p.data).all() for p in model.parameters())
 
 
+def test_best_of_a_run_without_validation_is_an_error_naming_the_file(tmp_path):
+    rng = np.random.default_rng(0)
+    data = ArrayDataset(rng.normal(0, 50, (8, 32, 32, 3)).astype(np.float32), np.arange(8) % 2)
+    data.classes = ["a", "b"]
+    transfer.finetune(data, None, tmp_path / "run", epochs=1, **SMALL)  # no validation: no best.h5
+    with pytest.raises(TrainingError, match=r"has no best\.h5: .*best\.h5 does not exist"):
+        transfer.load_run(tmp_path / "run", runs.BEST)
+    model, record = transfer.load_run(tmp_path / "run")  # the last checkpoint is there
+    assert record["epoch"] == 1
+
+
 def test_evaluate_metrics(folder, notop, tmp_path):
     train, val = datasets(folder)
     model, record = transfer.finetune(train, val, tmp_path / "run", weights=notop, epochs=1, **SMALL)
