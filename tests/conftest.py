@@ -3,6 +3,8 @@ import pytest
 
 import minitl
 
+pytest_plugins = ["finetune_fixtures"]  # the image-folder and base-weights fixtures
+
 
 def pytest_collection_modifyitems(config, items):
     usable, reason = minitl.backend.gpu_status() if any("gpu" in i.keywords for i in items) else (True, "")

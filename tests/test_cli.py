@@ -1,10 +1,17 @@
+import json
 import subprocess
 import sys
 
+import h5py
+import numpy as np
 import pytest
 
 import minitl
+from minitl import io, transfer
+from minitl.applications import VGG16
 from minitl.cli import main
+from minitl.nn import manual_seed
+from finetune_fixtures import interrupt_at, params
 
 
 def test_version_and_info(capsys):
@@ -79,3 +86,109 @@ def test_python_dash_m_minitl_and_a_closed_pipe():
     err = p.stderr.read()
     p.stderr.close()
     assert p.wait(timeout=60) == 0 and err == b""
+
+
+# ---- finetune, evaluate, predict on tiny image folders ---------------------------------
+
+def test_cli_finetune_evaluate_predict(folder, notop, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["finetune", "--data", str(folder), "--weights", str(notop), "--out", str(run), "--epochs", "2",
+            "--image-size", "32", "--width", "0.0625", "--hidden", "16", "8", "--batch-size", "4", "--quiet",
+            "--optimizer", "adam"]
+    assert main(args) == 0
+    training = json.loads((run / "record.json").read_text())["training"]
+    assert training["optimizer"] == "adam" and training["lr"] == 0.001
+    with h5py.File(run / "optimizer.h5") as f:
+        assert f.attrs["optimizer"] == "Adam" and set(f["state/0"]) == {"m", "v", "step"}
+    assert main(["evaluate", str(run), "--data", str(folder), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "macro avg" in out and "confusion matrix" in out
+    assert json.loads((run / "evaluation.json").read_text())["classes"] == ["blue", "green", "red"]
+    image = next((folder / "green").glob("*.png"))
+    assert main(["predict", str(run), str(image), "--top", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(image) and len(lines) == 3
+    probs = [float(line.split()[-1]) for line in lines[1:]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+    assert main(["summary", str(run)]) == 0
+    assert "head_predictions" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["finetune", "--data", "/no/such/folder"], "data folder /no/such/folder does not exist"),
+    (["finetune", "--data", ".", "--weights", "/no/such.h5"], "weights file /no/such.h5 does not exist"),
+    (["finetune", "--data", ".", "--image-size", "16"], "too small"),
+    (["evaluate", "/no/such/run", "--data", "."], "not a minitl run directory"),
+])
+def test_cli_errors_are_one_line_without_traceback(args, message, capsys):
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--lr", "-0.1"], "argument --lr: must be a positive number, got -0.1"),
+    (["--base-lr", "0"], "argument --base-lr: must be a positive number, got 0"),
+    (["--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
+])
+def test_cli_rejects_bad_optimizer_settings_before_reading_any_data(args, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["finetune", "--data", "/no/such/folder", *args])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_cli_weights_that_do_not_fit(folder, tmp_path, capsys):
+    manual_seed(0)
+    wrong = tmp_path / "wide.h5"
+    io.save_weights(VGG16(include_top=False, input_shape=(32, 32, 3), width=1 / 8), wrong)
+    code = main(["finetune", "--data", str(folder), "--weights", str(wrong), "--out", str(tmp_path / "r"),
+                 "--image-size", "32", "--width", "0.0625", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "block1_conv1" in err and "Traceback" not in err
+
+
+def test_every_subcommand_has_help(capsys):
+    for cmd in (["finetune"], ["evaluate"], ["predict"], ["summary"], ["weights", "fetch"], ["weights", "list"],
+                ["demo"], ["info"]):
+        with pytest.raises(SystemExit) as e:
+            main(cmd + ["--help"])
+        assert e.value.code == 0
+        assert "usage: minitl" in capsys.readouterr().out
+
+
+def test_cli_resume_uses_the_recorded_settings(folder, notop, tmp_path, monkeypatch):
+    args = ["finetune", "--data", str(folder), "--weights", str(notop), "--epochs", "3", "--image-size", "32",
+            "--width", "0.0625", "--hidden", "16", "8", "--batch-size", "4", "--schedule", "cosine",
+            "--dropout", "0.5", "--seed", "3", "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "full")]) == 0
+    restore = interrupt_at(monkeypatch, 1)
+    assert main(args + ["--out", str(tmp_path / "cut")]) == 130
+    restore()
+    # only the folders: width, head, image size, epochs, schedule and seed come from record.json
+    assert main(["finetune", "--data", str(folder), "--out", str(tmp_path / "cut"), "--resume", "--quiet"]) == 0
+    full, _ = transfer.load_run(tmp_path / "full")
+    resumed, record = transfer.load_run(tmp_path / "cut")
+    assert record["status"] == "finished" and record["epoch"] == 3
+    for (k, a), b in zip(params(full).items(), params(resumed).values()):
+        np.testing.assert_array_equal(a, b, err_msg=k)
+
+
+def test_cli_predict_folders_and_unreadable_files(folder, notop, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["finetune", "--data", str(folder), "--weights", str(notop), "--out", str(run), "--epochs", "1",
+                 "--image-size", "32", "--width", "0.0625", "--hidden", "8", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "minitl finetune: warning: skipped 1 image(s)" in err and "UserWarning" not in err
+    code = main(["predict", str(run), str(folder / "green"), str(tmp_path / "missing.jpg"),
+                 str(folder / "red" / "broken.jpg"), str(folder / "blue" / "1.jpg"), "--top", "1"])
+    out, err = capsys.readouterr()
+    printed = [line for line in out.splitlines() if not line.startswith(" ")]
+    assert code == 1 and len(printed) == 7  # the 6 images of green/, then blue/1.jpg after the two bad ones
+    assert printed[0].startswith(str(folder / "green")) and printed[-1] == str(folder / "blue" / "1.jpg")
+    assert main(["predict", str(run), str(folder / "green"), str(tmp_path / "missing.jpg"),
+                 str(folder / "red" / "broken.jpg"), str(folder / "blue" / "1.jpg"), "--top", "1",
+                 "--batch-size", "4"]) == 1
+    assert capsys.readouterr() == (out, err)  # in batches of 4: the same lines
+    lines = err.splitlines()
+    assert len(lines) == 2 and lines[0] == f"minitl predict: error: image file {tmp_path / 'missing.jpg'} does not exist"
+    assert lines[1].startswith(f"minitl predict: error: cannot decode image {folder / 'red' / 'broken.jpg'}: ")

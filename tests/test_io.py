@@ -164,33 +164,6 @@ def test_directory_is_not_a_file(tmp_path):
         read_keras_weights(tmp_path)
 
 
-def test_empty_file(tmp_path):
-    path = tmp_path / "empty.h5"
-    path.write_bytes(b"")
-    with pytest.raises(WeightsError, match="empty") as err:
-        read_keras_weights(path)
-    assert "empty.h5" in str(err.value)
-
-
-def test_not_hdf5(tmp_path):
-    path = tmp_path / "page.h5"
-    path.write_text("<html>Not Found</html>\n")
-    with pytest.raises(WeightsError, match="not an HDF5 file") as err:
-        read_keras_weights(path)
-    assert "page.h5" in str(err.value)
-
-
-@pytest.mark.parametrize("keep", [0.5, 0.97])
-def test_truncated_file(tmp_path, keep):
-    src = fixture("vgg16mini_top_64_c5", "official_like.h5")
-    data = src.read_bytes()
-    path = tmp_path / "cut.h5"
-    path.write_bytes(data[: int(len(data) * keep)])
-    with pytest.raises(WeightsError) as err:
-        read_keras_weights(path)
-    assert "cut.h5" in str(err.value)
-
-
 def test_missing_dataset(tmp_path):
     path = tmp_path / "hole.h5"
     shutil.copy(fixture("vgg16mini_top_64_c5", "official_like.h5"), path)

@@ -1,5 +1,5 @@
 """Layers and modules: parameters, modes, freezing, state dicts, building, initialisers,
-activations, summary; and VGG16's layout and parameter counts."""
+activations, summary."""
 import math
 
 import numpy as np
@@ -7,7 +7,6 @@ import pytest
 
 import minitl.functional as F
 from minitl import ShapeError, Tensor, WeightsError, nn
-from minitl.applications import VGG16
 from minitl.optim import SGD
 
 
@@ -334,74 +333,6 @@ def test_summary_needs_an_input_shape():
     with pytest.raises(ShapeError, match="summary\\(\\) needs an input shape"):
         m.summary(print_fn=lambda s: None)
     assert "(None, 2)" in m.summary(input_shape=(3,), print_fn=lambda s: None)
-
-
-# ---- VGG16 --------------------------------------------------------------------------------
-
-VGG16_NAMES = ["block1_conv1", "block1_conv2", "block1_pool",
-               "block2_conv1", "block2_conv2", "block2_pool",
-               "block3_conv1", "block3_conv2", "block3_conv3", "block3_pool",
-               "block4_conv1", "block4_conv2", "block4_conv3", "block4_pool",
-               "block5_conv1", "block5_conv2", "block5_conv3", "block5_pool"]
-TOP_NAMES = ["flatten", "fc1", "fc2", "predictions"]
-
-
-@pytest.fixture(scope="module")
-def vgg16_with_top():
-    return VGG16()          # about 3 s and 550 MB: built once for this module
-
-
-def test_vgg16_with_top_counts_and_names(vgg16_with_top):
-    m = vgg16_with_top
-    assert m.count_params() == 138_357_544
-    text = m.summary(print_fn=lambda s: None)
-    assert "Total params: 138,357,544" in text
-    assert "predictions" in text and "(None, 1000)" in text and "(None, 7, 7, 512)" in text
-    assert [layer.name for layer in m.layers()] == VGG16_NAMES + TOP_NAMES
-    assert m.get_layer("fc1").kernel.shape == (25088, 4096)
-
-
-def test_vgg16_without_top():
-    m = VGG16(include_top=False)
-    assert m.count_params() == 14_714_688
-    assert "Total params: 14,714,688" in m.summary(print_fn=lambda s: None)
-    assert [layer.name for layer in m.layers()] == VGG16_NAMES
-    assert m.build((224, 224, 3)) == (None, 7, 7, 512)
-    assert [p.shape for p in m.get_layer("block3_conv2").weights] == [(3, 3, 256, 256), (256,)]
-
-
-def test_vgg16_width_keeps_the_layout():
-    m = VGG16(include_top=False, width=1 / 8, input_shape=(32, 32, 3))
-    assert [layer.name for layer in m.layers()] == VGG16_NAMES
-    kinds = [type(layer).__name__ for layer in m.layers()]
-    assert kinds.count("Conv2D") == 13 and kinds.count("MaxPool2D") == 5
-    filters = [layer.filters for layer in m.layers() if isinstance(layer, nn.Conv2D)]
-    assert filters == [8, 8, 16, 16, 32, 32, 32, 64, 64, 64, 64, 64, 64]
-    assert m(x_batch((1, 32, 32, 3))).shape == (1, 1, 1, 64)
-
-
-def test_vgg16_too_small_input():
-    with pytest.raises(ShapeError, match=r"at least 32x32.*\(16, 16, 3\)"):
-        VGG16(input_shape=(16, 16, 3))
-
-
-def test_vgg16_classifier_activation():
-    kw = dict(width=1 / 16, fc_units=(8, 8), classes=5, input_shape=(32, 32, 3))
-    x = x_batch((2, 32, 32, 3))
-    nn.manual_seed(0)
-    logits_model = VGG16(classifier_activation=None, **kw)
-    nn.manual_seed(0)
-    soft_model = VGG16(**kw)
-    z = logits_model(x).data
-    assert z.shape == (2, 5)
-    np.testing.assert_array_equal(z, logits_model.logits(x).data)
-    p = soft_model(x).data
-    zs = soft_model.logits(x).data
-    np.testing.assert_array_equal(zs, z)            # same seed, same weights
-    np.testing.assert_allclose(p, F.softmax(Tensor(zs)).data, rtol=1e-6)
-    np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-6)
-    with pytest.raises(ValueError, match="classifier_activation"):
-        VGG16(classifier_activation="sigmoid", **kw)
 
 
 def test_a_slice_of_a_sequential_is_a_sequential_of_the_same_layers():

@@ -17,10 +17,10 @@ import pytest
 
 import minitl.functional as F
 from minitl.applications.vgg16 import preprocess_input
-from minitl import WeightsError
+from minitl import ShapeError, WeightsError, nn
 from minitl.io import LoadReport, load_weights, read_keras_weights, save_weights, write_keras_weights
 from minitl.applications import VGG16
-from minitl.nn import Conv2D, Dense, Flatten, Sequential
+from minitl.nn import Conv2D, Dense, Flatten, Sequential, manual_seed
 from minitl.tensor import Tensor, no_grad
 
 from keras_fixtures import CONV_NAMES, DATA, DENSE_NAMES, LAYOUTS, NOTOP, TOP, VARIANTS, file_arrays, fixture
@@ -32,6 +32,21 @@ DTYPES = [np.float32, np.float64]
 
 
 # ------------------------------------------------------------------ helpers
+
+
+@pytest.fixture
+def keep_global_rng():
+    """A test that reseeds minitl.nn's generator gives it back as it was."""
+    saved = nn._rng
+    state = saved.bit_generator.state
+    yield
+    saved.bit_generator.state = state
+    nn._rng = saved
+
+
+def x_batch(shape, seed=0):
+    return Tensor(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
+
 
 
 def ref(variant):
@@ -368,12 +383,17 @@ def assert_rejected(model, path, *fragments, **kw):
     return rest
 
 
+# Bad weight files, read alone (read_keras_weights) and into a model (load_weights, VGG16(weights=)).
+
 @pytest.mark.parametrize("layout,keep", [(lay, 0.5) for lay in LAYOUTS]
-                         + [("official_like.h5", k) for k in (4, 512, 0.9, -1)])
+                         + [("official_like.h5", k) for k in (4, 512, 0.9, 0.97, -1)])
 def test_truncated_file(tmp_path, layout, keep):
     size = fixture(TOP, layout).stat().st_size
     n = {-1: size - 1}.get(keep, keep if keep >= 1 else int(size * keep))
     path = truncated(tmp_path, layout, n)
+    with pytest.raises(WeightsError) as err:
+        read_keras_weights(path)
+    assert path.name in str(err.value)
     # Under 8 bytes even the HDF5 signature is cut; beyond it HDF5 reports the short file.
     why = "not an HDF5 file" if n < 8 else "truncated file"
     assert_rejected(mini(TOP), path, why)
@@ -385,12 +405,18 @@ def test_truncated_file(tmp_path, layout, keep):
 def test_text_file_is_not_hdf5(tmp_path):
     path = tmp_path / "vgg16_weights.h5"
     path.write_text("<html>404 Not Found</html>\n")
+    with pytest.raises(WeightsError, match="not an HDF5 file") as err:
+        read_keras_weights(path)
+    assert "vgg16_weights.h5" in str(err.value)
     assert_rejected(mini(TOP), path, "not an HDF5 file")
 
 
 def test_empty_file(tmp_path):
     path = tmp_path / "vgg16_weights.h5"
     path.write_bytes(b"")
+    with pytest.raises(WeightsError, match="empty") as err:
+        read_keras_weights(path)
+    assert "vgg16_weights.h5" in str(err.value)
     assert_rejected(mini(TOP), path, "the file is empty")
 
 
@@ -483,3 +509,71 @@ def test_top_file_into_a_notop_model(layout):
     with no_grad():
         y = model(Tensor(ref(TOP)["x"])).numpy()
     assert_close(y, ref(TOP)["block5_pool"], f"{layout} notop block5_pool")
+
+
+# ------------------------------------------------- layout and parameter counts
+
+VGG16_NAMES = ["block1_conv1", "block1_conv2", "block1_pool",
+               "block2_conv1", "block2_conv2", "block2_pool",
+               "block3_conv1", "block3_conv2", "block3_conv3", "block3_pool",
+               "block4_conv1", "block4_conv2", "block4_conv3", "block4_pool",
+               "block5_conv1", "block5_conv2", "block5_conv3", "block5_pool"]
+TOP_NAMES = ["flatten", "fc1", "fc2", "predictions"]
+
+
+@pytest.fixture(scope="module")
+def vgg16_with_top():
+    return VGG16()          # about 3 s and 550 MB: built once for this module
+
+
+def test_vgg16_with_top_counts_and_names(vgg16_with_top):
+    m = vgg16_with_top
+    assert m.count_params() == 138_357_544
+    text = m.summary(print_fn=lambda s: None)
+    assert "Total params: 138,357,544" in text
+    assert "predictions" in text and "(None, 1000)" in text and "(None, 7, 7, 512)" in text
+    assert [layer.name for layer in m.layers()] == VGG16_NAMES + TOP_NAMES
+    assert m.get_layer("fc1").kernel.shape == (25088, 4096)
+
+
+def test_vgg16_without_top():
+    m = VGG16(include_top=False)
+    assert m.count_params() == 14_714_688
+    assert "Total params: 14,714,688" in m.summary(print_fn=lambda s: None)
+    assert [layer.name for layer in m.layers()] == VGG16_NAMES
+    assert m.build((224, 224, 3)) == (None, 7, 7, 512)
+    assert [p.shape for p in m.get_layer("block3_conv2").weights] == [(3, 3, 256, 256), (256,)]
+
+
+def test_vgg16_width_keeps_the_layout():
+    m = VGG16(include_top=False, width=1 / 8, input_shape=(32, 32, 3))
+    assert [layer.name for layer in m.layers()] == VGG16_NAMES
+    kinds = [type(layer).__name__ for layer in m.layers()]
+    assert kinds.count("Conv2D") == 13 and kinds.count("MaxPool2D") == 5
+    filters = [layer.filters for layer in m.layers() if isinstance(layer, Conv2D)]
+    assert filters == [8, 8, 16, 16, 32, 32, 32, 64, 64, 64, 64, 64, 64]
+    assert m(x_batch((1, 32, 32, 3))).shape == (1, 1, 1, 64)
+
+
+def test_vgg16_too_small_input():
+    with pytest.raises(ShapeError, match=r"at least 32x32.*\(16, 16, 3\)"):
+        VGG16(input_shape=(16, 16, 3))
+
+
+def test_vgg16_classifier_activation(keep_global_rng):
+    kw = dict(width=1 / 16, fc_units=(8, 8), classes=5, input_shape=(32, 32, 3))
+    x = x_batch((2, 32, 32, 3))
+    manual_seed(0)
+    logits_model = VGG16(classifier_activation=None, **kw)
+    manual_seed(0)
+    soft_model = VGG16(**kw)
+    z = logits_model(x).data
+    assert z.shape == (2, 5)
+    np.testing.assert_array_equal(z, logits_model.logits(x).data)
+    p = soft_model(x).data
+    zs = soft_model.logits(x).data
+    np.testing.assert_array_equal(zs, z)            # same seed, same weights
+    np.testing.assert_allclose(p, F.softmax(Tensor(zs)).data, rtol=1e-6)
+    np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-6)
+    with pytest.raises(ValueError, match="classifier_activation"):
+        VGG16(classifier_activation="sigmoid", **kw)

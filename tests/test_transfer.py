@@ -1,0 +1,187 @@
+"""Transfer learning end to end on tiny generated image folders: finetune, the run folder, resume."""
+import importlib.util
+import json
+import os
+import signal
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+
+import minitl.train as T
+from minitl import DataError, TrainingError, io, runs, transfer
+from minitl.applications import VGG16
+from minitl.data import ArrayDataset, ImageFolder
+from minitl.files import write_json
+from minitl.nn import manual_seed
+from finetune_fixtures import SMALL, datasets, interrupt_at, params
+
+
+def test_corrupt_file_is_skipped_with_one_warning(folder):
+    with pytest.warns(UserWarning, match="broken.jpg") as caught:
+        ds = ImageFolder(folder, (32, 32))
+    assert len([w for w in caught if "broken.jpg" in str(w.message)]) == 1
+    assert len(ds) == 18 and ds.classes == ["blue", "green", "red"]
+
+
+def test_finetune_writes_a_complete_run(folder, notop, tmp_path):
+    train, val = datasets(folder)
+    model, record = transfer.finetune(train, val, tmp_path / "run", weights=notop, epochs=2, **SMALL)
+    for name in ("record.json", "checkpoint.h5", "best.h5", "optimizer.h5", "features.h5"):
+        assert (tmp_path / "run" / name).is_file(), name
+    saved = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert saved["status"] == "finished" and saved["epoch"] == 2 and saved["feature_cache"]
+    assert saved["classes"] == ["blue", "green", "red"] and saved["preprocessing"] == "caffe"
+    assert [h["epoch"] for h in saved["history"]] == [1, 2] and "val_loss" in saved["history"][0]
+    has_matplotlib = importlib.util.find_spec("matplotlib") is not None
+    assert (tmp_path / "run" / "curves.png").is_file() == has_matplotlib  # an optional extra
+    # the base stayed frozen: its weights are those of the file
+    stored = {e.name: e.arrays for e in io.read_keras_weights(notop)}
+    np.testing.assert_array_equal(model[0].get_layer("block3_conv2").kernel.data, stored["block3_conv2"][0])
+    # the checkpoint is the whole model in Keras' layout and loads back
+    again, _ = transfer.load_run(tmp_path / "run")
+    for (k, a), b in zip(params(model).items(), params(again).values()):
+        np.testing.assert_array_equal(a, b, err_msg=k)
+
+
+def test_feature_cache_gives_the_same_head_as_the_frozen_base(folder, notop, tmp_path):
+    train, val = datasets(folder)
+    cached, _ = transfer.finetune(train, val, tmp_path / "a", weights=notop, epochs=2, cache_features=True, **SMALL)
+    direct, _ = transfer.finetune(train, val, tmp_path / "b", weights=notop, epochs=2, cache_features=False, **SMALL)
+    for (k, a), b in zip(params(cached).items(), params(direct).values()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=k)
+    with h5py.File(tmp_path / "a" / "features.h5") as f:
+        assert f["train/features"].shape == (len(train), 1, 1, 32)
+
+
+@pytest.mark.parametrize("unfreeze,optimizer,lr", [(0, "sgd", 0.01), (2, "sgd", 0.01), (2, "adam", 1e-3)])
+def test_resume_after_interruption_matches_an_uninterrupted_run(folder, notop, tmp_path, monkeypatch, unfreeze,
+                                                                optimizer, lr):
+    train, val = datasets(folder)
+    opts = dict(SMALL, weights=notop, epochs=3, unfreeze_blocks=unfreeze, schedule="cosine", dropout=0.5,
+                optimizer=optimizer, lr=lr)
+    full, _ = transfer.finetune(train, val, tmp_path / "full", **opts)
+
+    real = T.train_epoch
+
+    def interrupted(model, loader, optimizer, epoch, *args, **kw):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(model, loader, optimizer, epoch, *args, **kw)
+
+    monkeypatch.setattr(T, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        transfer.finetune(train, val, tmp_path / "cut", **opts)
+    record = json.loads((tmp_path / "cut" / "record.json").read_text())
+    assert record["status"] == "interrupted" and record["epoch"] == 2
+    monkeypatch.setattr(T, "train_epoch", real)
+    resumed, record = transfer.finetune(train, val, tmp_path / "cut", resume=True, **opts)
+    assert record["epoch"] == 3 and len(record["history"]) == 3
+    for (k, a), b in zip(params(full).items(), params(resumed).values()):
+        np.testing.assert_array_equal(a, b, err_msg=k)
+
+
+class TurnsNaN(ArrayDataset):
+    """Finite images in the first epoch, NaN from the second on."""
+
+    def __getitem__(self, i):
+        x, y = super().__getitem__(i)
+        return (x * np.nan if self.epoch >= 1 else x), y
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    rng = np.random.default_rng(0)
+    data = TurnsNaN(rng.normal(0, 50, (8, 32, 32, 3)).astype(np.float32), np.arange(8) % 2)
+    data.classes = ["a", "b"]
+    with pytest.raises(TrainingError, match=r"nan at epoch 2.*checkpoint of epoch 1 is kept"):
+        transfer.finetune(data, None, tmp_path / "run", epochs=3, cache_features=False, **SMALL)
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["status"] == "diverged" and record["epoch"] == 1
+    model, _ = transfer.load_run(tmp_path / "run")
+    assert all(np.isfinite(p.data).all() for p in model.parameters())
+
+
+def test_best_of_a_run_without_validation_is_an_error_naming_the_file(tmp_path):
+    rng = np.random.default_rng(0)
+    data = ArrayDataset(rng.normal(0, 50, (8, 32, 32, 3)).astype(np.float32), np.arange(8) % 2)
+    data.classes = ["a", "b"]
+    transfer.finetune(data, None, tmp_path / "run", epochs=1, **SMALL)  # no validation: no best.h5
+    with pytest.raises(TrainingError, match=r"has no best\.h5: .*best\.h5 does not exist"):
+        transfer.load_run(tmp_path / "run", runs.BEST)
+    model, record = transfer.load_run(tmp_path / "run")  # the last checkpoint is there
+    assert record["epoch"] == 1
+
+
+def test_feature_cache_is_not_reused_with_other_weights(folder, notop, tmp_path):
+    manual_seed(5)
+    other = tmp_path / "other.h5"
+    io.save_weights(VGG16(include_top=False, input_shape=(32, 32, 3), width=1 / 16), other)
+    train, val = datasets(folder)
+    transfer.finetune(train, val, tmp_path / "run", weights=notop, epochs=1, **SMALL)
+    rerun, _ = transfer.finetune(train, val, tmp_path / "run", weights=other, epochs=1, **SMALL)
+    fresh, _ = transfer.finetune(train, val, tmp_path / "fresh", weights=other, epochs=1, **SMALL)
+    for (k, a), b in zip(params(fresh).items(), params(rerun).values()):
+        np.testing.assert_array_equal(a, b, err_msg=k)
+
+
+def test_resume_refuses_other_data(folder, notop, tmp_path):
+    train, val = datasets(folder)
+    transfer.finetune(train, val, tmp_path / "run", weights=notop, epochs=1, **SMALL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bigger = ImageFolder(folder, (40, 40), validation_split=0.34, subset="training", seed=0)
+    with pytest.raises(TrainingError, match="trained on classes blue, green, red at 32x32.*at 40x40"):
+        transfer.finetune(bigger, val, tmp_path / "run", resume=True, epochs=2, **SMALL)
+
+
+def test_resume_after_ctrl_c_in_the_first_epoch_starts_from_the_pretrained_base(folder, notop, tmp_path,
+                                                                                monkeypatch):
+    train, val = datasets(folder)
+    restore = interrupt_at(monkeypatch, 0)
+    with pytest.raises(KeyboardInterrupt):
+        transfer.finetune(train, val, tmp_path / "run", weights=notop, epochs=1, **SMALL)
+    assert not (tmp_path / "run" / "checkpoint.h5").exists()
+    restore()
+    model, record = transfer.finetune(train, val, tmp_path / "run", weights=notop, epochs=1, resume=True, **SMALL)
+    stored = {e.name: e.arrays for e in io.read_keras_weights(notop)}
+    np.testing.assert_array_equal(model[0].get_layer("block1_conv1").kernel.data, stored["block1_conv1"][0])
+
+
+def test_new_run_in_an_old_run_directory_leaves_nothing_of_the_old_one(folder, notop, tmp_path, monkeypatch):
+    train, val = datasets(folder)
+    run = tmp_path / "run"
+    transfer.finetune(train, val, run, weights=notop, epochs=1, **SMALL)
+    write_json(run / "evaluation.json", {"accuracy": 1.0})
+    interrupt_at(monkeypatch, 0)
+    with pytest.raises(KeyboardInterrupt):
+        transfer.finetune(train, val, run, weights=notop, epochs=1, **dict(SMALL, hidden=(12,)))
+    for name in ("checkpoint.h5", "best.h5", "optimizer.h5", "evaluation.json"):
+        assert not (run / name).exists(), name
+    record = json.loads((run / "record.json").read_text())
+    assert record["status"] == "interrupted" and record["epoch"] == 0 and record["model"]["hidden"] == [12]
+
+
+def test_ctrl_c_while_an_epoch_is_saved_waits_for_all_its_files(folder, notop, tmp_path, monkeypatch):
+    train, val = datasets(folder)
+    real = runs.save_optimizer
+
+    def save_optimizer(path, optimizer):  # Ctrl-C between the checkpoint and the optimizer state
+        os.kill(os.getpid(), signal.SIGINT)
+        real(path, optimizer)
+
+    monkeypatch.setattr(runs, "save_optimizer", save_optimizer)
+    with pytest.raises(KeyboardInterrupt):
+        transfer.finetune(train, val, tmp_path / "run", weights=notop, epochs=3, **SMALL)
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["status"] == "interrupted" and record["epoch"] == 1 and len(record["history"]) == 1
+    assert (tmp_path / "run" / "optimizer.h5").is_file()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_one_class_is_refused(tmp_path):
+    data = ArrayDataset(np.zeros((4, 32, 32, 3), np.float32), np.zeros(4))
+    data.classes = ["cats"]
+    with pytest.raises(DataError, match="needs at least two classes, found 1: cats"):
+        transfer.finetune(data, None, tmp_path / "run", epochs=1, **SMALL)
+    assert not (tmp_path / "run").exists()
