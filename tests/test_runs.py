@@ -1,0 +1,56 @@
+"""The run folder's settings: one object for the CLI's options, the record and --resume."""
+import pytest
+
+from minitl import runs
+from minitl.cli import build_parser
+from minitl.optim import SGD, CosineLR, StepLR
+from minitl.tensor import Tensor
+
+
+def finetune_args(*argv):
+    return build_parser().parse_args(["finetune", "--data", ".", *argv])
+
+
+def test_every_setting_with_a_help_text_is_a_finetune_option_with_its_default():
+    args = finetune_args()
+    for name, option in runs.Settings.options():
+        assert getattr(args, name) == option["default"], name
+    settings = runs.Settings.from_options(args)
+    assert settings == runs.Settings(image_size=(224, 224))  # the option's default size; epochs 10
+    assert settings.epochs == 10 and settings.hidden == (1024, 512)
+
+
+def test_options_become_settings_and_the_record_entries():
+    s = runs.Settings.from_options(finetune_args("--epochs", "3", "--optimizer", "adam", "--hidden", "16",
+                                                 "--image-size", "40x48", "--augment", "--seed", "7"))
+    assert (s.epochs, s.optimizer, s.hidden, s.image_size, s.augment, s.seed) == (3, "adam", (16,), (40, 48), True, 7)
+    training = s.training()
+    assert list(training) == list(runs.Settings.TRAINING) and training["lr"] == 0.001  # Adam's default rate
+    assert s.model_config(4, s.image_size) == {"arch": "vgg16", "input_shape": [40, 48, 3], "width": 1.0,
+                                               "num_classes": 4, "hidden": [16], "dropout": 0.0,
+                                               "pooling": "flatten"}
+
+
+def test_resume_takes_the_recorded_settings_and_never_fewer_epochs_than_done():
+    s = runs.Settings(epochs=6, lr=0.05, unfreeze_blocks=2, hidden=(8,), width=0.25, seed=3)
+    record = runs.new_record(["a", "b"], (32, 32), s.model_config(2, (32, 32)), s.seed, training=s.training())
+    record["epoch"] = 4
+    again = runs.Settings.from_record(record)
+    assert again == runs.Settings(**{**vars(s), "image_size": (32, 32)})
+    assert runs.Settings.from_record(record, epochs=9).epochs == 9
+    assert runs.Settings.from_record(record, epochs=2).epochs == 4  # the epochs done stay done
+
+
+def test_an_unknown_optimizer_has_no_default_rate():
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
+        runs.Settings(optimizer="rmsprop").training()
+
+
+@pytest.mark.parametrize("make", [lambda o: StepLR(o, step_size=2, gamma=0.5), lambda o: CosineLR(o, t_max=5)])
+def test_set_epoch_gives_the_rate_that_stepping_gives(make):
+    stepped, jumped = SGD([Tensor([1.0], requires_grad=True)], lr=0.1), SGD([Tensor([1.0], requires_grad=True)], lr=0.1)
+    schedule = make(stepped)
+    for _ in range(3):
+        schedule.step()
+    make(jumped).set_epoch(3)
+    assert jumped.param_groups[0]["lr"] == stepped.param_groups[0]["lr"] != 0.1
