@@ -206,7 +206,7 @@ def build_parser():
                        description="Print versions, the array backend, Numba threads and GPU status.")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("demo", help="the offline transfer-learning demo (about 3 minutes on 2 cores)",
+    p = sub.add_parser("demo", help="the offline transfer-learning demo (about 90 s of CPU time; it prints its run time)",
                        description="Pretrained base vs training from scratch on animal silhouettes, offline: "
                                    "trains three models and prints their test accuracy and macro F1.")
     p.add_argument("--out", help="run directory (default: a new folder under runs/)")
