@@ -12,7 +12,7 @@ import minitl
 import minitl.nn
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-COVERED = ["01_autograd_by_hand", "02_gradcheck", "03_conv_as_matmul", "04_softmax_cross_entropy", "05_sgd",
+COVERED = ["00_seed_recipe", "01_autograd_by_hand", "02_gradcheck", "03_conv_as_matmul", "04_softmax_cross_entropy", "05_sgd",
            "06_vgg16_weights", "07_transfer_learning", "08_gradcam"]
 
 
@@ -42,6 +42,14 @@ def assert_png(path, size=None):
 
 def test_every_example_is_tested():
     assert sorted(p.stem for p in EXAMPLES.glob("[0-9][0-9]_*.py")) == COVERED
+
+
+def test_00_seed_recipe(run):
+    report, out = run("00_seed_recipe")
+    assert "epoch 1/1" in out and "confusion matrix" in out
+    acc, f1, n = re.search(r"test accuracy (\S+), macro F1 (\S+) \((\d+) images\)", out).groups()
+    assert int(n) == 20 and float(acc) in {i / 20 for i in range(21)} and 0 <= float(f1) <= 1
+    assert report["accuracy"] == pytest.approx(float(acc), abs=5e-4)
 
 
 def test_01_autograd_by_hand(run, tmp_path):
