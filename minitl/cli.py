@@ -193,20 +193,15 @@ def _add_common(p, device=True):
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def build_parser():
-    from .runs import Settings, parse_image_size, positive_int
-    parser = argparse.ArgumentParser(
-        prog="minitl",
-        description="minitl: transfer learning with VGG16 on a from-scratch NumPy/Numba engine.")
-    parser.add_argument("--version", action="version", version=f"minitl {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def _add_info(sub):
     p = sub.add_parser("info", help="versions, backend, Numba threads and whether a GPU is usable",
                        description="Print versions, the array backend, Numba threads and GPU status.")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("demo", help="the offline transfer-learning demo (about 90 s of CPU time; it prints its run time)",
+
+def _add_demo(sub):
+    p = sub.add_parser("demo",
+                       help="the offline transfer-learning demo (about 90 s of CPU time; it prints its run time)",
                        description="Pretrained base vs training from scratch on animal silhouettes, offline: "
                                    "trains three models and prints their test accuracy and macro F1.")
     p.add_argument("--out", help="run directory (default: a new folder under runs/)")
@@ -217,6 +212,9 @@ def build_parser():
     _add_common(p)
     p.set_defaults(func=cmd_demo)
 
+
+def _add_finetune(sub):
+    from .runs import Settings
     p = sub.add_parser("finetune", help="fine-tune VGG16 on a folder of images (one sub-folder per class)",
                        description="Replace VGG16's head, freeze the base (optionally unfreeze its last "
                                    "blocks), fine-tune with SGD or Adam and save the run directory.")
@@ -232,6 +230,9 @@ def build_parser():
     _add_common(p)
     p.set_defaults(func=cmd_finetune)
 
+
+def _add_evaluate(sub):
+    from .runs import positive_int
     p = sub.add_parser("evaluate", help="accuracy, precision, recall, F1 and confusion matrix of a run",
                        description="Evaluate a run directory's model on a folder of images.")
     p.add_argument("run_dir", help="run directory written by minitl finetune or minitl demo")
@@ -242,6 +243,9 @@ def build_parser():
     _add_common(p)
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_predict(sub):
+    from .runs import positive_int
     p = sub.add_parser("predict", help="top-k classes with probabilities for image files",
                        description="Classify image files with a run directory's model. A file that "
                                    "cannot be read is reported and skipped (exit status 1).")
@@ -253,6 +257,9 @@ def build_parser():
     _add_common(p)
     p.set_defaults(func=cmd_predict)
 
+
+def _add_summary(sub):
+    from .runs import parse_image_size
     p = sub.add_parser("summary", help="layer table of VGG16 or of a run's model",
                        description="Print a Keras-like summary: layers, output shapes, parameter counts.")
     p.add_argument("run_dir", nargs="?", help="a run directory (default: the standard VGG16)")
@@ -261,6 +268,8 @@ def build_parser():
     p.add_argument("--width", type=float, default=1.0)
     p.set_defaults(func=cmd_summary)
 
+
+def _add_weights(sub):
     p = sub.add_parser("weights", help="list or download the published VGG16 weight files",
                        description="List the published Keras VGG16 files, or download them (resumable, "
                                    "size and md5 checked) into the weights folder.")
@@ -275,6 +284,22 @@ def build_parser():
     w.add_argument("--url", help=argparse.SUPPRESS)
     w.add_argument("--quiet", action="store_true", help="no progress bar")
     w.set_defaults(func=cmd_weights)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="minitl",
+        description="minitl: transfer learning with VGG16 on a from-scratch NumPy/Numba engine.")
+    parser.add_argument("--version", action="version", version=f"minitl {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_info(sub)
+    _add_demo(sub)
+    _add_finetune(sub)
+    _add_evaluate(sub)
+    _add_predict(sub)
+    _add_summary(sub)
+    _add_weights(sub)
     return parser
 
 
