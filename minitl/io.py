@@ -127,7 +127,7 @@ def read_keras_weights(path) -> list[KerasLayerWeights]:
     with _open_weights(path) as f:
         entries = _entries(f, path)
         for e in entries:
-            e.arrays = [np.asarray(ds[()]) for ds in e.arrays]
+            e.arrays = [_read(ds, path, e.name) for ds in e.arrays]
     return entries
 
 
@@ -602,18 +602,30 @@ def _listing(lines: list[str]) -> str:
     return "\n  ".join(lines)
 
 
+def _read(ds, path: Path, where: str, out=None) -> np.ndarray:
+    """The values of a dataset (into `out` when given); a failed read (a corrupt
+    compressed chunk, a filter this HDF5 lacks) is a WeightsError naming it."""
+    try:
+        if out is None:
+            return np.asarray(ds[()])
+        ds.read_direct(out)
+        return out
+    except (OSError, ValueError, RuntimeError) as e:
+        raise WeightsError(f"{path}: {where}: cannot read dataset '{ds.name}' ({e})") from e
+
+
 def _read_param(ds, param, path: Path, layer, e: KerasLayerWeights, i: int) -> np.ndarray:
     """The one place where a dataset is read for a parameter: its shape (checked
     before), the parameter's dtype, finite values; a NumPy array."""
+    where = f"layer '{layer.name}'" + (f" (file layer '{_label(e)}')" if e.name != layer.name else "")
     value = np.empty(tuple(param.data.shape), dtype=param.data.dtype)
     if ds.dtype == value.dtype:
-        ds.read_direct(value)
+        _read(ds, path, where, out=value)
     else:
         with np.errstate(over="ignore", invalid="ignore"):
-            value[...] = ds[()]  # ints and other floats; too large for the dtype becomes inf
+            value[...] = _read(ds, path, where)  # ints, other floats; too large for the dtype: inf
     if value.dtype.kind == "f" and not np.isfinite(value).all():
         nan = int(np.isnan(value).sum())
-        where = f"layer '{layer.name}'" + (f" (file layer '{_label(e)}')" if e.name != layer.name else "")
         raise WeightsError(
             f"{path}: {where}: dataset '{e.weight_names[i]}' ({ds.name}) holds non-finite "
             f"values as {value.dtype} ({nan} NaN, {value.size - nan - int(np.isfinite(value).sum())} "

@@ -1,6 +1,7 @@
 """Weight files built to break the reader: every one is a WeightsError naming the file and
 the layer or dataset, found before anything is read or assigned, and the model is unchanged."""
 
+import os
 import shutil
 import tracemalloc
 import zlib
@@ -287,3 +288,23 @@ def test_a_layer_listed_twice_is_ambiguous(tmp_path):
     with h5py.File(path, "r+") as f:
         f.attrs["layer_names"] = np.array([b"fc1", b"out", b"fc1"])
     refused(small_model(), path, "two layers named 'fc1'")
+
+
+def test_corrupt_compressed_chunk_names_the_dataset(tmp_path):
+    path = saved(tmp_path)
+    with h5py.File(path, "r+") as f:
+        del f[KERNEL]
+        ds = f.create_dataset(KERNEL, shape=(3, 4), dtype="f4", chunks=(3, 4), compression="gzip")
+        ds.id.write_direct_chunk((0, 0), b"not deflate data at all")
+    refused(small_model(), path, "layer 'fc1'", "cannot read dataset '/fc1/fc1/kernel:0'")
+    with pytest.raises(WeightsError, match="fc1: cannot read dataset '/fc1/fc1/kernel:0'"):
+        read_keras_weights(path)
+
+
+def test_weights_path_that_is_a_fifo_or_a_device_is_not_opened(tmp_path):
+    fifo = tmp_path / "w.h5"
+    os.mkfifo(fifo)
+    refused(small_model(), fifo, "not a file")
+    if os.path.exists("/dev/zero"):
+        os.symlink("/dev/zero", tmp_path / "zero.h5")
+        refused(small_model(), tmp_path / "zero.h5", "not a file")
