@@ -1,6 +1,6 @@
 """Every op's backward() against central differences.
 
-For each case of minitl.gradcheck.op_cases(), L(x) = Σ r · f(x) for a fixed random r,
+For each case of minitl.check.op_cases(), L(x) = Σ r · f(x) for a fixed random r,
 and each element of the gradient is compared with
 
     ∂L/∂x_i ≈ (L(x + ε e_i) − L(x − ε e_i)) / 2ε        (float64, ε = 1e-6)
@@ -12,7 +12,7 @@ import argparse
 import time
 
 import minitl
-from minitl.gradcheck import op_cases
+from minitl.check import op_cases
 
 
 def run(cases):

@@ -98,7 +98,7 @@ def _tiles(n, ho, wo, row_bytes, tile_bytes):
     return [(i, i + 1, i0, min(ho, i0 + h)) for i in range(n) for i0 in range(0, ho, h)]
 
 
-class Conv2D(Function):
+class Conv2DFunction(Function):
     """Y = X * W + b, a cross-correlation (no kernel flip), computed as matrix products;
     with relu=True, Y = max(X * W + b, 0) (the layer's ReLU fused in).
 
@@ -189,11 +189,11 @@ def conv2d(x, w, b=None, stride=1, padding="valid", activation=None):
         raise ValueError(f"conv2d: activation must be None or 'relu', got {activation!r}")
     stride = _pair(stride, "stride")
     pads = resolve_padding(padding, x.shape[1:3], w.shape[:2], stride)
-    fn = Conv2D(stride, pads, relu=activation == "relu")
+    fn = Conv2DFunction(stride, pads, relu=activation == "relu")
     return fn(x, w) if b is None else fn(x, w, b)
 
 
-class MaxPool2D(Function):
+class MaxPool2DFunction(Function):
     """y = max over each window;  dL/dx = gy routed to the window's arg-max (first one on ties)."""
 
     def __init__(self, pool, stride, pads):
@@ -209,7 +209,7 @@ class MaxPool2D(Function):
         return kernels.max_pool_backward(gy, self.arg, self.shape, *self.pool, *self.stride, self.pads)
 
 
-class AvgPool2D(Function):
+class AvgPool2DFunction(Function):
     """y = mean over each window's non-padded cells (Keras);  dL/dx = gy / count spread over the window."""
 
     def __init__(self, pool, stride, pads):
@@ -235,12 +235,12 @@ def _pool(cls, what, x, pool, stride, padding):
 
 def max_pool2d(x, pool=2, stride=None, padding="valid"):
     """Max pooling of x (N, H, W, C); stride defaults to the pool size, as in Keras."""
-    return _pool(MaxPool2D, "max_pool2d", x, pool, stride, padding)
+    return _pool(MaxPool2DFunction, "max_pool2d", x, pool, stride, padding)
 
 
 def avg_pool2d(x, pool=2, stride=None, padding="valid"):
     """Average pooling of x (N, H, W, C); padded cells are not counted, as in Keras."""
-    return _pool(AvgPool2D, "avg_pool2d", x, pool, stride, padding)
+    return _pool(AvgPool2DFunction, "avg_pool2d", x, pool, stride, padding)
 
 
 def global_avg_pool2d(x):

@@ -14,7 +14,7 @@ Convolution is then one GEMM: ``cols @ w.reshape(kh*kw*C, O)`` is the output
 
 Each kernel has two versions: a Numba one (``_*_nb``, parallel over rows of
 cols, N*Ho or N*H, so both cores are busy even at N=1) used for NumPy arrays, and a
-plain array-module twin (``*_numpy``) written only with ``xp`` slicing, so it
+plain array-module twin (``*_xp``) written only with ``xp`` slicing, so it
 also runs on CuPy arrays. The public function picks one; the tests check that
 both agree. Backward kernels gather into rows of dx, so threads never write the
 same cell, and they add terms in the same order as the twins.
@@ -93,7 +93,7 @@ def im2col(x, kh, kw, sh, sw, pads, out=None, rows=None):
         raise ShapeError(f"im2col: out must be a C-contiguous {x.dtype} array of shape {shape}, "
                          f"got {out.dtype} {tuple(out.shape)}")
     if not _is_numpy(x):
-        return im2col_numpy(x, kh, kw, sh, sw, pads, out=out, rows=rows)
+        return im2col_xp(x, kh, kw, sh, sw, pads, out=out, rows=rows)
     x = numpy.ascontiguousarray(x)
     cols = numpy.empty(shape, dtype=x.dtype) if out is None else out
     _im2col_nb(x, cols, kh, kw, sh, sw, pads[0], pads[2], i0, i1, Wo)
@@ -129,7 +129,7 @@ def _im2col_nb(x, cols, kh, kw, sh, sw, top, left, i0, i1, Wo):
                         cols[row, col + c] = 0
 
 
-def im2col_numpy(x, kh, kw, sh, sw, pads, out=None, rows=None):
+def im2col_xp(x, kh, kw, sh, sw, pads, out=None, rows=None):
     """Array-module twin of im2col: pad, then copy one strided slice per window cell."""
     xp = get_array_module(x)
     Ho, Wo = _out_hw(x.shape, kh, kw, sh, sw, pads)
@@ -163,7 +163,7 @@ def col2im(cols, x_shape, kh, kw, sh, sw, pads, out=None):
         raise ShapeError(f"col2im: out must be a C-contiguous {cols.dtype} array of shape {(N, H, W, C)}, "
                          f"got {out.dtype} {tuple(out.shape)}")
     if not _is_numpy(cols):
-        return col2im_numpy(cols, x_shape, kh, kw, sh, sw, pads, out=out)
+        return col2im_xp(cols, x_shape, kh, kw, sh, sw, pads, out=out)
     cols = numpy.ascontiguousarray(cols)
     if out is None:
         dx = numpy.zeros((N, H, W, C), dtype=cols.dtype)
@@ -197,7 +197,7 @@ def _col2im_nb(cols, dx, kh, kw, sh, sw, top, left, Ho, Wo):
                             dx[n, y, xx, c] += cols[row, col + c]
 
 
-def col2im_numpy(cols, x_shape, kh, kw, sh, sw, pads, out=None):
+def col2im_xp(cols, x_shape, kh, kw, sh, sw, pads, out=None):
     """Array-module twin of col2im: one strided slice-add per window cell into a padded dx."""
     xp = get_array_module(cols)
     Ho, Wo = _out_hw(x_shape, kh, kw, sh, sw, pads)
@@ -230,7 +230,7 @@ def max_pool_forward(x, ph, pw, sh, sw, pads):
     """
     Ho, Wo = _check_pool(x.shape, ph, pw, sh, sw, pads)
     if not _is_numpy(x):
-        return max_pool_forward_numpy(x, ph, pw, sh, sw, pads)
+        return max_pool_forward_xp(x, ph, pw, sh, sw, pads)
     x = numpy.ascontiguousarray(x)
     N, H, W, C = x.shape
     y = numpy.empty((N, Ho, Wo, C), dtype=x.dtype)
@@ -266,7 +266,7 @@ def _max_pool_forward_nb(x, y, arg, ph, pw, sh, sw, top, left):
                     first = False
 
 
-def max_pool_forward_numpy(x, ph, pw, sh, sw, pads):
+def max_pool_forward_xp(x, ph, pw, sh, sw, pads):
     """Array-module twin of max_pool_forward: one strided slice per window cell."""
     xp = get_array_module(x)
     Ho, Wo = _check_pool(x.shape, ph, pw, sh, sw, pads)
@@ -298,7 +298,7 @@ def max_pool_backward(gy, arg, x_shape, ph, pw, sh, sw, pads):
         raise ShapeError(f"max_pool_backward: gy {tuple(gy.shape)} and arg {tuple(arg.shape)} "
                          f"must both be {(N, Ho, Wo, C)} for x shape {tuple(x_shape)}")
     if not _is_numpy(gy):
-        return max_pool_backward_numpy(gy, arg, x_shape, ph, pw, sh, sw, pads)
+        return max_pool_backward_xp(gy, arg, x_shape, ph, pw, sh, sw, pads)
     gy = numpy.ascontiguousarray(gy)
     arg = numpy.ascontiguousarray(arg)
     dx = numpy.zeros((N, H, W, C), dtype=gy.dtype)
@@ -329,7 +329,7 @@ def _max_pool_backward_nb(gy, arg, dx, ph, pw, sh, sw, top, left):
                                 dx[n, y, xx, c] += gy[n, i, j, c]
 
 
-def max_pool_backward_numpy(gy, arg, x_shape, ph, pw, sh, sw, pads):
+def max_pool_backward_xp(gy, arg, x_shape, ph, pw, sh, sw, pads):
     """Array-module twin of max_pool_backward: one masked slice-add per window cell."""
     xp = get_array_module(gy)
     Ho, Wo = _check_pool(x_shape, ph, pw, sh, sw, pads)
@@ -361,7 +361,7 @@ def avg_pool_forward(x, ph, pw, sh, sw, pads):
     real cells of each window (padding is not counted)."""
     Ho, Wo = _check_pool(x.shape, ph, pw, sh, sw, pads)
     if not _is_numpy(x):
-        return avg_pool_forward_numpy(x, ph, pw, sh, sw, pads)
+        return avg_pool_forward_xp(x, ph, pw, sh, sw, pads)
     x = numpy.ascontiguousarray(x)
     N, H, W, C = x.shape
     counts = _real_counts(numpy, H, W, ph, pw, sh, sw, pads, Ho, Wo, x.dtype)
@@ -393,7 +393,7 @@ def _avg_pool_forward_nb(x, counts, y, ph, pw, sh, sw, top, left):
                 y[n, i, j, c] /= counts[i, j]
 
 
-def avg_pool_forward_numpy(x, ph, pw, sh, sw, pads):
+def avg_pool_forward_xp(x, ph, pw, sh, sw, pads):
     """Array-module twin of avg_pool_forward: slice-sum over window cells, then divide."""
     xp = get_array_module(x)
     Ho, Wo = _check_pool(x.shape, ph, pw, sh, sw, pads)
@@ -416,7 +416,7 @@ def avg_pool_backward(gy, x_shape, ph, pw, sh, sw, pads):
         raise ShapeError(f"avg_pool_backward: gy {tuple(gy.shape)} must be {(N, Ho, Wo, C)} "
                          f"for x shape {tuple(x_shape)}")
     if not _is_numpy(gy):
-        return avg_pool_backward_numpy(gy, x_shape, ph, pw, sh, sw, pads)
+        return avg_pool_backward_xp(gy, x_shape, ph, pw, sh, sw, pads)
     gy = numpy.ascontiguousarray(gy)
     counts = _real_counts(numpy, H, W, ph, pw, sh, sw, pads, Ho, Wo, gy.dtype)
     dx = numpy.zeros((N, H, W, C), dtype=gy.dtype)
@@ -445,7 +445,7 @@ def _avg_pool_backward_nb(gy, counts, dx, ph, pw, sh, sw, top, left):
                             dx[n, y, xx, c] += gy[n, i, j, c] / counts[i, j]
 
 
-def avg_pool_backward_numpy(gy, x_shape, ph, pw, sh, sw, pads):
+def avg_pool_backward_xp(gy, x_shape, ph, pw, sh, sw, pads):
     """Array-module twin of avg_pool_backward: one slice-add of gy / count per window cell."""
     xp = get_array_module(gy)
     Ho, Wo = _check_pool(x_shape, ph, pw, sh, sw, pads)
@@ -466,7 +466,7 @@ def avg_pool_backward_numpy(gy, x_shape, ph, pw, sh, sw, pads):
 def relu_forward(x):
     """y = max(x, 0), any shape; NaN stays NaN."""
     if not _is_numpy(x):
-        return relu_forward_numpy(x)
+        return relu_forward_xp(x)
     x = numpy.ascontiguousarray(x)
     y = numpy.empty_like(x)
     _relu_forward_nb(x.reshape(-1), y.reshape(-1))
@@ -480,7 +480,7 @@ def _relu_forward_nb(x, y):
         y[i] = 0 if v < 0 else v
 
 
-def relu_forward_numpy(x):
+def relu_forward_xp(x):
     """Array-module twin of relu_forward."""
     return get_array_module(x).maximum(x, 0)
 
@@ -495,7 +495,7 @@ def bias_relu(y, b=None):
         raise ShapeError(f"bias_relu: b must be a {y.dtype} array of shape {(y.shape[1],)}, "
                          f"got {b.dtype} {tuple(b.shape)}")
     if not _is_numpy(y):
-        return bias_relu_numpy(y, b)
+        return bias_relu_xp(y, b)
     if b is None:
         _relu_forward_nb(y.reshape(-1), y.reshape(-1))
     else:
@@ -512,7 +512,7 @@ def _bias_relu_nb(y, b):
             y[r, o] = 0 if v < 0 else v
 
 
-def bias_relu_numpy(y, b=None):
+def bias_relu_xp(y, b=None):
     """Array-module twin of bias_relu."""
     xp = get_array_module(y)
     if b is not None:
@@ -525,7 +525,7 @@ def relu_backward(gy, x):
     if tuple(gy.shape) != tuple(x.shape):
         raise ShapeError(f"relu_backward: gy {tuple(gy.shape)} and x {tuple(x.shape)} differ")
     if not _is_numpy(gy):
-        return relu_backward_numpy(gy, x)
+        return relu_backward_xp(gy, x)
     gy = numpy.ascontiguousarray(gy)
     x = numpy.ascontiguousarray(x)
     dx = numpy.empty_like(gy)
@@ -539,6 +539,6 @@ def _relu_backward_nb(gy, x, dx):
         dx[i] = gy[i] if x[i] > 0 else 0
 
 
-def relu_backward_numpy(gy, x):
+def relu_backward_xp(gy, x):
     """Array-module twin of relu_backward."""
     return get_array_module(gy).where(x > 0, gy, 0).astype(gy.dtype, copy=False)

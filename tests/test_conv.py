@@ -250,8 +250,8 @@ def test_conv2d_mixed_dtypes(rng):
 
 @pytest.mark.parametrize("impl", ["numba", "twin"])
 def test_im2col_and_col2im_write_into_out(impl, rng):
-    im2col = kernels.im2col if impl == "numba" else kernels.im2col_numpy
-    col2im = kernels.col2im if impl == "numba" else kernels.col2im_numpy
+    im2col = kernels.im2col if impl == "numba" else kernels.im2col_xp
+    col2im = kernels.col2im if impl == "numba" else kernels.col2im_xp
     x = rng.standard_normal((2, 5, 4, 3)).astype(np.float32)
     pads = (1, 0, 0, 2)
     expected = im2col(x, 3, 2, 2, 1, pads)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from minitl import Function, GradcheckError, Tensor, gradcheck
-from minitl.gradcheck import op_cases
+from minitl.check import op_cases
 
 CASES = op_cases()
 
@@ -12,7 +12,7 @@ def test_every_registered_op_has_a_gradient_check():
     minitl_ops = {name for name, cls in Function.registry.items() if cls.__module__.startswith("minitl.")}
     checked = {name for name, *_ in CASES}
     missing = minitl_ops - checked
-    assert not missing, f"ops without a gradient check in minitl.gradcheck.op_cases: {sorted(missing)}"
+    assert not missing, f"ops without a gradient check in minitl.check.op_cases: {sorted(missing)}"
     assert len(minitl_ops) >= 27
 
 
