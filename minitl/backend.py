@@ -39,6 +39,16 @@ def device_of(a):
     return "gpu" if is_gpu_array(a) else "cpu"
 
 
+def scatter_add(target, indices, values):
+    """target[indices] += values in place, where repeated indices add up (a plain ``+=`` keeps one)."""
+    if is_gpu_array(target):
+        import cupyx
+        cupyx.scatter_add(target, indices, values)
+    else:
+        numpy.add.at(target, indices, values)
+    return target
+
+
 def to_numpy(a):
     """A NumPy array (copied from the GPU when needed)."""
     if is_gpu_array(a):

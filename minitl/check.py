@@ -77,29 +77,40 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-6, rtol=1e-4, seed=0):
     for i in checked:
         x = inputs[i]
         analytic = x.grad if x.grad is not None else xp.zeros_like(x.data)
-        numeric = xp.zeros_like(x.data)
-        for k in range(x.size):
-            idx = numpy.unravel_index(k, x.shape)
-            old = x.data[idx].item()
-            x.data[idx] = old + eps
-            plus = projected(*inputs)
-            x.data[idx] = old - eps
-            minus = projected(*inputs)
-            x.data[idx] = old
-            numeric[idx] = (plus - minus) / (2 * eps)
-        a, n = to_numpy(analytic).astype(numpy.float64), to_numpy(numeric)
-        diff = numpy.abs(a - n)
-        scale = max(float(numpy.abs(n).max(initial=0.0)), 1e-12)
-        worst = max(worst, float(diff.max(initial=0.0)) / scale)
-        bad = diff > atol + rtol * numpy.abs(n)
-        if bad.any():
-            j = numpy.unravel_index(int(numpy.argmax(numpy.where(bad, diff, -1))), n.shape)
-            rel = diff[j] / max(abs(n[j]), 1e-12)
-            raise GradcheckError(
-                f"gradcheck failed for input {i} (shape {x.shape}) at element {tuple(int(v) for v in j)}: "
-                f"analytic {a[j]:.8g}, numeric {n[j]:.8g}, relative error {rel:.3g} "
-                f"({int(bad.sum())} of {bad.size} elements outside atol={atol}, rtol={rtol})")
+        worst = max(worst, _compare(i, x.shape, analytic, _numeric_gradient(projected, inputs, i, eps), atol, rtol))
     return worst
+
+
+def _numeric_gradient(projected, inputs, i, eps):
+    """(L(x + ε e_k) - L(x - ε e_k)) / 2ε for every element k of input i, x restored after each."""
+    x = inputs[i]
+    numeric = get_array_module(x.data).zeros_like(x.data)
+    for k in range(x.size):
+        idx = numpy.unravel_index(k, x.shape)
+        old = x.data[idx].item()
+        x.data[idx] = old + eps
+        plus = projected(*inputs)
+        x.data[idx] = old - eps
+        minus = projected(*inputs)
+        x.data[idx] = old
+        numeric[idx] = (plus - minus) / (2 * eps)
+    return numeric
+
+
+def _compare(i, shape, analytic, numeric, atol, rtol):
+    """max|analytic - numeric| / max|numeric|; GradcheckError naming the worst element outside the tolerance."""
+    a, n = to_numpy(analytic).astype(numpy.float64), to_numpy(numeric)
+    diff = numpy.abs(a - n)
+    scale = max(float(numpy.abs(n).max(initial=0.0)), 1e-12)
+    bad = diff > atol + rtol * numpy.abs(n)
+    if bad.any():
+        j = numpy.unravel_index(int(numpy.argmax(numpy.where(bad, diff, -1))), n.shape)
+        rel = diff[j] / max(abs(n[j]), 1e-12)
+        raise GradcheckError(
+            f"gradcheck failed for input {i} (shape {shape}) at element {tuple(int(v) for v in j)}: "
+            f"analytic {a[j]:.8g}, numeric {n[j]:.8g}, relative error {rel:.3g} "
+            f"({int(bad.sum())} of {bad.size} elements outside atol={atol}, rtol={rtol})")
+    return float(diff.max(initial=0.0)) / scale
 
 
 def op_cases(seed=0):

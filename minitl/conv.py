@@ -49,10 +49,15 @@ def resolve_padding(padding, size, window, stride):
     raise ValueError(f"cannot read padding {padding!r}")
 
 
+def output_hw(size, window, stride, pads):
+    """(Ho, Wo) for an (H, W) input: Ho = (H + top + bottom - kh) // sh + 1, Wo likewise."""
+    (h, w), (kh, kw), (sh, sw) = size, window, stride
+    return kernels.output_size(h, kh, sh, pads[0], pads[1]), kernels.output_size(w, kw, sw, pads[2], pads[3])
+
+
 def _output_size(what, shape, window, stride, pads):
     _, h, w, _ = shape
-    ho = (h + pads[0] + pads[1] - window[0]) // stride[0] + 1
-    wo = (w + pads[2] + pads[3] - window[1]) // stride[1] + 1
+    ho, wo = output_hw((h, w), window, stride, pads)
     if ho < 1 or wo < 1:
         raise ShapeError(f"{what}: window {window} is larger than the padded input "
                          f"{h + pads[0] + pads[1]}x{w + pads[2] + pads[3]} (input shape {shape}, "

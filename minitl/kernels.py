@@ -37,6 +37,23 @@ from .backend import get_array_module  # noqa: E402
 from .errors import ShapeError  # noqa: E402
 
 _jit = numba.njit(parallel=True, cache=True)
+_inline = numba.njit(inline="always")
+
+
+@_inline
+def _window_row(y, a, top, sh, Ho):
+    """The output row i whose window has input row y at its row a (i*sh + a - top = y), or -1."""
+    t = y + top - a
+    if t < 0 or t % sh != 0 or t // sh >= Ho:
+        return -1
+    return t // sh
+
+
+@_inline
+def _input_cell(i, a, s, lo, size):
+    """The input cell that output position i reads at window offset a (i*s + a - lo), or -1 in the padding."""
+    v = i * s + a - lo
+    return v if 0 <= v < size else -1
 
 
 def output_size(size, k, s, lo, hi):
@@ -117,11 +134,11 @@ def _im2col_nb(x, cols, kh, kw, sh, sw, top, left, i0, i1, Wo):
         n = r // (i1 - i0)
         i = i0 + r % (i1 - i0)
         for a in range(kh):
-            y = i * sh + a - top
+            y = _input_cell(i, a, sh, top, H)
             for b in range(kw):
-                xx = j * sw + b - left
+                xx = _input_cell(j, b, sw, left, W)
                 col = (a * kw + b) * C
-                if 0 <= y < H and 0 <= xx < W:
+                if y >= 0 and xx >= 0:
                     for c in range(C):
                         cols[row, col + c] = x[n, y, xx, c]
                 else:
@@ -183,15 +200,14 @@ def _col2im_nb(cols, dx, kh, kw, sh, sw, top, left, Ho, Wo):
         n = r // H
         y = r % H
         for a in range(kh):
-            t = y + top - a
-            if t < 0 or t % sh != 0 or t // sh >= Ho:
+            i = _window_row(y, a, top, sh, Ho)
+            if i < 0:
                 continue
-            i = t // sh
             for b in range(kw):
                 col = (a * kw + b) * C
                 for j in range(Wo):
-                    xx = j * sw + b - left
-                    if 0 <= xx < W:
+                    xx = _input_cell(j, b, sw, left, W)
+                    if xx >= 0:
                         row = (n * Ho + i) * Wo + j
                         for c in range(C):
                             dx[n, y, xx, c] += cols[row, col + c]
@@ -249,12 +265,12 @@ def _max_pool_forward_nb(x, y, arg, ph, pw, sh, sw, top, left):
         for j in range(Wo):
             first = True                     # every window has a real cell (_check_pool)
             for a in range(ph):
-                yy = i * sh + a - top
-                if yy < 0 or yy >= H:
+                yy = _input_cell(i, a, sh, top, H)
+                if yy < 0:
                     continue
                 for b in range(pw):
-                    xx = j * sw + b - left
-                    if xx < 0 or xx >= W:
+                    xx = _input_cell(j, b, sw, left, W)
+                    if xx < 0:
                         continue
                     k = a * pw + b
                     for c in range(C):
@@ -315,15 +331,14 @@ def _max_pool_backward_nb(gy, arg, dx, ph, pw, sh, sw, top, left):
         n = r // H
         y = r % H
         for a in range(ph):
-            t = y + top - a
-            if t < 0 or t % sh != 0 or t // sh >= Ho:
+            i = _window_row(y, a, top, sh, Ho)
+            if i < 0:
                 continue
-            i = t // sh
             for b in range(pw):
                 k = a * pw + b
                 for j in range(Wo):
-                    xx = j * sw + b - left
-                    if 0 <= xx < W:
+                    xx = _input_cell(j, b, sw, left, W)
+                    if xx >= 0:
                         for c in range(C):
                             if arg[n, i, j, c] == k:
                                 dx[n, y, xx, c] += gy[n, i, j, c]
@@ -381,12 +396,12 @@ def _avg_pool_forward_nb(x, counts, y, ph, pw, sh, sw, top, left):
             for c in range(C):
                 y[n, i, j, c] = 0
             for a in range(ph):
-                yy = i * sh + a - top
-                if yy < 0 or yy >= H:
+                yy = _input_cell(i, a, sh, top, H)
+                if yy < 0:
                     continue
                 for b in range(pw):
-                    xx = j * sw + b - left
-                    if 0 <= xx < W:
+                    xx = _input_cell(j, b, sw, left, W)
+                    if xx >= 0:
                         for c in range(C):
                             y[n, i, j, c] += x[n, yy, xx, c]
             for c in range(C):
@@ -433,14 +448,13 @@ def _avg_pool_backward_nb(gy, counts, dx, ph, pw, sh, sw, top, left):
         n = r // H
         y = r % H
         for a in range(ph):
-            t = y + top - a
-            if t < 0 or t % sh != 0 or t // sh >= Ho:
+            i = _window_row(y, a, top, sh, Ho)
+            if i < 0:
                 continue
-            i = t // sh
             for b in range(pw):
                 for j in range(Wo):
-                    xx = j * sw + b - left
-                    if 0 <= xx < W:
+                    xx = _input_cell(j, b, sw, left, W)
+                    if xx >= 0:
                         for c in range(C):
                             dx[n, y, xx, c] += gy[n, i, j, c] / counts[i, j]
 

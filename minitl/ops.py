@@ -8,7 +8,7 @@ gradients in the broadcast shape.
 import itertools
 import math
 
-from .backend import get_array_module
+from .backend import get_array_module, scatter_add
 from .errors import ShapeError
 from .tensor import Function, Tensor
 
@@ -264,18 +264,11 @@ class GetItem(Function):
         self.key = key
 
     def forward(self, x):
-        self.shape, self.dtype = x.shape, x.dtype
+        self.shape = x.shape
         return x[self.key]
 
     def backward(self, gy):
-        xp = get_array_module(gy)
-        gx = xp.zeros(self.shape, dtype=gy.dtype)
-        if xp.__name__ == "numpy":
-            xp.add.at(gx, self.key, gy)
-        else:
-            import cupyx
-            cupyx.scatter_add(gx, self.key, gy)
-        return gx
+        return scatter_add(get_array_module(gy).zeros(self.shape, dtype=gy.dtype), self.key, gy)
 
 
 class Concatenate(Function):
