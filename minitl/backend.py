@@ -10,6 +10,9 @@ import numpy
 
 from .errors import DeviceError
 
+__all__ = ["DEFAULT_DTYPE", "get_array_module", "is_gpu_array", "device_of", "scatter_add", "to_numpy", "gpu_status",
+           "device_available", "normalize_device", "to_device"]
+
 DEFAULT_DTYPE = numpy.float32
 _gpu_status = None  # cached (usable: bool, reason: str)
 

@@ -15,6 +15,8 @@ from .backend import get_array_module, to_numpy
 from .errors import GradcheckError
 from .tensor import Tensor, no_grad
 
+__all__ = ["gradcheck", "op_cases"]
+
 
 def _as_float64_input(i, x):
     if isinstance(x, Tensor) and x.dtype.kind == "f" and x.dtype != numpy.float64:

@@ -13,6 +13,9 @@ from .errors import ShapeError
 from .ops import mean
 from .tensor import Function, as_tensor
 
+__all__ = ["conv2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "resolve_padding", "output_hw",
+           "Conv2DFunction", "MaxPool2DFunction", "AvgPool2DFunction"]
+
 
 def _pair(v, what):
     if isinstance(v, int):

@@ -11,6 +11,10 @@ from .errors import DeviceError, ShapeError
 from .ops import matmul, reshape
 from .tensor import Function, Tensor, as_tensor
 
+__all__ = ["relu", "sigmoid", "tanh", "softmax", "log_softmax", "softmax_cross_entropy", "dense", "flatten",
+           "dropout", "conv2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "ReLUFunction", "Sigmoid", "Tanh",
+           "Softmax", "LogSoftmax", "SoftmaxCrossEntropy"]
+
 
 # ---- activations --------------------------------------------------------------
 class ReLUFunction(Function):

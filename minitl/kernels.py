@@ -36,6 +36,11 @@ from numba import prange  # noqa: E402
 from .backend import get_array_module  # noqa: E402
 from .errors import ShapeError  # noqa: E402
 
+__all__ = ["output_size", "im2col", "im2col_xp", "col2im", "col2im_xp", "max_pool_forward", "max_pool_forward_xp",
+           "max_pool_backward", "max_pool_backward_xp", "avg_pool_forward", "avg_pool_forward_xp",
+           "avg_pool_backward", "avg_pool_backward_xp", "relu_forward", "relu_forward_xp", "bias_relu",
+           "bias_relu_xp", "relu_backward", "relu_backward_xp"]
+
 _jit = numba.njit(parallel=True, cache=True)
 _inline = numba.njit(inline="always")
 

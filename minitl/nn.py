@@ -16,6 +16,10 @@ from .conv import _pair, output_hw, resolve_padding
 from .errors import ShapeError, WeightsError
 from .tensor import Tensor
 
+__all__ = ["Module", "Layer", "Parameter", "Sequential", "Conv2D", "Dense", "MaxPool2D", "AvgPool2D",
+           "GlobalAvgPool2D", "Flatten", "ReLU", "Dropout", "manual_seed", "he_normal", "glorot_uniform",
+           "ACTIVATIONS"]
+
 _rng = numpy.random.default_rng(0)
 
 

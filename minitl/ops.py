@@ -12,6 +12,11 @@ from .backend import get_array_module, scatter_add
 from .errors import ShapeError
 from .tensor import Function, Tensor
 
+__all__ = ["add", "sub", "mul", "div", "neg", "abs", "pow", "rpow", "exp", "log", "sqrt", "matmul", "sum", "mean",
+           "max", "reshape", "transpose", "broadcast_to", "getitem", "concatenate",
+           "Add", "Sub", "Mul", "Div", "Neg", "Pow", "Abs", "Exp", "Log", "Sqrt", "MatMul", "Sum", "Mean", "Max",
+           "Reshape", "Transpose", "BroadcastTo", "GetItem", "Concatenate"]
+
 
 # ---- elementwise arithmetic ---------------------------------------------------
 class Add(Function):
@@ -336,6 +341,3 @@ def getitem(x, key):
         key = get_array_module(x.data if isinstance(x, Tensor) else x).asarray(key)
     return GetItem(key)(x)
 
-
-__all__ = ["add", "sub", "mul", "div", "neg", "abs", "pow", "rpow", "exp", "log", "sqrt", "matmul", "sum", "mean",
-           "max", "reshape", "transpose", "broadcast_to", "getitem", "concatenate"]

@@ -14,6 +14,8 @@ import numpy
 from .backend import DEFAULT_DTYPE, device_of, get_array_module, to_device, to_numpy
 from .errors import DeviceError, MinitlError, ShapeError
 
+__all__ = ["Tensor", "Function", "as_tensor", "no_grad", "enable_grad", "is_grad_enabled"]
+
 _grad_enabled = True
 
 

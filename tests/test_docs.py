@@ -5,6 +5,7 @@ A reference is an inline code span that is a dotted name starting with `minitl.`
 `minitl/….py`. Fenced code blocks are examples, not references, and are skipped.
 """
 import importlib
+import inspect
 import re
 from pathlib import Path
 
@@ -64,3 +65,17 @@ def test_every_code_reference_resolves(doc):
         assert len(names) >= 20, f"{doc}: expected many `minitl.…` references, found {len(names)}"
     broken = sorted({n for n in names if not resolves(n)} | {p for p in paths if not (ROOT / p).is_file()})
     assert not broken, f"{doc}: these code references do not resolve: {', '.join(broken)}"
+
+
+ENGINE_MODULES = ["backend", "tensor", "ops", "functional", "conv", "kernels", "nn", "check"]
+
+
+@pytest.mark.parametrize("name", ENGINE_MODULES)
+def test_all_lists_exactly_the_public_functions_and_classes_a_module_defines(name):
+    module = importlib.import_module(f"minitl.{name}")
+    assert all(hasattr(module, n) for n in module.__all__), f"minitl.{name}.__all__ names a missing object"
+    assert not [n for n in module.__all__ if inspect.ismodule(getattr(module, n))], "a module leaks through __all__"
+    defined = {n for n, obj in vars(module).items()
+               if not n.startswith("_") and (inspect.isfunction(obj) or inspect.isclass(obj))
+               and obj.__module__ == module.__name__}
+    assert not defined - set(module.__all__), f"minitl.{name}.__all__ misses {sorted(defined - set(module.__all__))}"
