@@ -12,7 +12,7 @@ import argparse
 import time
 
 import minitl
-from minitl.check import op_cases
+from minitl.check import minitl_ops, op_cases, unchecked_ops
 
 
 def run(cases):
@@ -53,9 +53,8 @@ def main(argv=None):
         print(f"\n{name} ({desc}): {message}")
     print(f"\n{len(rows) - len(failed)} of {len(rows)} cases passed in {time.perf_counter() - start:.1f} s")
 
-    registered = sorted(n for n, cls in minitl.Function.registry.items() if cls.__module__.startswith("minitl."))
-    missing = sorted(set(registered) - {c[0] for c in op_cases()})
-    print(f"{len(registered)} ops registered; without a case in op_cases(): {', '.join(missing) or 'none'}")
+    missing = unchecked_ops()
+    print(f"{len(minitl_ops())} ops registered; without a case in op_cases(): {', '.join(missing) or 'none'}")
     return 1 if failed or missing else 0
 
 

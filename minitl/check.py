@@ -13,9 +13,9 @@ import numpy
 
 from .backend import get_array_module, to_numpy
 from .errors import GradcheckError
-from .tensor import Tensor, no_grad
+from .tensor import Function, Tensor, no_grad
 
-__all__ = ["gradcheck", "op_cases"]
+__all__ = ["gradcheck", "op_cases", "minitl_ops", "unchecked_ops"]
 
 
 def _as_float64_input(i, x):
@@ -190,3 +190,16 @@ def op_cases(seed=0):
         ("AvgPool2DFunction", "(2,4,4,3), 2x2 stride 2", F.avg_pool2d, [t(2, 4, 4, 3)]),
         ("AvgPool2DFunction", "(1,5,5,2), 3x3 stride 2, same", lambda x: F.avg_pool2d(x, 3, 2, "same"), [t(1, 5, 5, 2)]),
     ]
+
+
+def minitl_ops(registry=None):
+    """{qualified name: class} of the ops minitl itself defines, from ``Function.registry``
+    (a user's Function registers too, under its own module, and is left out)."""
+    registry = Function.registry if registry is None else registry
+    return {key: cls for key, cls in registry.items() if key.startswith("minitl.")}
+
+
+def unchecked_ops(registry=None, cases=None):
+    """Qualified names of minitl's ops that no case of ``op_cases`` names (cases name an op by its class)."""
+    named = {case[0] for case in (op_cases() if cases is None else cases)}
+    return sorted(key for key, cls in minitl_ops(registry).items() if cls.__name__ not in named)

@@ -340,8 +340,9 @@ class Function:
     ``forward`` returns one array; ``backward`` returns one gradient per input (a tuple
     or list, or one array for one input; None for an input without one), each in
     the input's shape or in the broadcast shape that the walk sums back.
-    Subclasses register themselves in ``Function.registry`` (the gradient-check
-    test walks it, so no op goes unchecked). Non-tensor arguments (axes, shapes)
+    Subclasses register themselves in ``Function.registry`` under their qualified
+    name, module and class (the gradient-check test walks it, so no op goes
+    unchecked). Non-tensor arguments (axes, shapes)
     go to ``__init__``; whatever backward needs is saved on ``self`` in forward
     and freed by ``release()`` once the backward pass has used it.
     """
@@ -350,7 +351,7 @@ class Function:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        Function.registry[cls.__name__] = cls
+        Function.registry[f"{cls.__module__}.{cls.__qualname__}"] = cls
 
     inputs = None
 
