@@ -318,6 +318,15 @@ def _unbroadcast(grad, shape):
     return grad
 
 
+def _broadcasts(tensors):
+    """Whether the tensors' shapes broadcast together (NumPy's rule)."""
+    try:
+        numpy.broadcast_shapes(*(t.shape for t in tensors))
+    except ValueError:
+        return False
+    return True
+
+
 def as_tensor(x, like=None):
     """``x`` as a Tensor; Python numbers take the dtype of ``like`` (as NumPy does for scalars).
 
@@ -344,7 +353,9 @@ class Function:
     name, module and class (the gradient-check test walks it, so no op goes
     unchecked). Non-tensor arguments (axes, shapes)
     go to ``__init__``; whatever backward needs is saved on ``self`` in forward
-    and freed by ``release()`` once the backward pass has used it.
+    and freed by ``release()`` once the backward pass has used it. A forward may
+    raise ``ShapeError`` for inputs that do not fit; a ValueError from inputs that
+    do not broadcast together is reported as one.
     """
 
     registry = {}
@@ -370,8 +381,10 @@ class Function:
                                   f"a Function has one output (write one Function per output)")
         except MinitlError:
             raise
-        except ValueError as e:  # NumPy's broadcasting errors, said in minitl's words
-            shapes = " and ".join(str(t.shape) for t in tensors)
+        except ValueError as e:
+            if _broadcasts(tensors):
+                raise
+            shapes = " and ".join(str(t.shape) for t in tensors)  # NumPy's broadcasting error in minitl's words
             raise ShapeError(f"{type(self).__name__}: input shapes {shapes} do not fit ({e})") from None
         needs_grad = _grad_enabled and any(t.requires_grad for t in tensors)
         out = Tensor(y, requires_grad=needs_grad and y.dtype.kind == "f")

@@ -272,3 +272,25 @@ def test_abs_and_a_number_to_the_power_of_a_tensor():
     assert minitl.gradcheck(lambda t: 0.5 ** t, Tensor(np.array([0.3, -1.2]), requires_grad=True)) < 1e-6
     with pytest.raises(ValueError, match="positive base, got -2"):
         (-2) ** x
+
+
+def test_only_inputs_that_do_not_broadcast_are_a_shape_error():
+    with pytest.raises(ShapeError, match=r"Add: input shapes \(2, 3\) and \(4,\) do not fit"):
+        Tensor(np.ones((2, 3))) + Tensor(np.ones(4))
+
+    class Picky(Function):
+        def forward(self, x):
+            raise ValueError("rate must be positive")
+
+    with pytest.raises(ValueError, match="^rate must be positive$") as caught:
+        Picky()(Tensor(np.ones(3)))
+    assert not isinstance(caught.value, ShapeError)
+
+    class Strict(Function):
+        def forward(self, a, b):
+            raise ValueError("a bug unrelated to shapes")
+
+    with pytest.raises(ValueError, match="^a bug unrelated to shapes$") as caught:
+        Strict()(Tensor(np.ones((2, 3))), Tensor(np.ones(3)))
+    assert not isinstance(caught.value, ShapeError)
+
