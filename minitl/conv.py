@@ -159,9 +159,9 @@ class Conv2DFunction(Function):
         m = ho * wo
         g = gy.reshape(n * m, o)
         w_mat = w.reshape(k, o)
-        dw = xp.zeros((k, o), dtype=xp.result_type(x, gy))
-        db = xp.zeros(o, dtype=gy.dtype) if self.has_bias else None
-        need_dx = self.inputs[0].requires_grad          # not for the network's input image
+        need_dx, need_dw = self.needs_grad[:2]          # no dx for the network's input image, no dW when frozen
+        dw = xp.zeros((k, o), dtype=xp.result_type(x, gy)) if need_dw else None
+        db = xp.zeros(o, dtype=gy.dtype) if self.has_bias and self.needs_grad[2] else None
         dx = xp.empty(x.shape, dtype=xp.result_type(gy, w)) if need_dx else None
         step = _group_size(m * k * x.itemsize)
         buf = xp.empty((min(n, step) * m, k), dtype=x.dtype)
@@ -172,13 +172,15 @@ class Conv2DFunction(Function):
                 gi = kernels.relu_backward(gi, self.y[n0 * m:n1 * m])
             if db is not None:
                 db += gi.sum(axis=0)
-            cols = kernels.im2col(x[n0:n1], kh, kw, *self.stride, self.pads, out=buf[:(n1 - n0) * m])
-            dw += cols.T @ gi
+            cols = buf[:(n1 - n0) * m]
+            if need_dw:
+                kernels.im2col(x[n0:n1], kh, kw, *self.stride, self.pads, out=cols)
+                dw += cols.T @ gi
             if need_dx:                                 # dcols overwrites cols when the dtypes allow
                 dcols = xp.matmul(gi, w_mat.T, out=cols) if cols.dtype == dx.dtype else gi @ w_mat.T
                 kernels.col2im(dcols, (n1 - n0,) + x.shape[1:], kh, kw, *self.stride, self.pads, out=dx[n0:n1])
-        dw = dw.reshape(w.shape)
-        return (dx, dw) if db is None else (dx, dw, db)
+        dw = dw.reshape(w.shape) if need_dw else None
+        return (dx, dw) if not self.has_bias else (dx, dw, db)
 
 
 def conv2d(x, w, b=None, stride=1, padding="valid", activation=None):

@@ -47,7 +47,8 @@ class Mul(Function):
         return a * b
 
     def backward(self, gy):
-        return gy * self.b, gy * self.a
+        need_a, need_b = self.needs_grad
+        return gy * self.b if need_a else None, gy * self.a if need_b else None
 
 
 class Div(Function):
@@ -58,8 +59,8 @@ class Div(Function):
         return a / b
 
     def backward(self, gy):
-        gb = gy / self.b
-        return gb, -gb * self.a / self.b
+        ga = gy / self.b
+        return ga, -ga * self.a / self.b if self.needs_grad[1] else None
 
 
 class Neg(Function):
@@ -144,7 +145,9 @@ class MatMul(Function):
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        return gy @ xp.swapaxes(self.b, -1, -2), xp.swapaxes(self.a, -1, -2) @ gy
+        need_a, need_b = self.needs_grad
+        return (gy @ xp.swapaxes(self.b, -1, -2) if need_a else None,
+                xp.swapaxes(self.a, -1, -2) @ gy if need_b else None)
 
 
 # ---- reductions ---------------------------------------------------------------

@@ -167,6 +167,7 @@ class Tensor:
             if fn.inputs is None:
                 raise MinitlError("backward through a graph that was already freed; "
                                   "call backward(retain_graph=True) the first time")
+            fn.needs_grad = tuple(x.requires_grad for x in fn.inputs)
             for i, (x, gx) in enumerate(zip(fn.inputs, _input_grads(fn, g))):
                 if gx is None or not x.requires_grad:
                     continue
@@ -349,13 +350,16 @@ class Function:
     ``forward`` returns one array; ``backward`` returns one gradient per input (a tuple
     or list, or one array for one input; None for an input without one), each in
     the input's shape or in the broadcast shape that the walk sums back.
+    ``needs_grad`` holds one bool per input (as PyTorch's ``ctx.needs_input_grad``),
+    set when the op is recorded and again by the autograd walk just before backward:
+    backward may skip the work for, and return None for, an input with False.
     Subclasses register themselves in ``Function.registry`` under their qualified
     name, module and class (the gradient-check test walks it, so no op goes
-    unchecked). Non-tensor arguments (axes, shapes)
-    go to ``__init__``; whatever backward needs is saved on ``self`` in forward
-    and freed by ``release()`` once the backward pass has used it. A forward may
-    raise ``ShapeError`` for inputs that do not fit; a ValueError from inputs that
-    do not broadcast together is reported as one.
+    unchecked). Non-tensor arguments (axes, shapes) go to ``__init__``; whatever
+    backward needs is saved on ``self`` in forward and freed by ``release()``
+    once the backward pass has used it. A forward may raise ``ShapeError`` for
+    inputs that do not fit; a ValueError from inputs that do not broadcast
+    together is reported as one.
     """
 
     registry = {}
@@ -365,6 +369,7 @@ class Function:
         Function.registry[f"{cls.__module__}.{cls.__qualname__}"] = cls
 
     inputs = None
+    needs_grad = None
 
     def __call__(self, *inputs):
         first = next((x for x in inputs if isinstance(x, Tensor)), None)
@@ -386,11 +391,12 @@ class Function:
                 raise
             shapes = " and ".join(str(t.shape) for t in tensors)  # NumPy's broadcasting error in minitl's words
             raise ShapeError(f"{type(self).__name__}: input shapes {shapes} do not fit ({e})") from None
-        needs_grad = _grad_enabled and any(t.requires_grad for t in tensors)
-        out = Tensor(y, requires_grad=needs_grad and y.dtype.kind == "f")
+        record = _grad_enabled and any(t.requires_grad for t in tensors)
+        out = Tensor(y, requires_grad=record and y.dtype.kind == "f")
         if out.requires_grad:
             out._creator = self
             self.inputs = [t._graph_node() if t.requires_grad else t for t in tensors]
+            self.needs_grad = tuple(t.requires_grad for t in tensors)
         return out
 
     def forward(self, *xs):

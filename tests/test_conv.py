@@ -237,6 +237,24 @@ def test_conv2d_skips_dx_when_the_input_needs_no_grad(monkeypatch, rng):
     assert x.grad is None and k.grad is not None
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv2d_skips_dw_when_the_kernel_is_frozen(bias, monkeypatch, rng):
+    x = rng.standard_normal((2, 5, 5, 3))
+    k, b = rng.standard_normal((3, 3, 3, 2)), rng.standard_normal(2)
+    gy = rng.standard_normal((2, 5, 5, 2))
+    trained = [Tensor(a, requires_grad=True) for a in (x, k, b)]
+    F.conv2d(*trained[:3 if bias else 2], padding="same").backward(gy)
+    xt = Tensor(x, requires_grad=True)
+    y = F.conv2d(xt, Tensor(k), Tensor(b) if bias else None, padding="same")
+
+    def no_im2col(*args, **kwargs):
+        raise AssertionError("im2col called in backward for a kernel without requires_grad")
+
+    monkeypatch.setattr(conv.kernels, "im2col", no_im2col)
+    y.backward(gy)
+    np.testing.assert_array_equal(xt.grad, trained[0].grad)
+
+
 def test_conv2d_mixed_dtypes(rng):
     x32 = rng.standard_normal((2, 5, 5, 3)).astype(np.float32)
     k64, b64 = rng.standard_normal((3, 3, 3, 2)), rng.standard_normal(2)
