@@ -14,7 +14,7 @@ from .ops import mean
 from .tensor import Function, as_tensor
 
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "resolve_padding", "output_hw",
-           "Conv2DFunction", "MaxPool2DFunction", "AvgPool2DFunction"]
+           "conv2d_reference", "Conv2DFunction", "MaxPool2DFunction", "AvgPool2DFunction"]
 
 
 def _pair(v, what):
@@ -181,6 +181,21 @@ class Conv2DFunction(Function):
                 kernels.col2im(dcols, (n1 - n0,) + x.shape[1:], kh, kw, *self.stride, self.pads, out=dx[n0:n1])
         dw = dw.reshape(w.shape) if need_dw else None
         return (dx, dw) if not self.has_bias else (dx, dw, db)
+
+
+def conv2d_reference(x, w, b=None, stride=(1, 1), pads=(0, 0, 0, 0)):
+    """The formula itself, as loops over output positions, to check ``Conv2DFunction`` against:
+    y[n, i, j, o] = b[o] + Σ_{a,b,c} x_pad[n, i·sh + a, j·sw + b, c] · W[a, b, c, o], for arrays."""
+    kh, kw, _, o = w.shape
+    top, bottom, left, right = pads
+    x_pad = numpy.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    rows = range(0, x_pad.shape[1] - kh + 1, stride[0])      # the top row of each window that fits
+    cols = range(0, x_pad.shape[2] - kw + 1, stride[1])
+    y = numpy.zeros((x.shape[0], len(rows), len(cols), o), dtype=numpy.result_type(x, w))
+    for i, r in enumerate(rows):
+        for j, s in enumerate(cols):
+            y[:, i, j, :] = numpy.tensordot(x_pad[:, r:r + kh, s:s + kw, :], w, axes=3)
+    return y if b is None else y + b
 
 
 def conv2d(x, w, b=None, stride=1, padding="valid", activation=None):

@@ -145,6 +145,22 @@ def test_conv2d_forward_matches_einsum(case, dtype, rtol, rng):
     assert err <= rtol
 
 
+@pytest.mark.parametrize("case", CONV_CASES, ids=CONV_IDS)
+def test_conv2d_matches_the_plain_loop_reference(case, rng):
+    _, n, h, w, cin, kh, kw, cout, stride, padding, _ = case
+    sh, sw = pair(stride)
+    x, k, b = conv_inputs(case, np.float64, rng)
+    pads = expected_pads(padding, h, w, kh, kw, sh, sw)
+    loops = conv.conv2d_reference(x, k, b, (sh, sw), pads)
+    np.testing.assert_allclose(loops, reference_conv(x, k, b, (sh, sw), pads), rtol=1e-12, atol=1e-12)
+    for activation in (None, "relu"):
+        fast = F.conv2d(Tensor(x), Tensor(k), None if b is None else Tensor(b), stride=stride, padding=padding,
+                        activation=activation).data
+        assert fast.shape == loops.shape and fast.dtype == np.float64
+        expected = loops if activation is None else np.maximum(loops, 0)
+        np.testing.assert_allclose(fast, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_conv2d_wider_channels_in_float32(rng):
     # Longer dot products (K = 5*5*16 = 400) than the gradient-check cases.
     x = rng.standard_normal((2, 9, 8, 16)).astype(np.float32)
