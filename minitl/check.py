@@ -188,7 +188,8 @@ def op_cases(seed=0):
         ("MaxPool2DFunction", "(1,5,5,2), 3x3 stride 2, same", lambda x: F.max_pool2d(x, 3, 2, "same"),
          [distinct(1, 5, 5, 2)]),
         ("AvgPool2DFunction", "(2,4,4,3), 2x2 stride 2", F.avg_pool2d, [t(2, 4, 4, 3)]),
-        ("AvgPool2DFunction", "(1,5,5,2), 3x3 stride 2, same", lambda x: F.avg_pool2d(x, 3, 2, "same"), [t(1, 5, 5, 2)]),
+        ("AvgPool2DFunction", "(1,5,5,2), 3x3 stride 2, same", lambda x: F.avg_pool2d(x, 3, 2, "same"),
+         [t(1, 5, 5, 2)]),
     ]
 
 
