@@ -11,9 +11,13 @@ from .errors import DeviceError, ShapeError
 from .ops import matmul, reshape
 from .tensor import Function, Tensor, as_tensor
 
+__all__ = ["relu", "sigmoid", "tanh", "softmax", "log_softmax", "softmax_cross_entropy", "dense", "flatten",
+           "dropout", "conv2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "ReLUFunction", "Sigmoid", "Tanh",
+           "Softmax", "LogSoftmax", "SoftmaxCrossEntropy"]
+
 
 # ---- activations --------------------------------------------------------------
-class ReLU(Function):
+class ReLUFunction(Function):
     """y = max(x, 0);  dL/dx = gy · [x > 0]  (y > 0 exactly where x > 0, so y is what is kept)."""
 
     def forward(self, x):
@@ -158,7 +162,7 @@ def softmax_cross_entropy(logits, targets, reduction="mean"):
 
 
 # ---- functional forms ---------------------------------------------------------
-def relu(x): return ReLU()(x)
+def relu(x): return ReLUFunction()(x)
 def sigmoid(x): return Sigmoid()(x)
 def tanh(x): return Tanh()(x)
 def softmax(x, axis=-1): return Softmax(axis)(x)

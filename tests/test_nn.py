@@ -1,12 +1,12 @@
 """Layers and modules: parameters, modes, freezing, state dicts, building, initialisers,
-activations, summary."""
+activations, summary; the dense, flatten and dropout functions."""
 import math
 
 import numpy as np
 import pytest
 
 import minitl.functional as F
-from minitl import ShapeError, Tensor, WeightsError, nn
+from minitl import ShapeError, Tensor, WeightsError, gradcheck, nn
 from minitl.optim import SGD
 
 
@@ -33,6 +33,67 @@ def small_model(input_shape=(8, 8, 3)):
 
 def x_batch(shape=(2, 8, 8, 3), seed=0):
     return Tensor(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
+
+
+# ---- dense, flatten and dropout as functions ----------------------------------------
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_dense_gradient(bias, rng):
+    inputs = [Tensor(rng.standard_normal((3, 5)), requires_grad=True),
+              Tensor(rng.standard_normal((5, 4)), requires_grad=True)]
+    if bias:
+        inputs.append(Tensor(rng.standard_normal(4), requires_grad=True))
+    assert gradcheck(F.dense, *inputs) < 1e-6
+    y = F.dense(*inputs).data
+    ref = inputs[0].data @ inputs[1].data + (inputs[2].data if bias else 0)
+    np.testing.assert_allclose(y, ref, rtol=1e-12)
+
+
+def test_dense_shape_error():
+    with pytest.raises(ShapeError, match=r"dense: input has 6 features \(shape \(2, 6\)\).*"
+                                         r"expects 5 \(kernel shape \(5, 4\)\)"):
+        F.dense(np.ones((2, 6), np.float32), np.ones((5, 4), np.float32))
+
+
+def test_flatten_is_hwc_row_major():
+    x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    y = F.flatten(Tensor(x)).data
+    assert y.shape == (2, 60)
+    for n in range(2):
+        for h in range(3):
+            for w in range(4):
+                for c in range(5):
+                    assert y[n, (h * 4 + w) * 5 + c] == x[n, h, w, c]
+
+
+def test_flatten_gradient(rng):
+    assert gradcheck(F.flatten, Tensor(rng.standard_normal((2, 3, 2, 2)), requires_grad=True)) < 1e-6
+
+
+def test_dropout_scales_survivors_and_keeps_the_mean(rng):
+    rate = 0.3
+    x = rng.uniform(1, 2, (200, 100)).astype(np.float32)
+    y = F.dropout(Tensor(x), rate, training=True, rng=np.random.default_rng(1)).data
+    kept = y != 0
+    np.testing.assert_allclose(y[kept], x[kept] / (1 - rate), rtol=1e-6)
+    assert abs(1 - kept.mean() - rate) < 0.02                 # 20,000 draws: std ≈ 0.003
+    assert abs(y.mean() / x.mean() - 1) < 0.02
+
+
+def test_dropout_gradient_is_the_scaled_mask(rng):
+    x = Tensor(rng.standard_normal((50, 40)), requires_grad=True)
+    y = F.dropout(x, 0.5, training=True, rng=np.random.default_rng(2))
+    y.sum().backward()
+    expected = np.where(y.data != 0, 2.0, 0.0)
+    np.testing.assert_array_equal(x.grad, expected)
+
+
+def test_dropout_identity_when_not_training(rng):
+    x = Tensor(rng.standard_normal((4, 5)).astype(np.float32))
+    np.testing.assert_array_equal(F.dropout(x, 0.5, training=False).data, x.data)
+    np.testing.assert_array_equal(F.dropout(x, 0.0, training=True).data, x.data)
+    with pytest.raises(ValueError, match=r"dropout rate must be in \[0, 1\)"):
+        F.dropout(x, 1.0, training=True)
 
 
 # ---- traversal -----------------------------------------------------------------------
