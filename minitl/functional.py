@@ -85,12 +85,19 @@ class LogSoftmax(Function):
 
 # ---- the loss -----------------------------------------------------------------
 class SoftmaxCrossEntropy(Function):
-    """L = 1/N Σ_i l(y_i, ŷ_i) with ŷ = softmax(z) and l = -Σ_k t_ik log ŷ_ik.
+    """L = 1/N Σ_i l_i with l_i = -Σ_k t_ik log ŷ_ik and ŷ_i = softmax(z_i).
 
-    Logits z are (N, K); targets t are integer labels (N,) or probabilities (N, K)
-    (one-hot or soft). log ŷ = z - logsumexp(z) is computed stably, so logits of
-    ±1000 neither overflow nor give NaN. The gradient is the classic
-    dL/dz = (softmax(z) - t) / N.
+    Logits z are (N, K); targets are integer labels y (N,), which stand for
+    t_i = onehot(y_i), or an (N, K) matrix t: one-hot, soft (label smoothing, a
+    teacher's probabilities) or rows that do not sum to 1 (weighted samples).
+    log ŷ = z - logsumexp(z) is computed stably, so logits of ±1000 neither
+    overflow nor give NaN. As l_i = (Σ_k t_ik) logsumexp(z_i) - Σ_k t_ik z_ik,
+
+        dl_i/dz_i = softmax(z_i) · Σ_k t_ik - t_i      (N, K)
+
+    which is the classic softmax(z_i) - onehot(y_i) for labels and for rows of t
+    that sum to 1. reduction 'mean' (L, dL/dz = that / N), 'sum' (no 1/N) or 'none'
+    (the N values l_i, each row's gradient scaled by its own gy_i).
     """
 
     def __init__(self, targets, reduction="mean"):
@@ -117,7 +124,8 @@ class SoftmaxCrossEntropy(Function):
         g = xp.exp(self.log_p)
         if self.targets.ndim == 1:
             g[xp.arange(n), self.targets] -= 1
-        else:
+        else:  # dl_i/dz_i = softmax(z_i) · Σ_k t_ik − t_i, which is softmax − t when each row sums to 1
+            g *= self.targets.sum(axis=1, keepdims=True)
             g -= self.targets
         if self.reduction == "none":
             return g * gy[:, None]
