@@ -290,6 +290,22 @@ def test_activation_by_name(name, fn):
     np.testing.assert_allclose(layer(x).data, fn(z), rtol=1e-6, atol=1e-7)
 
 
+def test_sigmoid_keeps_its_relative_precision_on_both_tails():
+    x = np.array([-700.0, -100.0, -20.0, -1.0, 0.0, 1.0, 20.0, 100.0, 700.0])
+    reference = np.array([1 / (1 + math.exp(-v)) for v in x])            # float64, fine for |x| <= 700
+    slope = np.array([1 / (1 + math.exp(-v)) / (1 + math.exp(v)) for v in x])  # σ(x) σ(-x)
+    xt = Tensor(x, requires_grad=True)
+    y = F.sigmoid(xt)
+    np.testing.assert_allclose(y.data, reference, rtol=1e-14)
+    assert y.data[0] > 0                                              # σ(-700) = 9.86e-305, not 0
+    y.sum().backward()
+    np.testing.assert_allclose(xt.grad, slope, rtol=1e-14)
+    x32 = Tensor(np.array([-80.0, 0.0, 80.0], np.float32))
+    y32 = F.sigmoid(x32).data
+    assert y32.dtype == np.float32
+    np.testing.assert_allclose(y32, [math.exp(-80), 0.5, 1.0], rtol=1e-6)
+
+
 def test_unknown_activation_is_a_clear_error():
     with pytest.raises(ValueError, match=r"unknown activation 'gelu'; use one of \[.*'relu'"):
         nn.Dense(3, activation="gelu")
