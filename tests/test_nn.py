@@ -247,6 +247,20 @@ def test_he_normal_std():
     assert (conv.bias.data == 0).all()
 
 
+def test_he_normal_is_keras_truncated_normal_with_variance_2_over_fan_in():
+    # the standard deviation of N(0, 1) truncated to [-2, 2], from the normal's density and mass
+    density, mass = math.exp(-2) / math.sqrt(2 * math.pi), math.erf(2 / math.sqrt(2))
+    c = math.sqrt(1 - 2 * 2 * density / mass)
+    assert abs(c - 0.87962566103423978) < 1e-15
+    fan_in = 50
+    sigma = math.sqrt(2 / fan_in)
+    w = nn.he_normal((1_000_000,), fan_in, np.random.default_rng(1)).astype(np.float64)
+    bound = 2 * sigma / c                              # two standard deviations of N(0, (σ/c)²)
+    assert np.abs(w).max() <= bound * (1 + 1e-6) and np.abs(w).max() > 0.999 * bound
+    assert abs(w.var() / sigma ** 2 - 1) < 0.01        # the variance is 2 / fan_in (0.77 without 1/c)
+    assert abs(w.mean()) < 0.005 * sigma
+
+
 def test_glorot_uniform_bounds():
     nn.manual_seed(0)
     dense = nn.Dense(300, input_dim=500)
