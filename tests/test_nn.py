@@ -9,6 +9,7 @@ import minitl.functional as F
 from minitl import ShapeError, Tensor, WeightsError, nn
 from minitl.models import VGG16
 from minitl.optim import SGD
+from minitl.tensor import _topological_order
 
 
 @pytest.fixture(autouse=True)
@@ -93,6 +94,18 @@ def test_freeze_and_unfreeze_and_sgd_skips_frozen():
         assert changed == (not k.startswith("conv_a")), k
     m.unfreeze()
     assert all(p.requires_grad for p in m.parameters())
+
+
+def test_backward_stops_at_the_lowest_trainable_layer():
+    m = small_model()
+    m.get_layer("conv_a").freeze()
+    x = x_batch()
+    below = m.get_layer("pool_a")(m.get_layer("conv_a")(x))
+    assert not below.requires_grad and below.is_leaf      # no graph is recorded under conv_b
+    loss = F.softmax_cross_entropy(m(x), np.array([0, 3]))
+    walked = _topological_order(loss._graph_node())
+    assert any(node is m.get_layer("conv_b").kernel for node in walked)
+    assert not any(node is p for node in walked for p in m.get_layer("conv_a").parameters())
 
 
 # ---- state dicts -----------------------------------------------------------------------

@@ -85,6 +85,13 @@ def test_param_groups_frozen_and_zero_grad():
     assert head.grad is None and base.grad is None
 
 
+def test_weight_decay_leaves_frozen_parameters_alone():
+    p, frozen = param([2.0], [1.0]), param([2.0], [1.0])
+    frozen.requires_grad = False
+    SGD([p, frozen], lr=0.1, momentum=0.9, weight_decay=0.5).step()
+    np.testing.assert_allclose([p.data[0], frozen.data[0]], [2.0 - 0.1 * (1.0 + 0.5 * 2.0), 2.0])
+
+
 def test_schedules():
     p = param([1.0], [0.0])
     opt = SGD([{"params": [p]}, {"params": [], "lr": 0.01}], lr=0.1)
