@@ -100,7 +100,7 @@ class SoftmaxCrossEntropy(Function):
     log ŷ = z - logsumexp(z) is computed stably, so logits of ±1000 neither
     overflow nor give NaN. As l_i = (Σ_k t_ik) logsumexp(z_i) - Σ_k t_ik z_ik,
 
-        dl_i/dz_i = softmax(z_i) · Σ_k t_ik - t_i      (N, K)
+        dl_i/dz_i = softmax(z_i) · Σ_k t_ik - t_i      (row i of the (N, K) gradient)
 
     which is the classic softmax(z_i) - onehot(y_i) for labels and for rows of t
     that sum to 1. reduction 'mean' (L, dL/dz = that / N), 'sum' (no 1/N) or 'none'
@@ -163,7 +163,7 @@ def _check_targets(z, targets):
 
 
 def softmax_cross_entropy(logits, targets, reduction="mean"):
-    """Mean cross-entropy of softmax(logits) against integer labels or (N, K) target probabilities."""
+    """Mean cross-entropy of softmax(logits) against integer labels or (N, K) targets (see SoftmaxCrossEntropy)."""
     logits = as_tensor(logits)
     if logits.ndim != 2:
         raise ShapeError(f"softmax_cross_entropy: logits must be (N, K), got shape {logits.shape}")
