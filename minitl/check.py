@@ -135,6 +135,7 @@ def op_cases(seed=0):
 
     labels = numpy.array([0, 2, 1, 2])
     soft = rng.dirichlet(numpy.ones(3), size=4)
+    unnormalised = soft * numpy.array([0.5, 2.0, 1.0, 0.5])[:, None]  # rows sum to 0.5, 2, 1, 0.5
     return [
         ("Add", "(2,3,4) + (3,1)", ops.add, [t(2, 3, 4), t(3, 1)]),
         ("Add", "(3,) + scalar tensor", ops.add, [t(3), t()]),
@@ -176,6 +177,10 @@ def op_cases(seed=0):
          lambda z: F.softmax_cross_entropy(z, labels), [t(4, 3)]),
         ("SoftmaxCrossEntropy", "(4,3) logits, soft targets, sum",
          lambda z: F.softmax_cross_entropy(z, soft, reduction="sum"), [t(4, 3)]),
+        ("SoftmaxCrossEntropy", "(4,3) logits, targets whose rows sum to 0.5, 2, 1, 0.5",
+         lambda z: F.softmax_cross_entropy(z, unnormalised), [t(4, 3)]),
+        ("SoftmaxCrossEntropy", "(4,3) logits, rows summing to 0.5, 2, 1, 0.5, per sample",
+         lambda z: F.softmax_cross_entropy(z, unnormalised, reduction="none"), [t(4, 3)]),
         ("SoftmaxCrossEntropy", "(4,3) logits, per sample",
          lambda z: F.softmax_cross_entropy(z, labels, reduction="none"), [t(4, 3)]),
         ("Conv2DFunction", "x (2,5,5,3) * W (3,3,3,4) + b, same", lambda x, w, b: F.conv2d(x, w, b, padding="same"),

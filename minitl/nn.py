@@ -30,7 +30,11 @@ def manual_seed(seed):
 
 
 def he_normal(shape, fan_in, rng):
-    """N(0, 2 / fan_in), truncated at two standard deviations as Keras does."""
+    """Keras' he_normal: W = (σ / c)·z, σ = √(2 / fan_in), z ~ N(0, 1) redrawn until |z| ≤ 2.
+
+    c = 0.87962566103423978 is the standard deviation of that truncated z, so
+    Var(W) = 2 / fan_in exactly and |W| ≤ 2σ / c.
+    """
     std = math.sqrt(2.0 / fan_in) / 0.87962566103423978  # Keras' truncated-normal correction
     w = rng.standard_normal(shape, dtype=numpy.float32)
     while (bad := numpy.abs(w) > 2).any():

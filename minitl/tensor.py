@@ -4,7 +4,9 @@ A ``Tensor`` wraps an array (NumPy on the CPU, CuPy on the GPU). Every op is a
 ``Function`` with ``forward`` on arrays and ``backward`` on arrays side by side.
 Calling a Function records it as the creator of its output, so the graph is built
 as the computation runs; ``Tensor.backward()`` walks that graph in reverse
-topological order and applies the chain rule: for y = f(x), dL/dx = dL/dy · ∂f/∂x.
+topological order and applies the chain rule as vector–Jacobian products: for
+y = f(x), dL/dx = (∂y/∂x)ᵀ dL/dy, summed over every op that used x. Reverse
+topological order makes that sum complete before x's own creator runs backward.
 """
 import contextlib
 import weakref
