@@ -219,3 +219,57 @@ def test_weight_file_table():
             assert re.fullmatch(r"[0-9a-f]{32}", e["md5"]), key
     assert {k: v["preprocess_input_mode"] for k, v in t["models"].items()} == {
         "vgg19": "caffe", "resnet50": "caffe", "inception_v3": "tf", "mobilenet_v2": "tf"}
+
+
+def _conv_numpy(x, kernel, bias, strides, padding):
+    """Plain float64 NHWC cross-correlation; 'same' pads as Keras does (the extra row/column at the bottom/right)."""
+    kh, kw = kernel.shape[:2]
+    sh, sw = strides
+    if padding == "same":
+        pads = []
+        for size, k, s in ((x.shape[1], kh, sh), (x.shape[2], kw, sw)):
+            total = max((-(-size // s) - 1) * s + k - size, 0)
+            pads.append((total // 2, total - total // 2))
+        x = np.pad(x, ((0, 0), *pads, (0, 0)))
+    windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
+    y = np.einsum("nhwcij,ijco->nhwo", windows, kernel)
+    return y + bias if bias is not None else y
+
+
+@pytest.mark.parametrize("fixture", list(FIXTURES))
+def test_first_batchnorm_matches_a_numpy_reference(fixture):
+    """input (-> ZeroPadding2D) -> Conv2D -> first BatchNormalization, recomputed in float64 from
+    the weight file, against Keras' stored outputs in both modes and its moving-statistics update."""
+    info = FIXTURES[fixture]
+    by_name = {r["name"]: r for r in info["layers"]}
+    bn = next(r for r in info["layers"] if r["class"] == "BatchNormalization")
+    conv = by_name[bn["inbound"][0]]
+    source = by_name[conv["inbound"][0]]
+    assert conv["class"] == "Conv2D"
+    weights = {name: dict(zip([w.split("/")[-1] for w in names], arrays))
+               for name, names, arrays in read_legacy(DATA / f"{fixture}.keras3_legacy.h5")}
+    data = np.load(DATA / f"{fixture}.npz")
+    x = data["x"].astype(np.float64)
+    if source["class"] == "ZeroPadding2D":
+        x = np.pad(x, ((0, 0), *source["config"]["padding"], (0, 0)))
+    else:
+        assert source["class"] == "InputLayer"
+    cfg = conv["config"]
+    w = weights[conv["name"]]
+    z = _conv_numpy(x, w["kernel"].astype(np.float64), w.get("bias"), cfg["strides"], cfg["padding"])
+    b = {k: v.astype(np.float64) for k, v in weights[bn["name"]].items()}
+    gamma = b.get("gamma", 1.0)
+    eps, momentum = bn["config"]["epsilon"], bn["config"]["momentum"]
+    mean, var = z.mean(axis=(0, 1, 2)), z.var(axis=(0, 1, 2))  # biased variance, as Keras
+    expected = {
+        "inference": (z - b["moving_mean"]) / np.sqrt(b["moving_variance"] + eps) * gamma + b["beta"],
+        "training": (z - mean) / np.sqrt(var + eps) * gamma + b["beta"],
+    }
+    for mode, ref in expected.items():
+        got = data[f"{mode}.{bn['name']}"]
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    np.testing.assert_allclose(data[f"training.moving_mean.{bn['name']}"],
+                               b["moving_mean"] * momentum + mean * (1 - momentum), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(data[f"training.moving_variance.{bn['name']}"],
+                               b["moving_variance"] * momentum + var * (1 - momentum), rtol=1e-5, atol=1e-6)
