@@ -7,7 +7,7 @@ Convolution and pooling live in ``minitl.conv`` and are re-exported here, so
 import numpy
 
 from . import kernels
-from .backend import device_of, get_array_module
+from .backend import device_of, get_array_module, to_device
 from .errors import DeviceError, ShapeError
 from .ops import matmul, reshape
 from .tensor import Function, Tensor, as_tensor
@@ -346,7 +346,8 @@ def batch_norm(x, gamma, beta, moving_mean, moving_variance, training=False, mom
     if training:
         for target, batch in ((moving_mean, fn.batch_mean), (moving_variance, fn.batch_variance)):
             data = target.data if isinstance(target, Tensor) else target
-            data[...] = data * momentum + batch.astype(data.dtype, copy=False) * (1.0 - momentum)
+            batch = to_device(batch, device_of(data)).astype(data.dtype, copy=False)
+            data[...] = data * momentum + batch * (1.0 - momentum)
     return y
 
 

@@ -296,3 +296,11 @@ def test_max_pool_3x3_stride_2_valid(hw):
     y = nn.MaxPool2D(3, strides=2)(Tensor(x)).data
     np.testing.assert_array_equal(y, pool_loops(x, 3, 2, (0, 0, 0, 0), np.max))
     assert nn.MaxPool2D(3, strides=2).output_shape((None, *hw, 3)) == (None, *y.shape[1:])
+
+
+def test_feature_cache_key_follows_the_moving_statistics():
+    from minitl.runs import features_key
+    base = nn.Sequential([nn.Conv2D(2, 1), nn.BatchNormalization()], input_shape=(3, 3, 1))
+    key = features_key(base, {})
+    base.layers()[1].moving_variance.data[0] += 1
+    assert features_key(base, {}) != key
