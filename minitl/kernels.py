@@ -607,10 +607,14 @@ def _depthwise_forward_nb(x, w, y, sh, sw, top, left):
                     xx = _input_cell(j, b, sw, left, W)
                     if xx < 0:
                         continue
-                    for c in range(C):
-                        v = x[n, yy, xx, c]
-                        for m in range(M):
-                            y[n, i, j, c * M + m] += v * w[a, b, c, m]
+                    if M == 1:                   # MobileNetV2's case: one contiguous loop over channels
+                        for c in range(C):
+                            y[n, i, j, c] += x[n, yy, xx, c] * w[a, b, c, 0]
+                    else:
+                        for c in range(C):
+                            v = x[n, yy, xx, c]
+                            for m in range(M):
+                                y[n, i, j, c * M + m] += v * w[a, b, c, m]
 
 
 def depthwise_forward_xp(x, w, sh, sw, pads):
@@ -672,11 +676,15 @@ def _depthwise_dx_nb(gy, w, dx, sh, sw, top, left):
                     xx = _input_cell(j, b, sw, left, W)
                     if xx < 0:
                         continue
-                    for c in range(C):
-                        s = gy[n, i, j, c * M] * w[a, b, c, 0]
-                        for m in range(1, M):
-                            s += gy[n, i, j, c * M + m] * w[a, b, c, m]
-                        dx[n, y, xx, c] += s
+                    if M == 1:
+                        for c in range(C):
+                            dx[n, y, xx, c] += gy[n, i, j, c] * w[a, b, c, 0]
+                    else:
+                        for c in range(C):
+                            s = gy[n, i, j, c * M] * w[a, b, c, 0]
+                            for m in range(1, M):
+                                s += gy[n, i, j, c * M + m] * w[a, b, c, m]
+                            dx[n, y, xx, c] += s
 
 
 @_jit
@@ -697,10 +705,14 @@ def _depthwise_dw_nb(gy, x, dw, sh, sw, top, left):
                     xx = _input_cell(j, b, sw, left, W)
                     if xx < 0:
                         continue
-                    for c in range(C):
-                        v = x[n, yy, xx, c]
-                        for m in range(M):
-                            dw[a, b, c, m] += v * gy[n, i, j, c * M + m]
+                    if M == 1:
+                        for c in range(C):
+                            dw[a, b, c, 0] += x[n, yy, xx, c] * gy[n, i, j, c]
+                    else:
+                        for c in range(C):
+                            v = x[n, yy, xx, c]
+                            for m in range(M):
+                                dw[a, b, c, m] += v * gy[n, i, j, c * M + m]
 
 
 def depthwise_backward_xp(gy, x, w, sh, sw, pads, need_dx=True, need_dw=True):
