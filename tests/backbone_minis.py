@@ -6,7 +6,9 @@ legacy files' layer_names and of the native file's ``<class>_k`` numbering), whi
 branching model is Keras' topological order, not the order the layers were created in.
 ``forward`` follows the graph; ``taps`` (when a dict) receives every layer's output by name.
 """
-from minitl import nn
+import numpy
+
+from minitl import Tensor, nn, no_grad
 
 ENTRIES = ("resnetmini_top_32", "mobilenetv2mini_32", "inceptionmini_32")
 
@@ -209,8 +211,6 @@ MODELS = {"resnetmini_top_32": ResNetMini, "mobilenetv2mini_32": MobileNetV2Mini
 
 def build(fixture, input_shape=(32, 32, 3)):
     """The minitl model of a fixture, built for ``input_shape`` (random weights until loaded)."""
-    import numpy
-    from minitl import Tensor, no_grad
     model = MODELS[fixture]()
     with no_grad():
         model.eval()(Tensor(numpy.zeros((1, *input_shape), numpy.float32)))

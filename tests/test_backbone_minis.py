@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from backbone_minis import ENTRIES, build
+
 from minitl import Tensor
 from minitl.errors import WeightsError
 from minitl.io import _weight_name, load_weights, read_keras_weights, save_weights
