@@ -5,7 +5,7 @@ files load by name, and its input preprocessing and label decoding, as in
 from minitl import functional as F
 from minitl.applications.imagenet_utils import MEAN_BGR, decode_predictions, load_class_index, preprocess_caffe
 from minitl.errors import ShapeError
-from minitl.nn import Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, Sequential
+from minitl.nn import Conv2D, Dense, Flatten, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D, Sequential
 
 __all__ = ["VGG16", "VGG16_BLOCKS", "MEAN_BGR", "preprocess_input", "decode_predictions", "load_class_index"]
 
@@ -28,6 +28,8 @@ class VGG16(Sequential):
 
     MIN_SIZE = 32  # five 2x2 poolings: 32 pixels become 1
     BLOCKS = VGG16_BLOCKS
+    PREPROCESSING = "caffe"  # the preprocess_input mode (minitl.applications.imagenet_utils.PREPROCESSING)
+    WIDTH_ARGUMENT = "width"  # the argument that scales the channel counts
 
     def __init__(self, include_top=True, weights=None, input_shape=(224, 224, 3), classes=1000,
                  classifier_activation="softmax", width=1.0, fc_units=None, pooling=None,
@@ -55,8 +57,10 @@ class VGG16(Sequential):
                        Dense(classes, name="predictions")]
         elif pooling == "avg":
             layers.append(GlobalAvgPool2D(name="global_average_pooling2d"))
+        elif pooling == "max":
+            layers.append(GlobalMaxPool2D(name="global_max_pooling2d"))
         elif pooling is not None:
-            raise ValueError(f"pooling must be None or 'avg', got {pooling!r}")
+            raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
         super().__init__(layers, name=name or model.lower(), input_shape=input_shape)
         self.include_top = include_top
         self.classifier_activation = classifier_activation if include_top else None
