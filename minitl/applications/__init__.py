@@ -11,13 +11,19 @@ layer's output shape with ``layer_shapes`` and names its ``preprocess_input`` mo
 ``PREPROCESSING`` ('caffe' or 'tf').
 """
 
-from minitl.applications import imagenet_utils, vgg16, vgg19
+from minitl.applications import imagenet_utils, inception_v3, mobilenet_v2, resnet50, vgg16, vgg19
+from minitl.applications.backbone import multiply_adds
+from minitl.applications.inception_v3 import InceptionV3
+from minitl.applications.mobilenet_v2 import MobileNetV2
+from minitl.applications.resnet50 import ResNet50
 from minitl.applications.vgg16 import VGG16
 from minitl.applications.vgg19 import VGG19
 
-__all__ = ["VGG16", "VGG19", "BACKBONES", "get_backbone", "imagenet_utils", "vgg16", "vgg19"]
+__all__ = ["VGG16", "VGG19", "ResNet50", "InceptionV3", "MobileNetV2", "BACKBONES", "get_backbone",
+           "multiply_adds", "imagenet_utils", "vgg16", "vgg19", "resnet50", "inception_v3", "mobilenet_v2"]
 
-BACKBONES = {"vgg16": VGG16, "vgg19": VGG19}
+BACKBONES = {"vgg16": VGG16, "vgg19": VGG19, "resnet50": ResNet50, "inception_v3": InceptionV3,
+             "mobilenet_v2": MobileNetV2}
 
 
 def get_backbone(arch):
