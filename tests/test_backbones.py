@@ -27,7 +27,8 @@ def keras_layers(m, include_top):
 
 
 def described(model):
-    return [(layer.name, [(key, p.shape) for key, p in layer._params.items()]) for layer in model.layers()]
+    return [(layer.name, [(key, w.shape) for key, w in [*layer._params.items(), *layer._buffers.items()]])
+            for layer in model.layers()]
 
 
 def expected(layers):
@@ -75,3 +76,89 @@ def test_preprocess_input_is_the_model_family_s_mode(module, mode):
     else:
         assert np.array_equal(out, x / np.float32(127.5) - np.float32(1))
         assert out.min() >= -1 and out.max() <= 1
+
+
+# (manifest, class, keyword arguments, Keras' default input size)
+FULL = [("resnet50", "ResNet50", {}, 224), ("inception_v3", "InceptionV3", {}, 299),
+        ("mobilenet_v2_1.0_224", "MobileNetV2", {"alpha": 1.0}, 224),
+        ("mobilenet_v2_0.35_224", "MobileNetV2", {"alpha": 0.35}, 224)]
+
+
+# Multiply-adds at Keras' default size, as published: ResNet50 3.8e9 (He et al., 2015, Table 1),
+# MobileNetV2 300 M and 59 M (Sandler et al., 2018, and the table of Keras' MobileNetV2 docs).
+PUBLISHED_MULTIPLY_ADDS = {"resnet50": 3.8e9, "mobilenet_v2_1.0_224": 300e6, "mobilenet_v2_0.35_224": 59e6}
+
+
+@pytest.mark.parametrize("include_top", [True, False], ids=["top", "notop"])
+@pytest.mark.parametrize("name, cls, kwargs, size", FULL, ids=[f[0] for f in FULL])
+def test_layers_weights_and_counts_are_keras(name, cls, kwargs, size, include_top):
+    m = manifest(name)
+    model = getattr(applications, cls)(include_top=include_top, input_shape=(size, size, 3), **kwargs)
+    check_against_manifest(model, m, include_top)
+    assert model.name == m["include_top"]["model_name"]
+    bns = [layer for layer in model.layers() if type(layer).__name__ == "BatchNormalization"]
+    assert bns
+    for bn in bns:
+        assert (bn.momentum, bn.epsilon, bn.center, bn.scale) == tuple(m["batchnorm"][k] for k in (
+            "momentum", "epsilon", "center", "scale")), bn.name
+    if include_top:  # the output shapes at Keras' default size, and the multiply-adds there
+        shapes = [shape for _, shape in model.layer_shapes((None, size, size, 3))]
+        assert shapes == [tuple(layer["output_shape"]) for layer in keras_layers(m, True)]
+        if name in PUBLISHED_MULTIPLY_ADDS:
+            assert applications.multiply_adds(model, (size, size, 3)) == pytest.approx(
+                PUBLISHED_MULTIPLY_ADDS[name], rel=0.02)
+
+
+SMALL = [("ResNet50", {"width": 1 / 16}, 32), ("InceptionV3", {"width": 1 / 16}, 75),
+         ("MobileNetV2", {"alpha": 0.35}, 32), ("VGG19", {"width": 1 / 16}, 32)]
+
+
+@pytest.mark.parametrize("cls, kwargs, size", SMALL, ids=[s[0] for s in SMALL])
+def test_forward_at_the_minimum_size(cls, kwargs, size):
+    backbone = getattr(applications, cls)
+    assert backbone.MIN_SIZE == size
+    x = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype(np.float32)
+    model = backbone(input_shape=(size, size, 3), classes=7, **kwargs).eval()
+    probs = model(x).numpy()
+    assert probs.shape == (2, 7) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    logits = model.logits(x).numpy()  # the output is the softmax of the logits
+    assert np.allclose(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True), probs, atol=1e-6)
+    features = backbone(include_top=False, input_shape=(size, size, 3), **kwargs)
+    assert features(x).numpy().ndim == 4
+    for pooling in ("avg", "max"):
+        pooled = backbone(include_top=False, input_shape=(size, size, 3), pooling=pooling, **kwargs)
+        assert pooled(x).numpy().shape == (2, features.layer_shapes((None, size, size, 3))[-1][1][-1])
+    with pytest.raises(applications.imagenet_utils.ShapeError, match=f"at least {size}x{size}"):
+        backbone(input_shape=(size - 1, size, 3), **kwargs)
+
+
+@pytest.mark.parametrize("name, cls, kwargs, size", FULL[:3], ids=[f[0] for f in FULL[:3]])
+def test_full_model_save_and_load_round_trip_is_bit_identical(tmp_path, name, cls, kwargs, size):
+    backbone = getattr(applications, cls)
+    model = backbone(input_shape=(size, size, 3), **kwargs)
+    rng = np.random.default_rng(5)
+    for w in model.parameters() + model.buffers():  # every weight, moving statistics too, made distinct
+        w.data = rng.standard_normal(w.shape, dtype=np.float32)
+    path = tmp_path / f"{name}.h5"
+    save_weights(model, path)
+    other = backbone(input_shape=(size, size, 3), **kwargs)
+    for by_name in (True, False):
+        for w in other.parameters() + other.buffers():
+            w.data = np.zeros_like(w.data)
+        load_weights(other, path, by_name=by_name)
+        for (key, a), (_, b) in zip(model._named_state().items(), other._named_state().items()):
+            assert np.array_equal(a.data, b.data), (by_name, key)
+
+
+def test_named_blocks():
+    resnet = applications.ResNet50(include_top=False, input_shape=(32, 32, 3), width=1 / 16)
+    assert list(resnet.blocks()) == ["conv1", "conv2", "conv3", "conv4", "conv5"]
+    mobilenet = applications.MobileNetV2(include_top=False, input_shape=(32, 32, 3), alpha=0.35)
+    assert list(mobilenet.blocks()) == ["conv1", *(f"bottleneck{i}" for i in range(1, 8)), "conv_1"]
+    assert [layer.name for layer in mobilenet.blocks()["bottleneck7"]][0] == "block_16_expand"
+    inception = applications.InceptionV3(include_top=False, input_shape=(75, 75, 3), width=1 / 16)
+    assert list(inception.blocks()) == ["stem", *(f"mixed{i}" for i in range(11))]
+    assert inception.blocks()["mixed9"][-1].name == "mixed9"
+    for model in (resnet, mobilenet, inception):
+        blocks = [layer for layers in model.blocks().values() for layer in layers]
+        assert blocks == model.layers()  # every layer in exactly one block, in order
