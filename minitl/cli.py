@@ -162,14 +162,18 @@ def cmd_weights(args):
     from . import hub
     if args.action == "list":
         rows = hub.list_weights(args.dir, verify=args.verify)
-        print(f"{'name':<22} {'file':<58} {'MB':>7}  status")
+        print(f"{'name':<30} {'file':<72} {'MB':>7}  status")
         for r in rows:
-            print(f"{r.name:<22} {r.file:<58} {r.bytes / 1e6:7.1f}  {r.status}")
+            mb = f"{r.bytes / 1e6:7.1f}" if r.bytes is not None else f"{'?':>7}"
+            print(f"{r.name:<30} {r.file:<72} {mb}  {r.status}")
         print(f"folder: {hub.weights_dir(args.dir)}")
         return 0
     for name in args.names:
         path = hub.fetch(name, args.dir, progress=not args.quiet, url=args.url)
-        print(f"{name}: {path}")
+        if hub.is_verifiable(name):
+            print(f"{name}: {path}")
+        else:
+            print(f"{name}: {path} (could not be verified: the publisher gives no md5 for this file)")
     return 0
 
 
@@ -270,16 +274,19 @@ def _add_summary(sub):
 
 
 def _add_weights(sub):
-    p = sub.add_parser("weights", help="list or download the published VGG16 weight files",
-                       description="List the published Keras VGG16 files, or download them (resumable, "
-                                   "size and md5 checked) into the weights folder.")
+    p = sub.add_parser("weights", help="list or download the published Keras weight files",
+                       description="List the published Keras files of every backbone, or download them "
+                                   "(resumable, size and md5 checked where Keras publishes them) into the "
+                                   "weights folder.")
     wsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     w = wsub.add_parser("list", help="files, sizes and whether they are present")
     w.add_argument("--verify", action="store_true", help="check the md5 of present files")
     w.add_argument("--dir", help=WEIGHTS_DIR_HELP)
     w.set_defaults(func=cmd_weights)
-    w = wsub.add_parser("fetch", help="download files: vgg16-notop, vgg16, imagenet-class-index")
-    w.add_argument("names", nargs="+", help="vgg16-notop, vgg16 or imagenet-class-index")
+    w = wsub.add_parser("fetch", help="download files: vgg16-notop, resnet50-notop, mobilenet_v2-notop, ...")
+    w.add_argument("names", nargs="+", help="vgg16-notop, vgg19-notop, resnet50-notop, inception_v3-notop, "
+                                            "mobilenet_v2-notop (or without -notop, with the classifier), "
+                                            "imagenet-class-index; minitl weights list shows them all")
     w.add_argument("--dir", help=WEIGHTS_DIR_HELP)
     w.add_argument("--url", help=argparse.SUPPRESS)
     w.add_argument("--quiet", action="store_true", help="no progress bar")
