@@ -107,3 +107,18 @@ def test_inception_v3_transfer_model_builds_at_its_minimum_size():
     x = imagenet_utils.preprocess_tf(np.random.default_rng(0).integers(0, 256, (2, 75, 75, 3)))
     assert model(x).numpy().shape == (2, 3)
     assert len(model[0].blocks()) == 12
+
+
+def test_minitl_models_without_timing(capsys):
+    assert main(["models", "--no-time", "--arch", "mobilenet_v2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = lines[1].split()
+    assert row[:4] == ["mobilenet_v2", "3,538,984", "0.301", "G"] and row[4] == "-"  # Keras' count; 300 M published
+    assert lines[-1].startswith("at 224x224")
+    assert main(["models", "--no-time", "--image-size", "75", "--width", "0.0625"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:-1]}
+    assert list(rows) == list(BACKBONES)
+    for arch, backbone in BACKBONES.items():
+        model = backbone(input_shape=(75, 75, 3), **{backbone.WIDTH_ARGUMENT: 0.0625})
+        assert rows[arch][1] == f"{model.count_params():,}"
+        assert rows[arch][-1] == str(len(model.blocks()))
