@@ -183,7 +183,7 @@ def cmd_models(args):
         ms = "-"
         if not args.no_time:
             with no_grad():
-                model(Tensor(numpy.zeros((1, backbone.MIN_SIZE, backbone.MIN_SIZE, 3), numpy.float32)))  # compile
+                model(Tensor(numpy.zeros((1, *size, 3), numpy.float32)))  # compiles the kernels, warms the caches
                 x = Tensor(numpy.random.default_rng(0).normal(size=(args.batch_size, *size, 3)).astype(numpy.float32))
                 best = float("inf")
                 for _ in range(args.repeat):

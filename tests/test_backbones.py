@@ -132,7 +132,10 @@ def test_forward_at_the_minimum_size(cls, kwargs, size):
         backbone(input_shape=(size - 1, size, 3), **kwargs)
 
 
-@pytest.mark.parametrize("name, cls, kwargs, size", FULL[:3], ids=[f[0] for f in FULL[:3]])
+ROUND_TRIP = [*FULL[:3], ("vgg19-notop", "VGG19", {"include_top": False}, 224)]
+
+
+@pytest.mark.parametrize("name, cls, kwargs, size", ROUND_TRIP, ids=[f[0] for f in ROUND_TRIP])
 def test_full_model_save_and_load_round_trip_is_bit_identical(tmp_path, name, cls, kwargs, size):
     backbone = getattr(applications, cls)
     model = backbone(input_shape=(size, size, 3), **kwargs)
