@@ -165,3 +165,27 @@ def test_named_blocks():
     for model in (resnet, mobilenet, inception):
         blocks = [layer for layers in model.blocks().values() for layer in layers]
         assert blocks == model.layers()  # every layer in exactly one block, in order
+
+
+@pytest.mark.parametrize("layout, by_name", [("keras2.h5", True), ("keras2.h5", False), ("keras3_legacy.h5", True),
+                                             ("keras3_legacy.h5", False), ("weights.h5", True)])
+def test_a_small_resnet_reproduces_keras(layout, by_name):
+    """tests/data/backbones/resnetmini_top_32: Keras' ResNet50 stem and blocks with 8 stem
+    filters and the stages (4 filters, 2 blocks, stride 1), (8, 1, 2): minitl's ResNet50 code
+    with those stages loads Keras' three files and gives Keras' outputs in both BN modes."""
+    model = applications.ResNet50(input_shape=(32, 32, 3), width=1 / 8, stages=((32, 2, 1), (64, 1, 2)), classes=5)
+    assert model.count_params() == 4213
+    load_weights(model, DATA / f"resnetmini_top_32.{layout}", by_name=by_name)
+    with np.load(DATA / "resnetmini_top_32.npz") as z:
+        assert np.array_equal(applications.resnet50.preprocess_input(z["x_raw"]), z["x"])
+        out = model.eval()(z["x"]).numpy()
+        np.testing.assert_allclose(out, z["inference.predictions"], rtol=1e-5, atol=1e-6)
+        features = model.features(z["x"]).numpy()
+        np.testing.assert_allclose(features.mean(axis=(1, 2)), z["inference.avg_pool"], rtol=1e-4, atol=1e-5)
+        # training mode: BN on the batch statistics, and Keras' moving-average update after one call
+        out = model.train()(z["x"]).numpy()
+        np.testing.assert_allclose(out, z["training.predictions"], rtol=1e-4, atol=1e-6)
+        for bn in [layer for layer in model.layers() if type(layer).__name__ == "BatchNormalization"]:
+            np.testing.assert_allclose(bn.moving_mean.data, z[f"training.moving_mean.{bn.name}"], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(bn.moving_variance.data, z[f"training.moving_variance.{bn.name}"],
+                                       rtol=1e-5, atol=1e-6)

@@ -64,7 +64,9 @@ class ResNet50(Backbone):
     without the top), ``classes`` and ``classifier_activation`` ('softmax' or None).
 
     ``width`` scales every channel count with the same layout and names (1.0: the real
-    ResNet50), so that small models run the same code path. Named blocks, for
+    ResNet50), so that small models run the same code path; ``stages`` gives the
+    (filters, blocks, first stride) of the stages conv2, conv3, ... (ResNet50's by
+    default; Keras' ResNet takes them as its ``stack_fn``). Named blocks, for
     ``--unfreeze-blocks``: ``conv1`` (the stem) and the stages ``conv2`` … ``conv5``.
     """
 
@@ -75,7 +77,8 @@ class ResNet50(Backbone):
               ("conv4", ("conv4_",)), ("conv5", ("conv5_",)))
 
     def __init__(self, include_top=True, weights=None, input_shape=(224, 224, 3), pooling=None, classes=1000,
-                 classifier_activation="softmax", width=1.0, kernel_initializer="glorot_uniform", name="resnet50"):
+                 classifier_activation="softmax", width=1.0, kernel_initializer="glorot_uniform", name="resnet50",
+                 stages=RESNET50_STAGES):
         super().__init__(name, input_shape, include_top, pooling, classifier_activation)
         self.conv1_pad = ZeroPadding2D(((3, 3), (3, 3)), name="conv1_pad")
         self.conv1_conv = Conv2D(_width(64, width), 7, strides=2, kernel_initializer=kernel_initializer,
@@ -85,7 +88,7 @@ class ResNet50(Backbone):
         self.pool1_pad = ZeroPadding2D(((1, 1), (1, 1)), name="pool1_pad")
         self.pool1_pool = MaxPool2D(3, 2, name="pool1_pool")
         self.residual_blocks = []
-        for stage, (filters, blocks, strides) in enumerate(RESNET50_STAGES, start=2):
+        for stage, (filters, blocks, strides) in enumerate(stages, start=2):
             for i in range(1, blocks + 1):
                 block = ResidualBlock(_width(filters, width), strides if i == 1 else 1, i == 1,
                                       f"conv{stage}_block{i}", kernel_initializer)
