@@ -14,6 +14,7 @@ loading by order agree with Keras' files. Nothing else depends on the recording:
 import numpy
 
 from minitl import functional as F
+from minitl.backend import device_of, to_device
 from minitl.errors import ShapeError
 from minitl.nn import Dense, GlobalAvgPool2D, GlobalMaxPool2D, Module
 from minitl.tensor import Tensor, no_grad
@@ -147,7 +148,8 @@ def record_graph(model, shape):
         layer.forward = watch(layer)
     try:
         with no_grad():
-            out = model.logits(Tensor(numpy.zeros(shape, numpy.float32)))
+            device = device_of(params[0].data) if (params := model.parameters()) else "cpu"
+            out = model.logits(Tensor(to_device(numpy.zeros(shape, numpy.float32), device)))
     finally:
         for layer in layers:
             del layer.__dict__["forward"]
