@@ -185,6 +185,8 @@ def op_cases(seed=0):
         ("GetItem", "integer array with repeats", lambda x: ops.getitem(x, numpy.array([0, 2, 2, 1, 2])),
          [t(4, 3)]),
         ("Concatenate", "(2,3) and (4,3) on axis 0", lambda a, b: ops.concatenate([a, b], 0), [t(2, 3), t(4, 3)]),
+        ("Concatenate", "channels of (1,2,2,3), (1,2,2,1), (1,2,2,2), as Keras' Concatenate",
+         lambda a, b, c: ops.concatenate([a, b, c], -1), [t(1, 2, 2, 3), t(1, 2, 2, 1), t(1, 2, 2, 2)]),
         ("ReLUFunction", "(3,4)", F.relu, [t(3, 4)]),
         ("ClippedReLUFunction", "relu6 of (4,5), away from 0 and 6", F.relu6, [kinked(4, 5)]),
         ("ClippedReLUFunction", "max_value 2.5 of (3,4)", lambda x: F.clipped_relu(x, 2.5),

@@ -7,7 +7,7 @@ Convolution and pooling live in ``minitl.conv`` and are re-exported here, so
 import numpy
 
 from . import kernels
-from .backend import device_of, get_array_module
+from .backend import device_of, get_array_module, to_device
 from .errors import DeviceError, ShapeError
 from .ops import matmul, reshape
 from .tensor import Function, Tensor, as_tensor
@@ -283,29 +283,35 @@ class BatchNormFunction(Function):
         beta = params[-1] if self.center else None
         def c(a):
             return self._channels(a, x.ndim)
-        if self.training:
-            mean = x.mean(axis=axes, keepdims=True)
-            centred = x - mean
-            variance = (centred * centred).mean(axis=axes, keepdims=True)
-            self.batch_mean, self.batch_variance = mean.reshape(-1), variance.reshape(-1)
-        else:
-            mean, variance = c(xp.asarray(self.mean, dtype=x.dtype)), c(xp.asarray(self.variance, dtype=x.dtype))
-            centred = x - mean
-        self.inv_std = 1 / xp.sqrt(variance + x.dtype.type(self.epsilon))
-        self.m = x.size // x.shape[self.axis]
         self.gamma, self.axes = gamma, axes
-        if self.training:
-            self.x_hat = centred * self.inv_std
-            y = self.x_hat * c(gamma) if gamma is not None else self.x_hat.copy()
-        else:
-            self.centred = centred
-            y = centred * (self.inv_std * c(gamma) if gamma is not None else self.inv_std)
-        return y + c(beta) if beta is not None else y
+        if not self.training:                            # y = (x − μ) · γ/√(σ² + ε) + β, one pass
+            mean, variance = xp.asarray(self.mean, dtype=x.dtype), xp.asarray(self.variance, dtype=x.dtype)
+            self.inv_std = c(1 / xp.sqrt(variance + x.dtype.type(self.epsilon)))
+            self.x, self.mean = x, c(mean)
+            scale = self.inv_std.reshape(-1) * gamma if gamma is not None else self.inv_std.reshape(-1)
+            shift = beta if beta is not None else xp.zeros_like(mean)
+            if self.axis == x.ndim - 1:
+                return kernels.channel_affine(x, mean, scale, shift)
+            return (x - c(mean)) * c(scale) + c(shift)
+        mean = x.mean(axis=axes, keepdims=True)
+        centred = x - mean
+        variance = (centred * centred).mean(axis=axes, keepdims=True)
+        self.batch_mean, self.batch_variance = mean.reshape(-1), variance.reshape(-1)
+        self.inv_std = 1 / xp.sqrt(variance + x.dtype.type(self.epsilon))
+        centred *= self.inv_std
+        self.x_hat = centred
+        y = self.x_hat * c(gamma) if gamma is not None else self.x_hat.copy()
+        if beta is not None:
+            y += c(beta)
+        return y
 
     def backward(self, gy):
         axes, inv_std, gamma = self.axes, self.inv_std, self.gamma
-        x_hat = self.x_hat if self.training else self.centred * inv_std
         need_params = self.needs_grad[1:]
+        if self.training:
+            x_hat = self.x_hat
+        elif self.scale and need_params[0]:          # x̂ only for dL/dγ (a frozen layer needs none)
+            x_hat = (self.x - self.mean) * inv_std
         scale = inv_std * self._channels(gamma, gy.ndim) if gamma is not None else inv_std
         if self.training:
             g_mean = gy.mean(axis=axes, keepdims=True)
@@ -346,7 +352,8 @@ def batch_norm(x, gamma, beta, moving_mean, moving_variance, training=False, mom
     if training:
         for target, batch in ((moving_mean, fn.batch_mean), (moving_variance, fn.batch_variance)):
             data = target.data if isinstance(target, Tensor) else target
-            data[...] = data * momentum + batch.astype(data.dtype, copy=False) * (1.0 - momentum)
+            batch = to_device(batch, device_of(data)).astype(data.dtype, copy=False)
+            data[...] = data * momentum + batch * (1.0 - momentum)
     return y
 
 

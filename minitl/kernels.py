@@ -1,4 +1,4 @@
-"""Array kernels behind convolution, depthwise convolution, pooling and ReLU (channels-last).
+"""Array kernels behind convolution, depthwise convolution, pooling, ReLU and batch norm (channels-last).
 
 Notation
     x      activations, (N, H, W, C)
@@ -40,7 +40,7 @@ __all__ = ["output_size", "im2col", "im2col_xp", "col2im", "col2im_xp", "max_poo
            "max_pool_backward", "max_pool_backward_xp", "avg_pool_forward", "avg_pool_forward_xp",
            "avg_pool_backward", "avg_pool_backward_xp", "relu_forward", "relu_forward_xp", "bias_relu",
            "bias_relu_xp", "relu_backward", "relu_backward_xp", "depthwise_forward", "depthwise_forward_xp",
-           "depthwise_backward", "depthwise_backward_xp"]
+           "depthwise_backward", "depthwise_backward_xp", "channel_affine", "channel_affine_xp"]
 
 _jit = numba.njit(parallel=True, cache=True)
 _inline = numba.njit(inline="always")
@@ -607,10 +607,14 @@ def _depthwise_forward_nb(x, w, y, sh, sw, top, left):
                     xx = _input_cell(j, b, sw, left, W)
                     if xx < 0:
                         continue
-                    for c in range(C):
-                        v = x[n, yy, xx, c]
-                        for m in range(M):
-                            y[n, i, j, c * M + m] += v * w[a, b, c, m]
+                    if M == 1:                   # MobileNetV2's case: one contiguous loop over channels
+                        for c in range(C):
+                            y[n, i, j, c] += x[n, yy, xx, c] * w[a, b, c, 0]
+                    else:
+                        for c in range(C):
+                            v = x[n, yy, xx, c]
+                            for m in range(M):
+                                y[n, i, j, c * M + m] += v * w[a, b, c, m]
 
 
 def depthwise_forward_xp(x, w, sh, sw, pads):
@@ -672,11 +676,15 @@ def _depthwise_dx_nb(gy, w, dx, sh, sw, top, left):
                     xx = _input_cell(j, b, sw, left, W)
                     if xx < 0:
                         continue
-                    for c in range(C):
-                        s = gy[n, i, j, c * M] * w[a, b, c, 0]
-                        for m in range(1, M):
-                            s += gy[n, i, j, c * M + m] * w[a, b, c, m]
-                        dx[n, y, xx, c] += s
+                    if M == 1:
+                        for c in range(C):
+                            dx[n, y, xx, c] += gy[n, i, j, c] * w[a, b, c, 0]
+                    else:
+                        for c in range(C):
+                            s = gy[n, i, j, c * M] * w[a, b, c, 0]
+                            for m in range(1, M):
+                                s += gy[n, i, j, c * M + m] * w[a, b, c, m]
+                            dx[n, y, xx, c] += s
 
 
 @_jit
@@ -697,10 +705,14 @@ def _depthwise_dw_nb(gy, x, dw, sh, sw, top, left):
                     xx = _input_cell(j, b, sw, left, W)
                     if xx < 0:
                         continue
-                    for c in range(C):
-                        v = x[n, yy, xx, c]
-                        for m in range(M):
-                            dw[a, b, c, m] += v * gy[n, i, j, c * M + m]
+                    if M == 1:
+                        for c in range(C):
+                            dw[a, b, c, 0] += x[n, yy, xx, c] * gy[n, i, j, c]
+                    else:
+                        for c in range(C):
+                            v = x[n, yy, xx, c]
+                            for m in range(M):
+                                dw[a, b, c, m] += v * gy[n, i, j, c * M + m]
 
 
 def depthwise_backward_xp(gy, x, w, sh, sw, pads, need_dx=True, need_dw=True):
@@ -726,3 +738,34 @@ def depthwise_backward_xp(gy, x, w, sh, sw, pads, need_dx=True, need_dw=True):
                 xs = xpad[:, a:a + sh * (Ho - 1) + 1:sh, b:b + sw * (Wo - 1) + 1:sw, :, None]
                 dw[a, b] = (xs * g5).sum(axis=(0, 1, 2))
     return dx, dw
+
+
+# ---------------------------------------------------------------- per-channel affine map (batch norm in inference)
+
+def channel_affine(x, mean, scale, shift):
+    """y = (x − mean) · scale + shift per channel, the channels on the last axis of x (..., C);
+    mean, scale and shift are (C,). One pass over x: BatchNormalization in inference mode."""
+    C = x.shape[-1]
+    for what, a in (("mean", mean), ("scale", scale), ("shift", shift)):
+        if tuple(a.shape) != (C,):
+            raise ShapeError(f"channel_affine: {what} has shape {tuple(a.shape)}, x {tuple(x.shape)} has {C} channels")
+    if not _is_numpy(x):
+        return channel_affine_xp(x, mean, scale, shift)
+    x = numpy.ascontiguousarray(x)
+    y = numpy.empty_like(x)
+    args = [numpy.ascontiguousarray(a, dtype=x.dtype) for a in (mean, scale, shift)]
+    _channel_affine_nb(x.reshape(-1, C), *args, y.reshape(-1, C))
+    return y
+
+
+@_jit
+def _channel_affine_nb(x, mean, scale, shift, y):
+    M, C = x.shape
+    for r in prange(M):
+        for c in range(C):
+            y[r, c] = (x[r, c] - mean[c]) * scale[c] + shift[c]
+
+
+def channel_affine_xp(x, mean, scale, shift):
+    """Array-module twin of channel_affine."""
+    return (x - mean.astype(x.dtype, copy=False)) * scale.astype(x.dtype, copy=False) + shift.astype(x.dtype, copy=False)

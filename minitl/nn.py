@@ -395,8 +395,8 @@ class DepthwiseConv2D(Layer):
     bias (C·depth_multiplier,), as Keras' DepthwiseConv2D; output channel c·depth_multiplier + m."""
     default_name = "depthwise_conv2d"
 
-    def __init__(self, kernel_size=3, strides=1, padding="valid", depth_multiplier=1, use_bias=True,
-                 activation=None, kernel_initializer="glorot_uniform", name=None):
+    def __init__(self, kernel_size, strides=1, padding="valid", depth_multiplier=1, use_bias=True,
+                 activation=None, name=None, kernel_initializer="glorot_uniform"):
         super().__init__(name)
         self.kernel_size = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         self.strides, self.padding = strides, padding

@@ -14,7 +14,6 @@ from minitl.conv import Conv2DFunction, depthwise_conv2d_reference, resolve_padd
 from minitl.errors import ShapeError
 from minitl.optim import SGD
 
-
 # ---------------------------------------------------------------- BatchNormalization
 
 def bn_reference(x, gamma, beta, mean, var, eps):
@@ -97,6 +96,20 @@ def test_moving_statistics_are_saved_but_never_trained():
     other = nn.Sequential([nn.Conv2D(4, 3, name="c"), nn.BatchNormalization(name="bn")], input_shape=(5, 5, 2))
     other.load_state_dict(state)
     np.testing.assert_array_equal(other.get_layer("bn").moving_variance.data, bn.moving_variance.data)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_channel_affine_matches_twin_and_numpy(dtype):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 5, 4, 7)).astype(dtype)[:, ::-1]          # a non-contiguous view
+    mean, scale, shift = (rng.standard_normal(7).astype(dtype) for _ in range(3))
+    y = K.channel_affine(x, mean, scale, shift)
+    assert y.dtype == dtype and y.shape == x.shape
+    np.testing.assert_array_equal(y, K.channel_affine_xp(x, mean, scale, shift))
+    ref = (x.astype(np.float64) - mean) * scale + shift
+    np.testing.assert_allclose(y, ref, rtol=1e-6 if dtype == np.float32 else 1e-14, atol=1e-6)
+    with pytest.raises(ShapeError, match="scale"):
+        K.channel_affine(x, mean, scale[:3], shift)
 
 
 def test_batch_norm_checks_shapes():
@@ -296,3 +309,11 @@ def test_max_pool_3x3_stride_2_valid(hw):
     y = nn.MaxPool2D(3, strides=2)(Tensor(x)).data
     np.testing.assert_array_equal(y, pool_loops(x, 3, 2, (0, 0, 0, 0), np.max))
     assert nn.MaxPool2D(3, strides=2).output_shape((None, *hw, 3)) == (None, *y.shape[1:])
+
+
+def test_feature_cache_key_follows_the_moving_statistics():
+    from minitl.runs import features_key
+    base = nn.Sequential([nn.Conv2D(2, 1), nn.BatchNormalization()], input_shape=(3, 3, 1))
+    key = features_key(base, {})
+    base.layers()[1].moving_variance.data[0] += 1
+    assert features_key(base, {}) != key
