@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from minitl import applications
+from minitl.errors import ShapeError
 from minitl.io import load_weights, save_weights
 
 DATA = Path(__file__).parent / "data" / "backbones"
@@ -128,7 +129,7 @@ def test_forward_at_the_minimum_size(cls, kwargs, size):
     for pooling in ("avg", "max"):
         pooled = backbone(include_top=False, input_shape=(size, size, 3), pooling=pooling, **kwargs)
         assert pooled(x).numpy().shape == (2, features.layer_shapes((None, size, size, 3))[-1][1][-1])
-    with pytest.raises(applications.imagenet_utils.ShapeError, match=f"at least {size}x{size}"):
+    with pytest.raises(ShapeError, match=f"at least {size}x{size}"):
         backbone(input_shape=(size - 1, size, 3), **kwargs)
 
 
@@ -189,3 +190,43 @@ def test_a_small_resnet_reproduces_keras(layout, by_name):
             np.testing.assert_allclose(bn.moving_mean.data, z[f"training.moving_mean.{bn.name}"], rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(bn.moving_variance.data, z[f"training.moving_variance.{bn.name}"],
                                        rtol=1e-5, atol=1e-6)
+
+
+class SmallMobileNet(applications.backbone.Backbone):
+    """tests/data/backbones/mobilenetv2mini_32, made of MobileNetV2's own pieces: Conv1 (8
+    filters), the inverted residual blocks 0 (to 4), 1 (x3, stride 2, to 8) and 2 (x3, to 8,
+    with its add), Conv_1 (16) and the top (5 classes)."""
+
+    PREPROCESSING = "tf"
+
+    def __init__(self):
+        from minitl.applications.mobilenet_v2 import InvertedResidual, _bn
+        from minitl.nn import Conv2D, ReLU
+        super().__init__("mobilenetv2mini", (32, 32, 3), True, None, "softmax")
+        self.Conv1 = Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="Conv1")
+        self.bn_Conv1, self.Conv1_relu = _bn("bn_Conv1"), ReLU(6.0, name="Conv1_relu")
+        self.inverted_residuals = [InvertedResidual(8, 4, 1, 1, 0, (16, 16), "glorot_uniform"),
+                                   InvertedResidual(4, 8, 3, 2, 1, (16, 16), "glorot_uniform"),
+                                   InvertedResidual(8, 8, 3, 1, 2, (8, 8), "glorot_uniform")]
+        for block in self.inverted_residuals:
+            setattr(self, block.name, block)
+        self.Conv_1 = Conv2D(16, 1, use_bias=False, name="Conv_1")
+        self.Conv_1_bn, self.out_relu = _bn("Conv_1_bn"), ReLU(6.0, name="out_relu")
+        self.add_top(5, "glorot_uniform", pool_names=("global_average_pooling2d",) * 3)
+        self.finish()
+
+    features = applications.MobileNetV2.features
+
+
+@pytest.mark.parametrize("layout, by_name", [("keras2.h5", True), ("keras2.h5", False), ("keras3_legacy.h5", True),
+                                             ("keras3_legacy.h5", False), ("weights.h5", True)])
+def test_mobilenet_v2_blocks_reproduce_keras(layout, by_name):
+    model = SmallMobileNet()
+    assert model.count_params() == 1881
+    load_weights(model, DATA / f"mobilenetv2mini_32.{layout}", by_name=by_name)
+    with np.load(DATA / "mobilenetv2mini_32.npz") as z:
+        assert np.array_equal(applications.mobilenet_v2.preprocess_input(z["x_raw"]), z["x"])
+        np.testing.assert_allclose(model.eval()(z["x"]).numpy(), z["inference.predictions"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(model.train()(z["x"]).numpy(), z["training.predictions"], rtol=1e-4, atol=1e-6)
+        for bn in [layer for layer in model.layers() if type(layer).__name__ == "BatchNormalization"]:
+            np.testing.assert_allclose(bn.moving_mean.data, z[f"training.moving_mean.{bn.name}"], rtol=1e-5, atol=1e-6)
