@@ -65,14 +65,16 @@ def cmd_finetune(args):
     if args.weights is not None and not os.path.isfile(args.weights):
         problem = "is not a file" if os.path.exists(args.weights) else "does not exist"
         raise WeightsError(f"weights file {args.weights} {problem} "
-                           f"(get the published one with: minitl weights fetch vgg16-notop)")
+                           f"(get the published one with: minitl weights fetch {args.arch}-notop)")
     settings = Settings.from_options(args)
     if args.resume:  # the run's own settings; its epochs unless given
         settings = Settings.from_record(read_record(args.out), args.epochs)
     h, w = settings.image_size
-    get_backbone(settings.arch).check_input_shape((h, w, 3), given=f"--image-size {h}x{w}")
+    backbone = get_backbone(settings.arch)
+    backbone.check_input_shape((h, w, 3), given=f"--image-size {h}x{w}")
     train_set, val_set = train_val_folders(args.data, settings.image_size, validation_split=args.validation_split,
-                                           seed=settings.seed, augment=settings.augment)
+                                           seed=settings.seed, augment=settings.augment,
+                                           preprocess=backbone.PREPROCESSING)
     print(f"{len(train_set)} training and {len(val_set)} validation images, classes: {', '.join(train_set.classes)}")
     finetune(train_set, val_set, args.out, settings, weights=args.weights, resume=args.resume,
              cache_features=not args.no_cache, device=_device(args.device), progress=not args.quiet)
@@ -91,7 +93,8 @@ def cmd_evaluate(args):
     from .transfer import load_run
     device = _device(args.device)
     model, record = load_run(args.run_dir, BEST if args.best else CHECKPOINT, device)
-    data = ImageFolder(args.data, tuple(record["image_size"]), classes=record["classes"])
+    data = ImageFolder(args.data, tuple(record["image_size"]), classes=record["classes"],
+                       preprocess=record.get("preprocessing", "caffe"))
     report = evaluate(model, DataLoader(data, args.batch_size), record["classes"], device)
     print(format_report(report))
     out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
@@ -135,7 +138,7 @@ def cmd_predict(args):
     batch, failed = [], 0
     for path in paths:
         try:
-            batch.append((path, load_image(path, tuple(record["image_size"]))))
+            batch.append((path, load_image(path, tuple(record["image_size"]), record.get("preprocessing", "caffe"))))
         except DataError as e:  # report it and go on with the other images
             print(f"minitl predict: error: {e}", file=sys.stderr)
             failed += 1
@@ -148,13 +151,52 @@ def cmd_predict(args):
 
 
 def cmd_summary(args):
-    from .applications import VGG16
+    from .applications import get_backbone
     from .transfer import load_run
     if args.run_dir:
         model, record = load_run(args.run_dir)
         model.summary()
     else:
-        VGG16(include_top=not args.notop, input_shape=(*args.image_size, 3), width=args.width).summary()
+        backbone = get_backbone(args.arch)
+        kwargs = {backbone.WIDTH_ARGUMENT: args.width}
+        if args.image_size is not None:
+            kwargs["input_shape"] = (*args.image_size, 3)
+        backbone(include_top=not args.notop, **kwargs).summary()
+    return 0
+
+
+def cmd_models(args):
+    import time
+
+    import numba
+    import numpy
+
+    from .applications import BACKBONES, multiply_adds
+    from .tensor import Tensor, no_grad
+    size = args.image_size
+    archs = args.arch or list(BACKBONES)
+    print(f"{'arch':<14} {'parameters':>12} {'multiply-adds':>14} {'ms/image':>9}  preprocessing  min size  blocks")
+    for arch in archs:
+        backbone = BACKBONES[arch]
+        model = backbone(input_shape=(*size, 3), **{backbone.WIDTH_ARGUMENT: args.width}).eval()
+        macs = multiply_adds(model, (*size, 3))
+        ms = "-"
+        if not args.no_time:
+            with no_grad():
+                model(Tensor(numpy.zeros((1, *size, 3), numpy.float32)))  # compiles the kernels, warms the caches
+                x = Tensor(numpy.random.default_rng(0).normal(size=(args.batch_size, *size, 3)).astype(numpy.float32))
+                best = float("inf")
+                for _ in range(args.repeat):
+                    t0 = time.perf_counter()
+                    model(x)
+                    best = min(best, time.perf_counter() - t0)
+            ms = f"{best / args.batch_size * 1e3:9.1f}"
+        print(f"{arch:<14} {model.count_params():>12,} {macs / 1e9:>12.3g} G {ms:>9}  {backbone.PREPROCESSING:<13}  "
+              f"{backbone.MIN_SIZE:>8}  {len(model.blocks())}")
+        del model
+    timing = ("" if args.no_time else f"; time: forward of a batch of {args.batch_size}, best of {args.repeat}, "
+              f"{numba.get_num_threads()} threads")
+    print(f"at {size[0]}x{size[1]} with the classifier (1000 classes){timing}")
     return 0
 
 
@@ -162,14 +204,18 @@ def cmd_weights(args):
     from . import hub
     if args.action == "list":
         rows = hub.list_weights(args.dir, verify=args.verify)
-        print(f"{'name':<22} {'file':<58} {'MB':>7}  status")
+        print(f"{'name':<30} {'file':<72} {'MB':>7}  status")
         for r in rows:
-            print(f"{r.name:<22} {r.file:<58} {r.bytes / 1e6:7.1f}  {r.status}")
+            mb = f"{r.bytes / 1e6:7.1f}" if r.bytes is not None else f"{'?':>7}"
+            print(f"{r.name:<30} {r.file:<72} {mb}  {r.status}")
         print(f"folder: {hub.weights_dir(args.dir)}")
         return 0
     for name in args.names:
         path = hub.fetch(name, args.dir, progress=not args.quiet, url=args.url)
-        print(f"{name}: {path}")
+        if hub.is_verifiable(name):
+            print(f"{name}: {path}")
+        else:
+            print(f"{name}: {path} (could not be verified: the publisher gives no md5 for this file)")
     return 0
 
 
@@ -215,11 +261,14 @@ def _add_demo(sub):
 
 def _add_finetune(sub):
     from .runs import Settings
-    p = sub.add_parser("finetune", help="fine-tune VGG16 on a folder of images (one sub-folder per class)",
-                       description="Replace VGG16's head, freeze the base (optionally unfreeze its last "
-                                   "blocks), fine-tune with SGD or Adam and save the run directory.")
+    p = sub.add_parser("finetune", help="fine-tune a pretrained backbone on a folder of images "
+                                        "(one sub-folder per class)",
+                       description="Replace the backbone's head (--arch, VGG16 by default), freeze the base "
+                                   "(optionally unfreeze its last blocks), fine-tune with SGD or Adam and save "
+                                   "the run directory.")
     p.add_argument("--data", required=True, help="folder with one sub-folder per class, or train/ and val/")
-    p.add_argument("--weights", help="VGG16 notop weights (.h5, Keras layout); omit to train from scratch")
+    p.add_argument("--weights", help="the backbone's notop weights (.h5, Keras layout; minitl weights fetch "
+                                     "ARCH-notop); omit to train from scratch")
     p.add_argument("--out", default="runs/finetune", help="run directory (default runs/finetune)")
     for name, option in Settings.options():  # --epochs, --batch-size, ... --seed
         p.add_argument("--" + name.replace("_", "-"), **option)
@@ -260,26 +309,47 @@ def _add_predict(sub):
 
 def _add_summary(sub):
     from .runs import parse_image_size
-    p = sub.add_parser("summary", help="layer table of VGG16 or of a run's model",
+    from .runs import ARCHS
+    p = sub.add_parser("summary", help="layer table of a backbone or of a run's model",
                        description="Print a Keras-like summary: layers, output shapes, parameter counts.")
-    p.add_argument("run_dir", nargs="?", help="a run directory (default: the standard VGG16)")
-    p.add_argument("--notop", action="store_true", help="VGG16 without its top")
-    p.add_argument("--image-size", type=parse_image_size, default=(224, 224))
-    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("run_dir", nargs="?", help="a run directory (default: the backbone --arch)")
+    p.add_argument("--arch", choices=ARCHS, default="vgg16", help="the backbone (vgg16)")
+    p.add_argument("--notop", action="store_true", help="the backbone without its top")
+    p.add_argument("--image-size", type=parse_image_size, help="input size (the backbone's default: 224, "
+                                                                 "InceptionV3 299)")
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier (MobileNetV2's alpha)")
     p.set_defaults(func=cmd_summary)
 
 
+def _add_models(sub):
+    from .runs import ARCHS, parse_image_size, positive_int
+    p = sub.add_parser("models", help="compare the backbones: parameters, multiply-adds, CPU time per image",
+                       description="For each backbone: its parameters, the multiply-adds of one image "
+                                   "(from its layers' shapes), and the measured forward time per image on "
+                                   "this machine's CPU threads.")
+    p.add_argument("--arch", nargs="+", choices=ARCHS, help="only these backbones (default: all)")
+    p.add_argument("--image-size", type=parse_image_size, default=(224, 224), help="input size (224)")
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier (MobileNetV2's alpha); 1.0")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="images per timed forward pass (8)")
+    p.add_argument("--repeat", type=positive_int, default=3, help="timed passes; the best is shown (3)")
+    p.add_argument("--no-time", action="store_true", help="skip the timing")
+    p.set_defaults(func=cmd_models)
+
+
 def _add_weights(sub):
-    p = sub.add_parser("weights", help="list or download the published VGG16 weight files",
-                       description="List the published Keras VGG16 files, or download them (resumable, "
-                                   "size and md5 checked) into the weights folder.")
+    p = sub.add_parser("weights", help="list or download the published Keras weight files",
+                       description="List the published Keras files of every backbone, or download them "
+                                   "(resumable, size and md5 checked where Keras publishes them) into the "
+                                   "weights folder.")
     wsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     w = wsub.add_parser("list", help="files, sizes and whether they are present")
     w.add_argument("--verify", action="store_true", help="check the md5 of present files")
     w.add_argument("--dir", help=WEIGHTS_DIR_HELP)
     w.set_defaults(func=cmd_weights)
-    w = wsub.add_parser("fetch", help="download files: vgg16-notop, vgg16, imagenet-class-index")
-    w.add_argument("names", nargs="+", help="vgg16-notop, vgg16 or imagenet-class-index")
+    w = wsub.add_parser("fetch", help="download files: vgg16-notop, resnet50-notop, mobilenet_v2-notop, ...")
+    w.add_argument("names", nargs="+", help="vgg16-notop, vgg19-notop, resnet50-notop, inception_v3-notop, "
+                                            "mobilenet_v2-notop (or without -notop, with the classifier), "
+                                            "imagenet-class-index; minitl weights list shows them all")
     w.add_argument("--dir", help=WEIGHTS_DIR_HELP)
     w.add_argument("--url", help=argparse.SUPPRESS)
     w.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -289,7 +359,8 @@ def _add_weights(sub):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="minitl",
-        description="minitl: transfer learning with VGG16 on a from-scratch NumPy/Numba engine.")
+        description="minitl: transfer learning with VGG16, VGG19, ResNet50, InceptionV3 or MobileNetV2 "
+                    "on a from-scratch NumPy/Numba engine.")
     parser.add_argument("--version", action="version", version=f"minitl {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -299,6 +370,7 @@ def build_parser():
     _add_evaluate(sub)
     _add_predict(sub)
     _add_summary(sub)
+    _add_models(sub)
     _add_weights(sub)
     return parser
 

@@ -183,13 +183,14 @@ def random_flip(img, rng):
 
 
 def get_preprocess(preprocess):
-    """'caffe' -> minitl.applications.vgg16.preprocess_input; None -> None; a function -> itself."""
+    """'caffe' (VGG, ResNet50) or 'tf' (InceptionV3, MobileNetV2) -> Keras' preprocess_input of
+    that mode (minitl.applications.imagenet_utils); None -> None; a function -> itself."""
     if preprocess is None or callable(preprocess):
         return preprocess
-    if preprocess == "caffe":
-        from minitl.applications.vgg16 import preprocess_input
-        return preprocess_input
-    raise ValueError(f"preprocess must be 'caffe', None or a function, got {preprocess!r}")
+    from minitl.applications.imagenet_utils import PREPROCESSING
+    if preprocess in PREPROCESSING:
+        return PREPROCESSING[preprocess]
+    raise ValueError(f"preprocess must be 'caffe', 'tf', None or a function, got {preprocess!r}")
 
 
 def _prepare(img, image_size, crop, resize, flip, transform, preprocess, rng):

@@ -1,8 +1,12 @@
-"""Published files (VGG16 weights, the ImageNet class index): where they live,
-download with resume, and md5 check.
+"""Published files (the Keras weights of every backbone, the ImageNet class index): where
+they live, download with resume, and md5 check.
 
 The manifest is the package file `minitl/resources/weights_manifest.json`:
-name -> file, url, mirrors, bytes, md5.
+name -> file, url, mirrors, bytes, md5, description; or name -> {"alias": other name}.
+`bytes` is null where the publisher gives no size (the download then checks the
+length the server announces) and `md5` is null where it gives no checksum (Keras'
+MobileNetV2 files): such a file is downloaded but cannot be verified, and
+`is_verifiable` says so.
 
 Folder for the files (`weights_dir`), first that applies:
 1. the `directory` argument (the CLI's `--dir`);
@@ -28,7 +32,7 @@ from tqdm import tqdm
 from minitl.errors import DownloadError
 from minitl.files import file_digest, hash_file
 
-__all__ = ["MANIFEST", "WeightsRow", "weights_dir", "fetch", "list_weights", "file_md5"]
+__all__ = ["MANIFEST", "WeightsRow", "weights_dir", "fetch", "is_verifiable", "list_weights", "file_md5"]
 
 MANIFEST_PATH = Path(__file__).resolve().parent / "resources" / "weights_manifest.json"
 CHUNK = 1 << 20
@@ -64,18 +68,29 @@ def _entry(name: str, manifest) -> dict:
     manifest = MANIFEST if manifest is None else manifest
     if name not in manifest:
         raise DownloadError(f"unknown file '{name}'; known: {', '.join(sorted(manifest))}")
-    return manifest[name]
+    entry = manifest[name]
+    if "alias" in entry:
+        return _entry(entry["alias"], manifest)
+    return entry
 
 
-def _is_good(path: Path, size: int, md5: str) -> bool:
-    return path.is_file() and path.stat().st_size == size and file_md5(path) == md5
+def is_verifiable(name, manifest=None) -> bool:
+    """Whether the manifest has an md5 for `name`, so that a download can be checked."""
+    return _entry(name, manifest).get("md5") is not None
+
+
+def _is_good(path: Path, size, md5) -> bool:
+    """Present with the right size and md5 (each checked when the manifest gives it)."""
+    return (path.is_file() and (size is None or path.stat().st_size == size)
+            and (md5 is None or file_md5(path) == md5))
 
 
 def fetch(name, directory=None, progress=True, url=None, manifest=None, timeout=60.0) -> Path:
     """Download the manifest entry `name` into `weights_dir(directory)`; return its path.
 
     A file already there with the right size and md5 is not downloaded
-    again. The download goes to `<file>.part` and resumes from it with an
+    again (without an md5 in the manifest, a file there is taken as it is:
+    check `is_verifiable(name)` before calling it verified). The download goes to `<file>.part` and resumes from it with an
     HTTP Range request (or restarts when the server ignores Range); the
     final name appears only after size and md5 match. A broken connection
     keeps the `.part` for the next try; a wrong md5 deletes it.
@@ -85,7 +100,9 @@ def fetch(name, directory=None, progress=True, url=None, manifest=None, timeout=
     manifest (a dict name -> {file, url, bytes, md5}).
     """
     entry = _entry(name, manifest)
-    size, md5, filename = int(entry["bytes"]), entry["md5"].lower(), entry["file"]
+    size = None if entry.get("bytes") is None else int(entry["bytes"])
+    md5 = None if entry.get("md5") is None else entry["md5"].lower()
+    filename = entry["file"]
     folder = weights_dir(directory)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -112,22 +129,22 @@ def fetch(name, directory=None, progress=True, url=None, manifest=None, timeout=
     raise DownloadError("every URL failed:\n  " + "\n  ".join(errors))
 
 
-def _download(url: str, dest: Path, size: int, md5: str, progress: bool, timeout: float):
+def _download(url: str, dest: Path, size, md5, progress: bool, timeout: float):
     part = dest.with_name(dest.name + ".part")
     for attempt in range(2):  # the second attempt restarts from zero
         offset = part.stat().st_size if part.is_file() else 0
-        if offset > size or attempt:
+        if (size is not None and offset > size) or attempt:
             _unlink(part)
             offset = 0
-        if offset == size:  # a finished .part that was never renamed
+        if size is not None and offset == size:  # a finished .part that was never renamed
             found = file_md5(part)
-            if found != md5:
+            if md5 is not None and found != md5:
                 continue
         else:
             found = _stream(url, part, offset, size, progress, timeout, dest.name)
             if found is None:
                 continue  # the server refused the range
-        if found != md5:
+        if md5 is not None and found != md5:
             _unlink(part)
             raise DownloadError(
                 f"{dest.name}: checksum mismatch (expected md5 {md5}, found {found}); "
@@ -139,9 +156,10 @@ def _download(url: str, dest: Path, size: int, md5: str, progress: bool, timeout
     raise DownloadError(f"{url}: the server refused the download twice")
 
 
-def _stream(url, part: Path, offset: int, size: int, progress, timeout, label):
+def _stream(url, part: Path, offset: int, size, progress, timeout, label):
     """Write the file from `offset` on into `part`; return the md5 of the whole
-    file, or None when the server refused the range."""
+    file, or None when the server refused the range. With `size` None the
+    expected size is what the server announces (Content-Length), if it does."""
     headers = {"User-Agent": USER_AGENT}
     if offset:
         headers["Range"] = f"bytes={offset}-"
@@ -163,6 +181,9 @@ def _stream(url, part: Path, offset: int, size: int, progress, timeout, label):
             offset = 0  # no range asked, or the server ignored it: start over
         else:
             raise DownloadError(f"{url}: unexpected HTTP status {resp.status}")
+        if size is None:
+            length = resp.headers.get("Content-Length")
+            size = offset + int(length) if length and length.isdigit() else None
         h = hash_file(part, "md5") if offset else hashlib.md5()
         got = offset
         with open(part, "ab" if offset else "wb") as out, tqdm(
@@ -181,16 +202,16 @@ def _stream(url, part: Path, offset: int, size: int, progress, timeout, label):
                 if not chunk:
                     break
                 got += len(chunk)
-                if got > size:
+                if size is not None and got > size:
                     break
                 out.write(chunk)
                 h.update(chunk)
                 bar.update(len(chunk))
             _flush(out)
-    if got > size:
+    if size is not None and got > size:
         _unlink(part)
         raise DownloadError(f"{url}: the server sent more than the expected {size} bytes")
-    if got < size:
+    if size is not None and got < size:
         raise DownloadError(
             f"{url}: incomplete download, {got} of {size} bytes; "
             f"{part} is kept, run again to resume"
@@ -233,13 +254,15 @@ class WeightsRow:
     """One line of `minitl weights list`.
 
     status: 'missing', 'partial' (a .part from a broken download),
-    'present' (right size, md5 not checked), 'verified' (md5 checked) or
-    'corrupt' (wrong size or md5).
+    'present' (right size, md5 not checked), 'verified' (md5 checked),
+    'unverified' (asked to verify, but the manifest has no md5 for it) or
+    'corrupt' (wrong size or md5). `bytes`: the published size, else the
+    present file's, else None.
     """
 
     name: str
     file: str
-    bytes: int
+    bytes: int | None
     path: Path
     status: str
 
@@ -250,15 +273,22 @@ def list_weights(directory=None, verify=False, manifest=None) -> list[WeightsRow
     folder = weights_dir(directory)
     rows = []
     for name, entry in manifest.items():
-        size = int(entry["bytes"])
+        if "alias" in entry:
+            continue
+        size = None if entry.get("bytes") is None else int(entry["bytes"])
         path = folder / entry["file"]
         if path.is_file():
-            if path.stat().st_size != size:
-                status = "corrupt"
-            elif verify:
-                status = "verified" if file_md5(path) == entry["md5"].lower() else "corrupt"
-            else:
+            if size is None:
+                size = path.stat().st_size
+            elif path.stat().st_size != size:
+                rows.append(WeightsRow(name, entry["file"], size, path, "corrupt"))
+                continue
+            if not verify:
                 status = "present"
+            elif entry.get("md5") is None:
+                status = "unverified"
+            else:
+                status = "verified" if file_md5(path) == entry["md5"].lower() else "corrupt"
         elif path.with_name(path.name + ".part").is_file():
             status = "partial"
         else:

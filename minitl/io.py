@@ -62,6 +62,7 @@ KERAS_CLASS_NAMES = {
     "MaxPool2D": "max_pooling2d",
     "AvgPool2D": "average_pooling2d",
     "GlobalAvgPool2D": "global_average_pooling2d",
+    "GlobalMaxPool2D": "global_max_pooling2d",
     "BatchNormalization": "batch_normalization",
     "DepthwiseConv2D": "depthwise_conv2d",
     "ZeroPadding2D": "zero_padding2d",

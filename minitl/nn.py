@@ -18,8 +18,9 @@ from .ops import add, concatenate
 from .tensor import Tensor
 
 __all__ = ["Module", "Layer", "Parameter", "Buffer", "Sequential", "Conv2D", "DepthwiseConv2D", "Dense",
-           "BatchNormalization", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "Flatten", "ZeroPadding2D", "ReLU",
-           "Add", "Concatenate", "Dropout", "manual_seed", "he_normal", "glorot_uniform", "ACTIVATIONS"]
+           "BatchNormalization", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "GlobalMaxPool2D", "Flatten",
+           "ZeroPadding2D", "ReLU", "Add", "Concatenate", "Dropout", "manual_seed", "he_normal", "glorot_uniform",
+           "ACTIVATIONS"]
 
 _rng = numpy.random.default_rng(0)
 
@@ -247,6 +248,17 @@ class Module:
         return missing, unexpected
 
     # ---- description -------------------------------------------------------------
+    def layer_shapes(self, input_shape):
+        """[(leaf layer, its output shape)] in ``layers()`` order for an input of ``input_shape``
+        (None for the batch), the sub-modules applied one after the other, as Sequential runs
+        them; a model that branches overrides this. Builds the layers that are not built."""
+        if not self._modules:
+            return [(self, self.output_shape(input_shape))]
+        rows = []
+        for m in self._modules.values():
+            rows += m.layer_shapes(rows[-1][1] if rows else input_shape)
+        return rows
+
     def count_params(self):
         """Every weight, trainable or not (parameters and buffers), as Keras' count_params."""
         return sum(p.size for p in self.parameters()) + sum(b.size for b in self.buffers())
@@ -256,9 +268,8 @@ class Module:
         shape = input_shape or getattr(self, "input_shape", None)
         if shape is None:
             raise ShapeError("summary() needs an input shape: pass input_shape=(H, W, C)")
-        rows, shape = [], (None,) + tuple(shape)
-        for layer in self.layers():
-            shape = layer.output_shape(shape)
+        rows = []
+        for layer, shape in self.layer_shapes((None,) + tuple(shape)):
             if not layer.built:
                 raise ShapeError(f"layer {layer.name} is not built yet")
             rows.append((layer.name, type(layer).__name__, str(shape), f"{layer.count_params():,}"))
@@ -499,6 +510,17 @@ class GlobalAvgPool2D(Layer):
         return F.global_avg_pool2d(x)
 
 
+class GlobalMaxPool2D(Layer):
+    """(N, H, W, C) -> (N, C): the maximum over H and W (a max-pool whose window is the whole map)."""
+    default_name = "global_max_pooling2d"
+
+    def output_shape(self, input_shape):
+        return input_shape[0], input_shape[3]
+
+    def forward(self, x):
+        return F.flatten(F.max_pool2d(x, tuple(x.shape[1:3])))
+
+
 class Flatten(Layer):
     """(N, H, W, C) -> (N, H·W·C) in Keras' (h, w, c) order."""
     default_name = "flatten"
@@ -622,9 +644,8 @@ class Sequential(Module):
 
     def build(self, input_shape):
         """Create every layer's weights for inputs of shape (H, W, C); returns the output shape."""
-        shape = (None,) + tuple(input_shape)
-        for layer in self.layers():
-            shape = layer.output_shape(shape)
+        rows = self.layer_shapes((None,) + tuple(input_shape))
+        shape = rows[-1][1] if rows else (None,) + tuple(input_shape)
         self.input_shape = tuple(input_shape)
         return shape
 

@@ -28,6 +28,7 @@ from .io import save_weights
 RECORD, CHECKPOINT, BEST, OPTIMIZER, FEATURES = "record.json", "checkpoint.h5", "best.h5", "optimizer.h5", "features.h5"
 RUN_FILES = (RECORD, CHECKPOINT, BEST, OPTIMIZER, "curves.png", "evaluation.json", "evaluation.png")
 DEFAULT_LR = {"sgd": 0.01, "adam": 0.001}
+ARCHS = ("vgg16", "vgg19", "resnet50", "inception_v3", "mobilenet_v2")  # the keys of minitl.applications.BACKBONES
 
 
 # ---- settings -----------------------------------------------------------------
@@ -87,10 +88,11 @@ class Settings:
     momentum: float = setting(0.9, "SGD momentum (0.9)", type=float)
     weight_decay: float = setting(0.0, "weight decay (0): L2 for sgd, decoupled (AdamW) for adam", type=float)
     clip_norm: float = setting(None, "clip the global gradient norm to this value", type=float)
-    unfreeze_blocks: int = setting(0, "train the last K of VGG16's 5 blocks too (0: base frozen)", type=int,
-                                   choices=range(6))
+    unfreeze_blocks: int = setting(0, "train the last K named blocks of the backbone too (0: base frozen; "
+                                      "VGG 5, ResNet50 5, MobileNetV2 9, InceptionV3 12 blocks)", type=int)
     image_size: tuple = setting(None, "input size N or HxW (224)", type=parse_image_size, cli_default=(224, 224))
-    width: float = setting(1.0, "VGG16 width multiplier (1.0 for the real one)", type=float)
+    width: float = setting(1.0, "the backbone's width multiplier, MobileNetV2's alpha (1.0 for the real one)",
+                           type=float)
     hidden: tuple = setting((1024, 512), "hidden units of the head", type=positive_int, nargs="*",
                             cli_default=[1024, 512])
     dropout: float = setting(0.0, "dropout after each hidden head layer", type=float)
@@ -99,7 +101,7 @@ class Settings:
     schedule: str = setting("none", "learning-rate schedule", choices=["none", "step", "cosine"])
     patience: int = setting(None, "stop when val loss has not improved for this many epochs", type=positive_int)
     seed: int = setting(0, "random seed (0)", type=int)
-    arch: str = setting("vgg16")  # the backbone, a key of minitl.applications.BACKBONES
+    arch: str = setting("vgg16", "the pretrained backbone (minitl models compares them)", choices=ARCHS)
 
     TRAINING = ("epochs", "batch_size", "optimizer", "lr", "base_lr", "momentum", "weight_decay",
                 "unfreeze_blocks", "schedule", "patience", "augment", "clip_norm")
@@ -156,11 +158,12 @@ class Settings:
 
 
 # ---- the record ---------------------------------------------------------------
-def new_record(classes, image_size, model, seed, **entries):
-    """A run's record before its first epoch: the data, the model's settings, the seed, then
-    ``entries`` (weights, training, ...); `minitl.train.fit` adds the epochs."""
-    return {"classes": list(classes), "image_size": list(image_size), "preprocessing": "caffe", "model": model,
-            "seed": seed, **entries, "epoch": 0, "history": []}
+def new_record(classes, image_size, model, seed, preprocessing="caffe", **entries):
+    """A run's record before its first epoch: the data, its preprocess_input mode ('caffe' or
+    'tf', the backbone's), the model's settings, the seed, then ``entries`` (weights,
+    training, ...); `minitl.train.fit` adds the epochs."""
+    return {"classes": list(classes), "image_size": list(image_size), "preprocessing": preprocessing,
+            "model": model, "seed": seed, **entries, "epoch": 0, "history": []}
 
 
 def read_record(run_dir):

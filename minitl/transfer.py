@@ -1,8 +1,9 @@
 """Transfer learning, step by step: take a pretrained base, replace its head, freeze the base,
 fine-tune with a lowered learning rate, and evaluate.
 
-The base is any backbone of `minitl.applications.BACKBONES` (VGG16 now): this module
-asks it for its blocks by name (``base.blocks()``) and never reads layer names itself.
+The base is any backbone of `minitl.applications.BACKBONES` (VGG16, VGG19, ResNet50,
+InceptionV3, MobileNetV2): this module asks it for its blocks by name (``base.blocks()``)
+and its preprocessing mode (``PREPROCESSING``) and never reads layer names itself.
 What a run writes, and the settings it is made with, are in `minitl.runs`.
 """
 import dataclasses
@@ -39,8 +40,9 @@ def build_head(num_classes, hidden=(1024, 512), dropout=0.0, pooling="flatten"):
 def build_model(config):
     """The transfer model (a base without top, then the head) from a run record's 'model' entry."""
     backbone = get_backbone(config.get("arch", "vgg16"))
-    base = backbone(include_top=False, input_shape=tuple(config["input_shape"]), width=config.get("width", 1.0),
-                    kernel_initializer="he_normal")
+    width = {backbone.WIDTH_ARGUMENT: config.get("width", 1.0)}  # MobileNetV2 calls it alpha
+    base = backbone(include_top=False, input_shape=tuple(config["input_shape"]), kernel_initializer="he_normal",
+                    **width)
     head = build_head(config["num_classes"], tuple(config.get("hidden", (1024, 512))),
                       config.get("dropout", 0.0), config.get("pooling", "flatten"))
     return Sequential([base, head], name="transfer", input_shape=tuple(config["input_shape"]))
@@ -113,7 +115,7 @@ def _start(run, model, train_set, image_size, settings, weights):
     if weights is not None:
         load_weights(model[0], weights)
     config = settings.model_config(len(train_set.classes), image_size)
-    run.record = new_record(train_set.classes, image_size, config, settings.seed,
+    run.record = new_record(train_set.classes, image_size, config, settings.seed, type(model[0]).PREPROCESSING,
                             weights=str(Path(weights).resolve()) if weights else None, training=settings.training())
 
 
@@ -164,8 +166,8 @@ def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume
              device="cpu", progress=True, log=print, **changes):
     """The whole recipe on two datasets; returns (model, record).
 
-    Builds the base without top (VGG16; loading ``weights``, the published notop file or
-    any file in Keras' layouts), adds a new head, freezes the base except its last
+    Builds the base without top (``settings.arch``, VGG16 by default; loading ``weights``,
+    the published notop file or any file in Keras' layouts), adds a new head, freezes the base except its last
     ``unfreeze_blocks`` blocks, and trains with the ``optimizer``, 'sgd' or 'adam' (head
     at ``lr``, by default 0.01 for SGD and 0.001 for Adam; base at ``base_lr`` = lr/10
     by default). ``settings``: a `minitl.runs.Settings`; ``changes``: fields of it to

@@ -1,6 +1,7 @@
 """Downloads against a local HTTP server: resume, truncation, bad checksum, errors."""
 
 import hashlib
+import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -244,12 +245,71 @@ def test_weights_dir_order(tmp_path, monkeypatch):
         assert hub.weights_dir() == Path.home() / ".minitl" / "weights"
 
 
+KERAS_FILES = Path(__file__).parent / "data" / "backbones" / "keras_weight_files.json"
+
+
 def test_packaged_manifest():
-    assert set(hub.MANIFEST) == {"vgg16", "vgg16-notop", "imagenet-class-index"}
+    keras = json.loads(KERAS_FILES.read_text())
+    names = {"vgg16", "vgg16-notop", "imagenet-class-index", *keras["files"], *keras["aliases"]}
+    assert set(hub.MANIFEST) == names
     for name, entry in hub.MANIFEST.items():
-        assert re.fullmatch(r"[0-9a-f]{32}", entry["md5"]), name
+        if "alias" in entry:
+            assert keras["aliases"][name] == entry["alias"]
+            continue
+        if entry["md5"] is None:  # Keras' MobileNetV2 files: no hash in its source, and the description says so
+            assert name.startswith("mobilenet_v2_") and "no md5" in entry["description"], name
+        else:
+            assert re.fullmatch(r"[0-9a-f]{32}", entry["md5"]), name
         assert entry["url"].startswith("https://") and entry["url"].endswith("/" + entry["file"])
         assert all(m.endswith("/" + entry["file"]) for m in entry.get("mirrors", []))
-        assert entry["bytes"] > 0
+        assert entry["bytes"] is None or entry["bytes"] > 0
+        if name in keras["files"]:  # as Keras' source gives them (the class index's size is known)
+            assert {k: entry[k] for k in ("file", "url", "md5")} == {k: keras["files"][name][k]
+                                                                    for k in ("file", "url", "md5")}
     assert hub.MANIFEST["vgg16"]["bytes"] == 553_467_096
     assert hub.MANIFEST["vgg16-notop"]["md5"] == "6d6bbae143d832006294945121d1f1fc"
+    assert hub.MANIFEST["resnet50-notop"]["md5"] == "4d473c1dd8becc155b73f8504c6f6626"
+    for arch in ("vgg19", "resnet50", "inception_v3", "mobilenet_v2"):
+        assert f"{arch}-notop" in hub.MANIFEST and arch in hub.MANIFEST
+    assert hub.is_verifiable("inception_v3-notop") and not hub.is_verifiable("mobilenet_v2-notop")
+
+
+def test_unknown_size_is_checked_by_md5_and_the_announced_length(server, tmp_path):
+    manifest = manifest_for(server)
+    manifest["blob"]["bytes"] = None
+    path = get(server, tmp_path, manifest=manifest)
+    assert path.read_bytes() == PAYLOAD
+    path.unlink()
+    server.mode = "wrong"
+    with pytest.raises(DownloadError, match="checksum mismatch"):
+        get(server, tmp_path, manifest=manifest)
+    server.mode = "truncate"
+    with pytest.raises(DownloadError, match="kept, run again to resume"):
+        get(server, tmp_path, manifest=manifest)
+    server.mode = "ok"  # resumes from what the broken download kept
+    assert get(server, tmp_path, manifest=manifest).read_bytes() == PAYLOAD
+    assert server.requests[-1][1] is not None and server.requests[-1][2] == 206
+
+
+def test_file_without_md5_is_fetched_but_never_called_verified(server, tmp_path, capsys):
+    from minitl.cli import main
+    manifest = manifest_for(server)
+    manifest["blob"].update(bytes=None, md5=None)
+    path = get(server, tmp_path, manifest=manifest)
+    assert path.read_bytes() == PAYLOAD and not hub.is_verifiable("blob", manifest)
+    rows = hub.list_weights(tmp_path, verify=True, manifest=manifest)
+    assert [(r.name, r.status, r.bytes) for r in rows] == [("blob", "unverified", SIZE)]
+    # the command line says so, for the packaged MobileNetV2 entry served from here
+    code = main(["weights", "fetch", "mobilenet_v2-notop", "--dir", str(tmp_path), "--quiet",
+                 "--url", server.base + "/files/"])
+    out = capsys.readouterr().out
+    assert code == 0 and "could not be verified" in out
+    assert (tmp_path / hub.MANIFEST["mobilenet_v2_1.0_224-notop"]["file"]).read_bytes() == PAYLOAD
+
+
+def test_cli_fetch_of_a_backbone_file_checks_its_md5(server, tmp_path, capsys):
+    from minitl.cli import main
+    code = main(["weights", "fetch", "resnet50-notop", "--dir", str(tmp_path), "--quiet",
+                 "--url", server.base + "/files/"])
+    assert code == 1 and "checksum mismatch" in capsys.readouterr().err  # the payload is not Keras' file
+    assert not list(tmp_path.iterdir())

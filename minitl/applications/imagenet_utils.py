@@ -14,7 +14,7 @@ import numpy as np
 from minitl.backend import get_array_module, to_numpy
 from minitl.errors import DataError, ShapeError
 
-__all__ = ["MEAN_BGR", "preprocess_caffe", "decode_predictions", "load_class_index"]
+__all__ = ["MEAN_BGR", "preprocess_caffe", "preprocess_tf", "decode_predictions", "load_class_index"]
 
 # Per-channel ImageNet means in BGR order, subtracted by Keras' 'caffe' mode.
 MEAN_BGR = (103.939, 116.779, 123.68)
@@ -44,6 +44,30 @@ def preprocess_caffe(x):
     out[...] = x[..., ::-1]
     out -= xp.asarray(MEAN_BGR, dtype=dtype)
     return out
+
+
+def preprocess_tf(x):
+    """Keras 'tf' preprocessing: RGB 0..255 -> x / 127.5 - 1, in [-1, 1], channels kept.
+
+    `x`: (..., H, W, 3) channels-last RGB. Returns a new array, computed in float64 for
+    a float64 input and in float32 otherwise, as Keras computes it (divide, then subtract).
+    """
+    xp = get_array_module(x)
+    x = xp.asarray(x)
+    if x.ndim < 3 or x.shape[-1] != 3:
+        raise ShapeError(
+            f"preprocess_input expects channels-last RGB (..., H, W, 3), got shape {x.shape}"
+        )
+    if x.dtype.kind not in "biuf":
+        raise ShapeError(f"preprocess_input expects numbers, got dtype {x.dtype}")
+    dtype = x.dtype if x.dtype == np.float64 else np.dtype(np.float32)
+    out = x.astype(dtype, copy=True)
+    out /= dtype.type(127.5)
+    out -= dtype.type(1.0)
+    return out
+
+
+PREPROCESSING = {"caffe": preprocess_caffe, "tf": preprocess_tf}
 
 
 @lru_cache(maxsize=4)

@@ -5,7 +5,7 @@ files load by name, and its input preprocessing and label decoding, as in
 from minitl import functional as F
 from minitl.applications.imagenet_utils import MEAN_BGR, decode_predictions, load_class_index, preprocess_caffe
 from minitl.errors import ShapeError
-from minitl.nn import Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, Sequential
+from minitl.nn import Conv2D, Dense, Flatten, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D, Sequential
 
 __all__ = ["VGG16", "VGG16_BLOCKS", "MEAN_BGR", "preprocess_input", "decode_predictions", "load_class_index"]
 
@@ -27,20 +27,24 @@ class VGG16(Sequential):
     """
 
     MIN_SIZE = 32  # five 2x2 poolings: 32 pixels become 1
+    BLOCKS = VGG16_BLOCKS
+    PREPROCESSING = "caffe"  # the preprocess_input mode (minitl.applications.imagenet_utils.PREPROCESSING)
+    WIDTH_ARGUMENT = "width"  # the argument that scales the channel counts
 
     def __init__(self, include_top=True, weights=None, input_shape=(224, 224, 3), classes=1000,
                  classifier_activation="softmax", width=1.0, fc_units=None, pooling=None,
-                 kernel_initializer="glorot_uniform", name="vgg16"):
+                 kernel_initializer="glorot_uniform", name=None):
         self.check_input_shape(input_shape)
+        model = type(self).__name__
         if not width > 0:
-            raise ShapeError(f"VGG16 width must be a positive multiplier of the channel counts "
-                             f"(1.0 for the real VGG16, 1/8 for a small one), got {width}")
+            raise ShapeError(f"{model} width must be a positive multiplier of the channel counts "
+                             f"(1.0 for the real {model}, 1/8 for a small one), got {width}")
         if include_top and pooling is not None:
             raise ValueError("pooling applies only with include_top=False")
         if classifier_activation not in (None, "softmax"):
             raise ValueError(f"classifier_activation must be 'softmax' or None, got {classifier_activation!r}")
         layers = []
-        for b, (convs, filters) in enumerate(VGG16_BLOCKS, start=1):
+        for b, (convs, filters) in enumerate(self.BLOCKS, start=1):
             for i in range(1, convs + 1):
                 layers.append(Conv2D(max(1, round(filters * width)), 3, padding="same", activation="relu",
                                      kernel_initializer=kernel_initializer, name=f"block{b}_conv{i}"))
@@ -53,9 +57,11 @@ class VGG16(Sequential):
                        Dense(classes, name="predictions")]
         elif pooling == "avg":
             layers.append(GlobalAvgPool2D(name="global_average_pooling2d"))
+        elif pooling == "max":
+            layers.append(GlobalMaxPool2D(name="global_max_pooling2d"))
         elif pooling is not None:
-            raise ValueError(f"pooling must be None or 'avg', got {pooling!r}")
-        super().__init__(layers, name=name, input_shape=input_shape)
+            raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
+        super().__init__(layers, name=name or model.lower(), input_shape=input_shape)
         self.include_top = include_top
         self.classifier_activation = classifier_activation if include_top else None
         if weights is not None:
@@ -71,7 +77,7 @@ class VGG16(Sequential):
         h, w = input_shape[:2]
         if h < cls.MIN_SIZE or w < cls.MIN_SIZE:
             given = given or f"input_shape {tuple(input_shape)}"
-            raise ShapeError(f"VGG16's five 2x2 poolings need inputs of at least {cls.MIN_SIZE}x{cls.MIN_SIZE} "
+            raise ShapeError(f"{cls.__name__}'s five 2x2 poolings need inputs of at least {cls.MIN_SIZE}x{cls.MIN_SIZE} "
                              f"pixels: {given} is too small")
 
     def blocks(self):
