@@ -6,7 +6,8 @@ epoch, metrics history), ``checkpoint.h5`` (the last good weights, Keras layout)
 ``best.h5`` (lowest validation loss), ``optimizer.h5`` (momentum buffers),
 ``features.h5`` (the frozen base's features, when cached) and the evaluation outputs.
 
-The files of one epoch are written together by `RunFolder.commit_epoch`.
+The files of one epoch change together (`RunFolder.commit_epoch`): after a kill at any
+instant, ``--resume`` continues from the last committed epoch as if never stopped.
 """
 import argparse
 import hashlib
@@ -22,11 +23,12 @@ import numpy
 
 from .backend import to_numpy
 from .errors import TrainingError
-from .files import write_h5, write_json
+from .files import file_digest, remove_stale_temporaries, write_h5, write_json
 from .io import save_weights
 
 RECORD, CHECKPOINT, BEST, OPTIMIZER, FEATURES = "record.json", "checkpoint.h5", "best.h5", "optimizer.h5", "features.h5"
 RUN_FILES = (RECORD, CHECKPOINT, BEST, OPTIMIZER, "curves.png", "evaluation.json", "evaluation.png")
+EPOCH_FILES = (CHECKPOINT, OPTIMIZER, BEST)  # written by each epoch, named in the record by digest
 DEFAULT_LR = {"sgd": 0.01, "adam": 0.001}
 
 
@@ -228,7 +230,13 @@ class HeldInterrupt:
 
 
 class RunFolder:
-    """A run directory and its record. With ``path=None`` the record is kept in memory only."""
+    """A run directory and its record. With ``path=None`` the record is kept in memory only.
+
+    An epoch's files change together, so that a kill at any instant leaves a run that
+    resumes exactly: `commit_epoch` writes them under staged names, then record.json
+    with their sha256 digests (the commit), then renames them into place; `settle`
+    finishes those renames after a kill and drops what an uncommitted epoch left.
+    """
 
     def __init__(self, path, record=None):
         self.path = Path(path) if path is not None else None
@@ -241,6 +249,10 @@ class RunFolder:
         """Whether the folder holds the file ``name`` (CHECKPOINT, OPTIMIZER, ...)."""
         return self.path is not None and (self.path / name).is_file()
 
+    def staged(self, name):
+        """Where ``commit_epoch`` writes ``name`` before the record names it."""
+        return self.path / f".{name}.staged"
+
     def write_record(self, status):
         self.record["status"] = status
         if self.path is not None:
@@ -248,28 +260,55 @@ class RunFolder:
 
     def commit_epoch(self, model, optimizer, row, improved, **entries):
         """Add an epoch's ``row`` (and ``entries``) to the record and write the epoch's files
-        together: best.h5 when ``improved``, checkpoint.h5, optimizer.h5, then record.json.
-        Ctrl-C meanwhile waits until all are written; returns True when it came."""
+        together: checkpoint.h5, optimizer.h5 and best.h5 (when ``improved``) under staged
+        names, record.json naming them by digest, then the renames. Ctrl-C meanwhile waits
+        until all are written; returns True when it came."""
         with HeldInterrupt() as held:
             self.record.setdefault("history", []).append(row)
             self.record["epoch"] = row["epoch"]
             self.record.update(entries)
+            staged = {}
             if self.path is not None:
+                staged = {CHECKPOINT: self.staged(CHECKPOINT), OPTIMIZER: self.staged(OPTIMIZER)}
+                save_weights(model, staged[CHECKPOINT])
+                save_optimizer(staged[OPTIMIZER], optimizer)
                 if improved:
-                    save_weights(model, self.path / BEST)
-                save_weights(model, self.path / CHECKPOINT)
-                save_optimizer(self.path / OPTIMIZER, optimizer)
+                    staged[BEST] = self.staged(BEST)
+                    save_weights(model, staged[BEST])
+                digests = {name: file_digest(path) for name, path in staged.items()}
+                self.record["files"] = {**self.record.get("files", {}), **digests}
             self.write_record("running")
+            for name, path in staged.items():
+                os.replace(path, self.path / name)
         return held.caught
+
+    def settle(self):
+        """Make the folder what its record says after a kill: rename the staged files the
+        record names into place, delete other staged files and stale temporary files, and
+        check each epoch file against its recorded digest (TrainingError if it differs)."""
+        remove_stale_temporaries(self.path)
+        digests = self.record.get("files", {})  # a record written before digests has none
+        for name in EPOCH_FILES:
+            staged, final = self.staged(name), self.path / name
+            if staged.is_file() and name in digests and file_digest(staged) == digests[name]:
+                os.replace(staged, final)
+            elif staged.exists():
+                staged.unlink()
+            if name in digests and not (final.is_file() and file_digest(final) == digests[name]):
+                problem = "differs from" if final.is_file() else "is missing, unlike"
+                raise TrainingError(f"{final} {problem} the file of epoch {self.record['epoch']} that {RECORD} "
+                                    f"names by its sha256: the run folder was changed outside minitl")
 
     def clear(self, log=print):
         """Delete a previous run's outputs (the record first), so that a new run never mixes
-        with them. features.h5 stays: its key tells whether it fits the new run."""
+        with them, and what a killed run left (staged and temporary files). features.h5
+        stays: its key tells whether it fits the new run."""
         old = [self.path / name for name in RUN_FILES if self.has(name)]
         if old:
             log(f"replacing the previous run in {self.path}")
-        for path in old:
+        for path in old + [self.staged(name) for name in EPOCH_FILES if self.staged(name).exists()]:
             path.unlink()
+        remove_stale_temporaries(self.path)
 
 
 # ---- the feature cache --------------------------------------------------------

@@ -179,6 +179,7 @@ def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume
     if resume:
         run.record = read_record(run.path)
         check_resume(run.path, run.record, train_set.classes, image_size)
+        run.settle()  # finish or drop what a kill left, so the checkpoint is the record's
         settings = Settings.from_record(run.record, settings.epochs)
         run.record["training"] = settings.training()
     elif settings.epochs < 1:
@@ -198,7 +199,8 @@ def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume
         load_optimizer(run.path / OPTIMIZER, optimizer)
     if not resume:
         run.clear(log)
-    run.path.mkdir(parents=True, exist_ok=True)  # once the settings and weights are known to be good
+        run.path.mkdir(parents=True, exist_ok=True)  # once the settings and weights are known to be good
+        run.write_record("running")  # from now on, --resume can continue it
     _train(run, model, optimizer, train_set, val_set, settings, cache_features, device, progress, log)
     try:
         from .plots import plot_history
