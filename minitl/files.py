@@ -10,6 +10,7 @@ process, on this host, is gone (`remove_stale_temporaries`).
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import socket
@@ -79,10 +80,23 @@ def atomic_write(path):
         raise
 
 
+def strict_json(obj):
+    """``obj`` with every NaN or infinite float replaced by None, so that it is strict JSON
+    (``NaN`` and ``Infinity`` are not JSON: browsers, jq and most languages reject them)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
 def write_json(path, obj):
-    """Write ``obj`` as indented JSON, atomically."""
+    """Write ``obj`` as indented strict JSON, atomically; NaN and infinities become null."""
+    text = json.dumps(strict_json(obj), indent=1, allow_nan=False)
     with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1))
+        tmp.write_text(text)
 
 
 def write_h5(path, fill):

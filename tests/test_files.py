@@ -1,8 +1,12 @@
-"""files.py: atomic writes, the temporary files a kill leaves and who removes them."""
+"""files.py: atomic writes, the temporary files a kill leaves and who removes them, strict JSON."""
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+import pytest
 
 from minitl import files, io
 from minitl.nn import Dense, Sequential
@@ -47,3 +51,21 @@ def test_only_dead_processes_own_temporary_files_of_this_host_are_removed(tmp_pa
     assert files.remove_stale_temporaries(tmp_path) == [mine_dead]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in [live, elsewhere, *others])
     assert files.remove_stale_temporaries(tmp_path / "no such folder") == []
+
+
+def strict_loads(text):
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_write_json_writes_null_for_nan_and_infinities(tmp_path):
+    record = {"loss": float("nan"), "history": [{"val_loss": float("inf")}, {"val_loss": -float("inf")}],
+              "pair": (1.5, float("nan")), "ok": 0.25, "n": 3, "name": "x"}
+    files.write_json(tmp_path / "r.json", record)
+    assert strict_loads((tmp_path / "r.json").read_text()) == {
+        "loss": None, "history": [{"val_loss": None}, {"val_loss": None}], "pair": [1.5, None], "ok": 0.25,
+        "n": 3, "name": "x"}
+    with pytest.raises(ValueError, match="NaN is not JSON"):
+        strict_loads(json.dumps({"loss": float("nan")}))  # the parser used above does refuse NaN
+    assert np.isnan(record["loss"])  # the caller's object is left as it was
