@@ -5,7 +5,7 @@ VGG16 conv layers (3x3, stride 1, 'same'), float32, channels-last.
 
 Columns (milliseconds, best of --repeat):
     im2col_nb   minitl.kernels.im2col (Numba)
-    im2col_np   minitl.kernels.im2col_numpy (the twin)
+    im2col_np   minitl.kernels.im2col_xp (the twin)
     gemm_cols   cols @ w.reshape(9*C, O)
     gemm_fresh  a @ b for fresh contiguous random arrays of the same shapes
     cols/fresh  gemm_cols / gemm_fresh (about 1: the cols layout costs the GEMM nothing)
@@ -91,7 +91,7 @@ def main():
         w = rng.standard_normal((3, 3, cin, cout), dtype=np.float32)
         w2 = w.reshape(9 * cin, cout)
         t_nb = best_ms(lambda: kernels.im2col(x, 3, 3, 1, 1, PADS), args.repeat)
-        t_np = best_ms(lambda: kernels.im2col_numpy(x, 3, 3, 1, 1, PADS), args.repeat)
+        t_np = best_ms(lambda: kernels.im2col_xp(x, 3, 3, 1, 1, PADS), args.repeat)
         cols = kernels.im2col(x, 3, 3, 1, 1, PADS)
         t_gc = best_ms(lambda: cols @ w2, args.repeat)
         M, K = cols.shape

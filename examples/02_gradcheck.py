@@ -1,6 +1,6 @@
 """Every op's backward() against central differences.
 
-For each case of minitl.gradcheck.op_cases(), L(x) = Σ r · f(x) for a fixed random r,
+For each case of minitl.check.op_cases(), L(x) = Σ r · f(x) for a fixed random r,
 and each element of the gradient is compared with
 
     ∂L/∂x_i ≈ (L(x + ε e_i) − L(x − ε e_i)) / 2ε        (float64, ε = 1e-6)
@@ -12,7 +12,7 @@ import argparse
 import time
 
 import minitl
-from minitl.gradcheck import op_cases
+from minitl.check import minitl_ops, op_cases, unchecked_ops
 
 
 def run(cases):
@@ -53,9 +53,8 @@ def main(argv=None):
         print(f"\n{name} ({desc}): {message}")
     print(f"\n{len(rows) - len(failed)} of {len(rows)} cases passed in {time.perf_counter() - start:.1f} s")
 
-    registered = sorted(n for n, cls in minitl.Function.registry.items() if cls.__module__.startswith("minitl."))
-    missing = sorted(set(registered) - {c[0] for c in op_cases()})
-    print(f"{len(registered)} ops registered; without a case in op_cases(): {', '.join(missing) or 'none'}")
+    missing = unchecked_ops()
+    print(f"{len(minitl_ops())} ops registered; without a case in op_cases(): {', '.join(missing) or 'none'}")
     return 1 if failed or missing else 0
 
 

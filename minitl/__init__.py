@@ -8,12 +8,12 @@ __version__ = "0.1.0"
 
 from . import functional, ops, optim
 from .backend import device_available, get_array_module
+from .check import gradcheck
 from .errors import (DataError, DeviceError, DownloadError, GradcheckError, MinitlError, ShapeError,
                      TrainingError, WeightsError)
-from .gradcheck import gradcheck
 from .tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad
 
-__all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "gradcheck",
+__all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "gradcheck", "check",
            "functional", "ops", "optim", "get_array_module", "device_available",
            "MinitlError", "ShapeError", "GradcheckError", "WeightsError", "DownloadError", "DataError",
            "DeviceError", "TrainingError", "__version__"]

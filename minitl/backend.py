@@ -10,6 +10,9 @@ import numpy
 
 from .errors import DeviceError
 
+__all__ = ["DEFAULT_DTYPE", "get_array_module", "is_gpu_array", "device_of", "scatter_add", "to_numpy", "gpu_status",
+           "device_available", "normalize_device", "to_device"]
+
 DEFAULT_DTYPE = numpy.float32
 _gpu_status = None  # cached (usable: bool, reason: str)
 
@@ -37,6 +40,16 @@ def is_gpu_array(a):
 def device_of(a):
     """'gpu' or 'cpu' for an array."""
     return "gpu" if is_gpu_array(a) else "cpu"
+
+
+def scatter_add(target, indices, values):
+    """target[indices] += values in place, where repeated indices add up (a plain ``+=`` keeps one)."""
+    if is_gpu_array(target):
+        import cupyx
+        cupyx.scatter_add(target, indices, values)
+    else:
+        numpy.add.at(target, indices, values)
+    return target
 
 
 def to_numpy(a):

@@ -13,6 +13,9 @@ from .errors import ShapeError
 from .ops import mean
 from .tensor import Function, as_tensor
 
+__all__ = ["conv2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "resolve_padding", "output_hw",
+           "conv2d_reference", "Conv2DFunction", "MaxPool2DFunction", "AvgPool2DFunction"]
+
 
 def _pair(v, what):
     if isinstance(v, int):
@@ -49,10 +52,15 @@ def resolve_padding(padding, size, window, stride):
     raise ValueError(f"cannot read padding {padding!r}")
 
 
+def output_hw(size, window, stride, pads):
+    """(Ho, Wo) for an (H, W) input: Ho = (H + top + bottom - kh) // sh + 1, Wo likewise."""
+    (h, w), (kh, kw), (sh, sw) = size, window, stride
+    return kernels.output_size(h, kh, sh, pads[0], pads[1]), kernels.output_size(w, kw, sw, pads[2], pads[3])
+
+
 def _output_size(what, shape, window, stride, pads):
     _, h, w, _ = shape
-    ho = (h + pads[0] + pads[1] - window[0]) // stride[0] + 1
-    wo = (w + pads[2] + pads[3] - window[1]) // stride[1] + 1
+    ho, wo = output_hw((h, w), window, stride, pads)
     if ho < 1 or wo < 1:
         raise ShapeError(f"{what}: window {window} is larger than the padded input "
                          f"{h + pads[0] + pads[1]}x{w + pads[2] + pads[3]} (input shape {shape}, "
@@ -98,7 +106,7 @@ def _tiles(n, ho, wo, row_bytes, tile_bytes):
     return [(i, i + 1, i0, min(ho, i0 + h)) for i in range(n) for i0 in range(0, ho, h)]
 
 
-class Conv2D(Function):
+class Conv2DFunction(Function):
     """Y = X * W + b, a cross-correlation (no kernel flip), computed as matrix products;
     with relu=True, Y = max(X * W + b, 0) (the layer's ReLU fused in).
 
@@ -151,9 +159,9 @@ class Conv2D(Function):
         m = ho * wo
         g = gy.reshape(n * m, o)
         w_mat = w.reshape(k, o)
-        dw = xp.zeros((k, o), dtype=xp.result_type(x, gy))
-        db = xp.zeros(o, dtype=gy.dtype) if self.has_bias else None
-        need_dx = self.inputs[0].requires_grad          # not for the network's input image
+        need_dx, need_dw = self.needs_grad[:2]          # no dx for the network's input image, no dW when frozen
+        dw = xp.zeros((k, o), dtype=xp.result_type(x, gy)) if need_dw else None
+        db = xp.zeros(o, dtype=gy.dtype) if self.has_bias and self.needs_grad[2] else None
         dx = xp.empty(x.shape, dtype=xp.result_type(gy, w)) if need_dx else None
         step = _group_size(m * k * x.itemsize)
         buf = xp.empty((min(n, step) * m, k), dtype=x.dtype)
@@ -164,13 +172,30 @@ class Conv2D(Function):
                 gi = kernels.relu_backward(gi, self.y[n0 * m:n1 * m])
             if db is not None:
                 db += gi.sum(axis=0)
-            cols = kernels.im2col(x[n0:n1], kh, kw, *self.stride, self.pads, out=buf[:(n1 - n0) * m])
-            dw += cols.T @ gi
+            cols = buf[:(n1 - n0) * m]
+            if need_dw:
+                kernels.im2col(x[n0:n1], kh, kw, *self.stride, self.pads, out=cols)
+                dw += cols.T @ gi
             if need_dx:                                 # dcols overwrites cols when the dtypes allow
                 dcols = xp.matmul(gi, w_mat.T, out=cols) if cols.dtype == dx.dtype else gi @ w_mat.T
                 kernels.col2im(dcols, (n1 - n0,) + x.shape[1:], kh, kw, *self.stride, self.pads, out=dx[n0:n1])
-        dw = dw.reshape(w.shape)
-        return (dx, dw) if db is None else (dx, dw, db)
+        dw = dw.reshape(w.shape) if need_dw else None
+        return (dx, dw) if not self.has_bias else (dx, dw, db)
+
+
+def conv2d_reference(x, w, b=None, stride=(1, 1), pads=(0, 0, 0, 0)):
+    """The formula itself, as loops over output positions, to check ``Conv2DFunction`` against:
+    y[n, i, j, o] = b[o] + Σ_{a,b,c} x_pad[n, i·sh + a, j·sw + b, c] · W[a, b, c, o], for arrays."""
+    kh, kw, _, o = w.shape
+    top, bottom, left, right = pads
+    x_pad = numpy.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    rows = range(0, x_pad.shape[1] - kh + 1, stride[0])      # the top row of each window that fits
+    cols = range(0, x_pad.shape[2] - kw + 1, stride[1])
+    y = numpy.zeros((x.shape[0], len(rows), len(cols), o), dtype=numpy.result_type(x, w))
+    for i, r in enumerate(rows):
+        for j, s in enumerate(cols):
+            y[:, i, j, :] = numpy.tensordot(x_pad[:, r:r + kh, s:s + kw, :], w, axes=3)
+    return y if b is None else y + b
 
 
 def conv2d(x, w, b=None, stride=1, padding="valid", activation=None):
@@ -189,11 +214,11 @@ def conv2d(x, w, b=None, stride=1, padding="valid", activation=None):
         raise ValueError(f"conv2d: activation must be None or 'relu', got {activation!r}")
     stride = _pair(stride, "stride")
     pads = resolve_padding(padding, x.shape[1:3], w.shape[:2], stride)
-    fn = Conv2D(stride, pads, relu=activation == "relu")
+    fn = Conv2DFunction(stride, pads, relu=activation == "relu")
     return fn(x, w) if b is None else fn(x, w, b)
 
 
-class MaxPool2D(Function):
+class MaxPool2DFunction(Function):
     """y = max over each window;  dL/dx = gy routed to the window's arg-max (first one on ties)."""
 
     def __init__(self, pool, stride, pads):
@@ -209,7 +234,7 @@ class MaxPool2D(Function):
         return kernels.max_pool_backward(gy, self.arg, self.shape, *self.pool, *self.stride, self.pads)
 
 
-class AvgPool2D(Function):
+class AvgPool2DFunction(Function):
     """y = mean over each window's non-padded cells (Keras);  dL/dx = gy / count spread over the window."""
 
     def __init__(self, pool, stride, pads):
@@ -235,12 +260,12 @@ def _pool(cls, what, x, pool, stride, padding):
 
 def max_pool2d(x, pool=2, stride=None, padding="valid"):
     """Max pooling of x (N, H, W, C); stride defaults to the pool size, as in Keras."""
-    return _pool(MaxPool2D, "max_pool2d", x, pool, stride, padding)
+    return _pool(MaxPool2DFunction, "max_pool2d", x, pool, stride, padding)
 
 
 def avg_pool2d(x, pool=2, stride=None, padding="valid"):
     """Average pooling of x (N, H, W, C); padded cells are not counted, as in Keras."""
-    return _pool(AvgPool2D, "avg_pool2d", x, pool, stride, padding)
+    return _pool(AvgPool2DFunction, "avg_pool2d", x, pool, stride, padding)
 
 
 def global_avg_pool2d(x):

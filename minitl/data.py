@@ -14,6 +14,7 @@ so an image gets the same augmentation for a given epoch however the batches are
 import math
 import os
 import queue
+import stat
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -54,24 +55,61 @@ def to_rgb(img):
     return img.convert("RGB")
 
 
+def _file_kind(mode):
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def _open_regular_file(path):
+    """A binary file object for `path` if it is a regular file, else DataError saying what it is.
+
+    The kind is checked before opening and again on the open descriptor, which is opened
+    non-blocking, so a FIFO or a device never blocks the reader.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError as exc:
+        raise DataError(f"image file {path} does not exist") from exc
+    except OSError as exc:  # a symlink loop, no permission, a name too long
+        raise DataError(f"cannot open image {path}: {exc}") from exc
+    if not stat.S_ISREG(mode):
+        raise DataError(f"image file {path} is {_file_kind(mode)}")
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise DataError(f"cannot open image {path}: {exc}") from exc
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):  # replaced since the stat above
+        os.close(fd)
+        raise DataError(f"image file {path} is {_file_kind(mode)}")
+    return os.fdopen(fd, "rb")
+
+
 def open_image(path, min_size=None):
     """Decode an image file -> RGB uint8 Pillow image, EXIF orientation applied.
 
     min_size: lets the JPEG decoder shrink by 2, 4 or 8 while both sides stay
     >= min_size (much faster on large photos). None decodes at full size.
-    Raises DataError if the file cannot be decoded.
+    Only regular files are opened. Raises DataError if the file is missing, is not a
+    regular file (a folder, FIFO, device or socket) or cannot be decoded.
     """
-    try:
-        with Image.open(path) as img:
-            if min_size:
-                img.draft(None, (min_size, min_size))
-            img = ImageOps.exif_transpose(img)   # a loaded copy; the file can close
-        return to_rgb(img)
-    except (FileNotFoundError, IsADirectoryError) as exc:
-        problem = "is a folder" if isinstance(exc, IsADirectoryError) else "does not exist"
-        raise DataError(f"image file {path} {problem}") from exc
-    except _DECODE_ERRORS as exc:
-        raise DataError(f"cannot decode image {path}: {exc}") from exc
+    with _open_regular_file(path) as fh:
+        try:
+            with Image.open(fh) as img:
+                if min_size:
+                    img.draft(None, (min_size, min_size))
+                img = ImageOps.exif_transpose(img)   # a loaded copy; the file can close
+            return to_rgb(img)
+        except _DECODE_ERRORS as exc:
+            raise DataError(f"cannot decode image {path}: {exc}") from exc
 
 
 def _check_image(path):
@@ -96,29 +134,6 @@ def _size2(size):
     return h, w
 
 
-def _resize_pil(img, height, width):
-    if img.size == (width, height):
-        return img
-    return img.resize((width, height), Image.BILINEAR)
-
-
-def _resize_array(img, height, width):
-    """Bilinear resize (antialiased when shrinking) of a uint8 or float array."""
-    img = np.asarray(img)
-    if img.shape[:2] == (height, width):
-        return img.copy()
-    if img.dtype == np.uint8 and (img.ndim == 2 or img.shape[2] in (1, 3, 4)):
-        pil = Image.fromarray(img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img)
-        out = np.asarray(_resize_pil(pil, height, width))
-        return out.reshape((height, width) + img.shape[2:])
-    planes = img.reshape(img.shape[:2] + (-1,)).astype(np.float32)
-    out = []
-    for c in range(planes.shape[2]):
-        plane = Image.fromarray(np.ascontiguousarray(planes[:, :, c]))   # mode F
-        out.append(np.asarray(_resize_pil(plane, height, width)))
-    return np.stack(out, axis=2).reshape((height, width) + img.shape[2:]).astype(img.dtype)
-
-
 def _keep_aspect_size(h, w, shorter_side):
     if h <= w:
         return shorter_side, max(1, int(w * shorter_side / h + 0.5))
@@ -131,40 +146,34 @@ def _cover_size(h, w, size):
     return max(th, int(h * scale + 0.5)), max(tw, int(w * scale + 0.5))
 
 
-def resize_keep_aspect(img, shorter_side):
-    """Resize (H, W, C) so that its shorter side is `shorter_side`, keeping the aspect ratio."""
-    img = np.asarray(img)
-    return _resize_array(img, *_keep_aspect_size(img.shape[0], img.shape[1], int(shorter_side)))
+def resize_and_crop(img, image_size, crop="center", resize=None, rng=None):
+    """Pillow image (H, W) -> uint8 array (h, w, C): resize keeping the aspect ratio, then crop.
 
-
-def resize_to_cover(img, size):
-    """Smallest aspect-preserving resize of (H, W, C) that covers size (h, w)."""
-    img = np.asarray(img)
-    return _resize_array(img, *_cover_size(img.shape[0], img.shape[1], _size2(size)))
-
-
-def _crop_check(img, size):
-    h, w = _size2(size)
-    if img.shape[0] < h or img.shape[1] < w:
-        raise ValueError(f"cannot crop {h}x{w} from an image of {img.shape[0]}x{img.shape[1]}")
-    return h, w
-
-
-def center_crop(img, size):
-    """The central (h, w) window of (H, W, C)."""
-    img = np.asarray(img)
-    h, w = _crop_check(img, size)
-    top, left = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
-    return img[top:top + h, left:left + w].copy()
-
-
-def random_crop(img, size, rng):
-    """A uniformly placed (h, w) window of (H, W, C)."""
-    img = np.asarray(img)
-    h, w = _crop_check(img, size)
-    top = int(rng.integers(0, img.shape[0] - h + 1))
-    left = int(rng.integers(0, img.shape[1] - w + 1))
-    return img[top:top + h, left:left + w].copy()
+    The resize makes the shorter side `resize` (None: just enough to cover image_size,
+    and never less than that); the crop is the central (h, w) window, or with
+    crop='random' a uniformly placed one (top, then left, drawn from rng). Only the
+    crop is computed, from the source pixels under it (Pillow's resize with a box:
+    the same bilinear filter, the same result as resizing the whole image and cropping
+    up to rounding), so an extreme aspect ratio (1 x 2,000,000) costs no more than the output.
+    """
+    th, tw = image_size
+    h, w = img.height, img.width
+    if resize is None:
+        rh, rw = _cover_size(h, w, image_size)
+    else:
+        rh, rw = _keep_aspect_size(h, w, resize)
+        if rh < th or rw < tw:
+            rh, rw = _cover_size(rh, rw, image_size)
+    if crop == "random":
+        top = int(rng.integers(0, rh - th + 1))
+        left = int(rng.integers(0, rw - tw + 1))
+    else:
+        top, left = (rh - th) // 2, (rw - tw) // 2
+    if (rh, rw) == (h, w):
+        return np.asarray(img.crop((left, top, left + tw, top + th)))
+    sy, sx = h / rh, w / rw
+    box = (left * sx, top * sy, (left + tw) * sx, (top + th) * sy)
+    return np.asarray(img.resize((tw, th), Image.BILINEAR, box=box))
 
 
 def random_flip(img, rng):
@@ -185,16 +194,7 @@ def get_preprocess(preprocess):
 
 def _prepare(img, image_size, crop, resize, flip, transform, preprocess, rng):
     """Pillow RGB image -> float32 (H, W, 3): resize, crop, flip, transform, preprocess."""
-    th, tw = image_size
-    h, w = img.height, img.width
-    if resize is None:
-        size = _cover_size(h, w, image_size)
-    else:
-        size = _keep_aspect_size(h, w, resize)
-        if size[0] < th or size[1] < tw:
-            size = _cover_size(size[0], size[1], image_size)
-    x = np.asarray(_resize_pil(img, *size))
-    x = random_crop(x, image_size, rng) if crop == "random" else center_crop(x, image_size)
+    x = resize_and_crop(img, image_size, crop, resize, rng)
     if flip:
         x = random_flip(x, rng)
     x = x.astype(np.float32)
@@ -228,6 +228,24 @@ def list_images(folder):
             if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
                 paths.append(os.path.join(dirpath, name))
     return paths
+
+
+def image_files(paths):
+    """(files, problems) for paths given on a command line: a folder stands for the images
+    under it (list_images), any other path for itself, so that reading it says what is wrong
+    with it (missing, a FIFO, not an image). A folder without images (even one named
+    'photos.jpg') is a problem, one line naming it, and the other paths are still listed.
+    """
+    files, problems = [], []
+    for path in paths:
+        if os.path.isdir(path):
+            found = list_images(path)
+            if not found:
+                problems.append(f"no images ({' '.join(IMAGE_EXTENSIONS)}) found in {path}")
+            files += found
+        else:
+            files.append(os.fspath(path))
+    return files, problems
 
 
 def find_splits(root):

@@ -11,9 +11,13 @@ from .errors import DeviceError, ShapeError
 from .ops import matmul, reshape
 from .tensor import Function, Tensor, as_tensor
 
+__all__ = ["relu", "sigmoid", "tanh", "softmax", "log_softmax", "softmax_cross_entropy", "dense", "flatten",
+           "dropout", "conv2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "ReLUFunction", "Sigmoid", "Tanh",
+           "Softmax", "LogSoftmax", "SoftmaxCrossEntropy"]
+
 
 # ---- activations --------------------------------------------------------------
-class ReLU(Function):
+class ReLUFunction(Function):
     """y = max(x, 0);  dL/dx = gy · [x > 0]  (y > 0 exactly where x > 0, so y is what is kept)."""
 
     def forward(self, x):
@@ -25,15 +29,22 @@ class ReLU(Function):
 
 
 class Sigmoid(Function):
-    """y = 1 / (1 + e^-x);  dL/dx = gy · y (1 - y)."""
+    """y = σ(x) = 1 / (1 + e^-x);  dL/dx = gy · σ(x) σ(-x) = gy · y (1 - y).
+
+    With e = e^-|x| ≤ 1 nothing overflows: σ(x) = 1 / (1 + e) for x ≥ 0 and
+    e / (1 + e) for x < 0, and σ(x) σ(-x) = e / (1 + e)², each to full relative
+    precision on both tails (σ(-700) = 9.86e-305, where 1 - y would cancel to 0).
+    """
 
     def forward(self, x):
         xp = get_array_module(x)
-        self.y = 0.5 * (xp.tanh(0.5 * x) + 1)  # the same value, without overflow for large |x|
-        return self.y
+        e = xp.exp(-xp.abs(x))
+        r = 1 / (1 + e)
+        self.slope = e * r * r
+        return xp.where(x >= 0, r, e * r)
 
     def backward(self, gy):
-        return gy * self.y * (1 - self.y)
+        return gy * self.slope
 
 
 class Tanh(Function):
@@ -85,12 +96,19 @@ class LogSoftmax(Function):
 
 # ---- the loss -----------------------------------------------------------------
 class SoftmaxCrossEntropy(Function):
-    """L = 1/N Σ_i l(y_i, ŷ_i) with ŷ = softmax(z) and l = -Σ_k t_ik log ŷ_ik.
+    """L = 1/N Σ_i l_i with l_i = -Σ_k t_ik log ŷ_ik and ŷ_i = softmax(z_i).
 
-    Logits z are (N, K); targets t are integer labels (N,) or probabilities (N, K)
-    (one-hot or soft). log ŷ = z - logsumexp(z) is computed stably, so logits of
-    ±1000 neither overflow nor give NaN. The gradient is the classic
-    dL/dz = (softmax(z) - t) / N.
+    Logits z are (N, K); targets are integer labels y (N,), which stand for
+    t_i = onehot(y_i), or an (N, K) matrix t: one-hot, soft (label smoothing, a
+    teacher's probabilities) or rows that do not sum to 1 (weighted samples).
+    log ŷ = z - logsumexp(z) is computed stably, so logits of ±1000 neither
+    overflow nor give NaN. As l_i = (Σ_k t_ik) logsumexp(z_i) - Σ_k t_ik z_ik,
+
+        dl_i/dz_i = softmax(z_i) · Σ_k t_ik - t_i      (row i of the (N, K) gradient)
+
+    which is the classic softmax(z_i) - onehot(y_i) for labels and for rows of t
+    that sum to 1. reduction 'mean' (L, dL/dz = that / N), 'sum' (no 1/N) or 'none'
+    (the N values l_i, each row's gradient scaled by its own gy_i).
     """
 
     def __init__(self, targets, reduction="mean"):
@@ -117,7 +135,8 @@ class SoftmaxCrossEntropy(Function):
         g = xp.exp(self.log_p)
         if self.targets.ndim == 1:
             g[xp.arange(n), self.targets] -= 1
-        else:
+        else:  # dl_i/dz_i = softmax(z_i) · Σ_k t_ik − t_i, which is softmax − t when each row sums to 1
+            g *= self.targets.sum(axis=1, keepdims=True)
             g -= self.targets
         if self.reduction == "none":
             return g * gy[:, None]
@@ -148,7 +167,7 @@ def _check_targets(z, targets):
 
 
 def softmax_cross_entropy(logits, targets, reduction="mean"):
-    """Mean cross-entropy of softmax(logits) against integer labels or (N, K) target probabilities."""
+    """Mean cross-entropy of softmax(logits) against integer labels or (N, K) targets (see SoftmaxCrossEntropy)."""
     logits = as_tensor(logits)
     if logits.ndim != 2:
         raise ShapeError(f"softmax_cross_entropy: logits must be (N, K), got shape {logits.shape}")
@@ -158,7 +177,7 @@ def softmax_cross_entropy(logits, targets, reduction="mean"):
 
 
 # ---- functional forms ---------------------------------------------------------
-def relu(x): return ReLU()(x)
+def relu(x): return ReLUFunction()(x)
 def sigmoid(x): return Sigmoid()(x)
 def tanh(x): return Tanh()(x)
 def softmax(x, axis=-1): return Softmax(axis)(x)

@@ -15,6 +15,8 @@ Dense kernel (in, out), bias (out,).
 
 from __future__ import annotations
 
+import contextlib
+import math
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -42,6 +44,12 @@ HDF5_OBJECT_HEADER_LIMIT = 64512
 
 # A load error lists at most this many problems (a file of another width has dozens).
 MAX_LISTED = 8
+
+# HDF5's own limit on soft links followed in one lookup (H5L_NUM_LINKS).
+SOFT_LINK_DEPTH = 16
+
+# Native files nest a model's layers a few groups deep; far deeper means a group loop.
+MAX_NESTING = 32
 
 # Written to the root of a legacy file. Keras readers compare keras_version
 # only with "1" (Keras 1 files get converted); "tensorflow" means TF-style
@@ -108,29 +116,47 @@ def read_keras_weights(path) -> list[KerasLayerWeights]:
     is empty are left out.
 
     Raises WeightsError naming the file when it is missing, empty, not
-    HDF5, truncated, of no known layout, or lacks a listed dataset.
+    HDF5, truncated, of no known layout, or lacks a listed dataset, and
+    (see `_dataset_problem`) when a dataset is not of real numbers, leaves the
+    file or declares more data than the file holds.
     """
     path = Path(path)
+    with _open_weights(path) as f:
+        entries = _entries(f, path)
+        for e in entries:
+            e.arrays = [_read(ds, path, e.name) for ds in e.arrays]
+    return entries
+
+
+@contextlib.contextmanager
+def _open_weights(path: Path):
+    """The open HDF5 file; any HDF5 error inside the block becomes a WeightsError."""
     _check_file(path)
     try:
         with h5py.File(path, "r") as f:
-            root = f
-            if not _has_attr(root, "layer_names") and isinstance(
-                root.get("model_weights"), h5py.Group
-            ):
-                root = root["model_weights"]
-            if _has_attr(root, "layer_names"):
-                return _read_legacy(root, path)
-            if isinstance(f.get("layers"), h5py.Group):
-                return _read_native(f["layers"], path)
-            raise WeightsError(
-                f"{path}: no known weights layout (no 'layer_names' attribute, "
-                f"no 'model_weights' group, no 'layers' group)"
-            )
+            yield f
     except WeightsError:
         raise
-    except (OSError, KeyError, ValueError, RuntimeError, TypeError) as e:
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError, MemoryError) as e:
         raise WeightsError(f"{path}: cannot read the HDF5 file ({e})") from e
+
+
+def _entries(f, path: Path) -> list[KerasLayerWeights]:
+    """The layers of an open file, with unread h5py datasets as `arrays`."""
+    root = f
+    if not _has_attr(root, "layer_names"):
+        weights = _member(root, "model_weights", path)
+        if isinstance(weights, h5py.Group):
+            root = weights
+    if _has_attr(root, "layer_names"):
+        return _read_legacy(root, path)
+    layers = _member(f, "layers", path)
+    if isinstance(layers, h5py.Group):
+        return _read_native(layers, path)
+    raise WeightsError(
+        f"{path}: no known weights layout (no 'layer_names' attribute, "
+        f"no 'model_weights' group, no 'layers' group)"
+    )
 
 
 def _check_file(path: Path) -> None:
@@ -169,21 +195,114 @@ def _load_attr_list(group, name: str) -> list[str]:
         values = np.atleast_1d(chunk)
         if values.size == 0:  # weightless layers store an empty float64 array
             continue
-        out.extend(_decode(v) for v in values)
+        try:
+            out.extend(_decode(v) for v in values)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise WeightsError(
+                f"{group.file.filename}: attribute '{name}' of '{group.name}': {e}"
+            ) from e
     return out
 
 
-def _read_dataset(group, key: str, path: Path, where: str) -> np.ndarray:
-    ds = group.get(key)
+def _member(group, key: str, path: Path, where: str = "", depth: int = 0):
+    """The object at `key` (a name or a path) under `group`, or None when it is missing.
+
+    Every link on the way is looked at before it is followed: a soft link is
+    resolved inside the file (at most HDF5's 16 levels deep), an external link
+    (another file) is a WeightsError. Weights come only from the file named.
+    `where` (e.g. "layer 'fc1'") goes into the error message.
+    """
+    context = f"{path}: {where}: " if where else f"{path}: "
+    obj = group.file["/"] if key.startswith("/") else group
+    for part in key.split("/"):
+        if part in ("", "."):
+            continue
+        if not isinstance(obj, h5py.Group):
+            return None
+        link = obj.get(part, getlink=True)
+        if link is None:
+            return None
+        name = f"{obj.name.rstrip('/')}/{part}"
+        if isinstance(link, h5py.ExternalLink):
+            raise WeightsError(
+                f"{context}'{name}' is an external link to {link.filename}:{link.path}; "
+                f"weights are read only from the file itself"
+            )
+        if isinstance(link, h5py.SoftLink):
+            if depth >= SOFT_LINK_DEPTH:
+                raise WeightsError(
+                    f"{context}'{name}': soft links nested more than "
+                    f"{SOFT_LINK_DEPTH} deep (a loop?)"
+                )
+            obj = _member(obj, link.path, path, where, depth + 1)
+            if obj is None:
+                return None
+        else:
+            obj = obj[part]
+    return obj
+
+
+def _dtype_text(dt: np.dtype) -> str:
+    if h5py.check_string_dtype(dt) is not None:
+        return f"string ({dt})"
+    if h5py.check_ref_dtype(dt) is not None:
+        return "object reference"
+    if h5py.check_vlen_dtype(dt) is not None:
+        return f"variable-length sequence of {h5py.check_vlen_dtype(dt)}"
+    if h5py.check_enum_dtype(dt) is not None:
+        return f"enum {dict(h5py.check_enum_dtype(dt))}"
+    return str(dt)
+
+
+def _dataset_problem(ds) -> str | None:
+    """Why `ds` cannot hold weights, judged from its metadata alone (nothing is read); None if it can.
+
+    Weights are real numbers (floats, or integers that are cast to float), in
+    the file itself (no virtual dataset, no external raw storage), and every
+    byte that the shape declares is stored (a dataset whose chunks were never
+    written would read as its fill value).
+    """
+    dt = ds.dtype
+    if dt.kind not in "fiu" or h5py.check_enum_dtype(dt) is not None:
+        return f"has dtype {_dtype_text(dt)}, not real numbers (floats or integers)"
+    if ds.shape is None:
+        return "has no dataspace (an empty HDF5 dataset)"
+    if ds.is_virtual:
+        return "is a virtual dataset, which maps data from other files"
+    if ds.external:
+        files = ", ".join(str(name) for name, _, _ in ds.external)
+        return f"keeps its data in the external file(s) {files}"
+    layout = ds.id.get_create_plist().get_layout()
+    declared = ds.size * dt.itemsize
+    if layout == h5py.h5d.CHUNKED:
+        needed = math.prod(-(-s // c) for s, c in zip(ds.shape, ds.chunks))
+        stored = ds.id.get_num_chunks()
+        if stored < needed:
+            return (f"declares shape {ds.shape} ({declared:,} bytes of {dt}) but the file "
+                    f"holds {stored} of its {needed:,} chunks")
+    elif layout == h5py.h5d.CONTIGUOUS:
+        stored = ds.id.get_storage_size()
+        if stored < declared:
+            return (f"declares shape {ds.shape} ({declared:,} bytes of {dt}) but the file "
+                    f"holds {stored:,} bytes of it")
+    return None
+
+
+def _dataset(group, key: str, path: Path, where: str):
+    """The h5py dataset `key` of a layer, checked by `_dataset_problem`, not read."""
+    ds = _member(group, key, path, f"{where}: dataset '{key}'")
     if not isinstance(ds, h5py.Dataset):
         raise WeightsError(f"{path}: {where}: dataset '{key}' is missing")
-    return np.asarray(ds[()])
+    problem = _dataset_problem(ds)
+    if problem is not None:
+        raise WeightsError(f"{path}: {where}: dataset '{key}' {problem}")
+    return ds
 
 
 def _read_legacy(root, path: Path) -> list[KerasLayerWeights]:
     out = []
     for name in _load_attr_list(root, "layer_names"):
-        g = root.get(name)
+        g = _member(root, name, path, f"layer '{name}'")
         if not isinstance(g, h5py.Group):
             raise WeightsError(
                 f"{path}: layer '{name}' is listed in layer_names but has no group"
@@ -191,9 +310,7 @@ def _read_legacy(root, path: Path) -> list[KerasLayerWeights]:
         weight_names = _load_attr_list(g, "weight_names")
         if not weight_names:
             continue
-        arrays = [
-            _read_dataset(g, w, path, f"layer '{name}'") for w in weight_names
-        ]
+        arrays = [_dataset(g, w, path, f"layer '{name}'") for w in weight_names]
         owners = [_owner(w) for w in weight_names]
         if len(set(owners)) > 1 and None not in owners:
             # A nested model (a VGG16 base or a Sequential head inside the saved model) is
@@ -231,13 +348,15 @@ def _read_native(layers, path: Path) -> list[KerasLayerWeights]:
 
 
 def _walk_native(group, prefix: str, order: tuple, path: Path, found: list):
+    if len(order) > MAX_NESTING:
+        raise WeightsError(f"{path}: layers/{prefix}: groups nested more than {MAX_NESTING} deep (a loop?)")
     for key in group:
-        child = group[key]
+        child = _member(group, key, path, f"layers/{prefix}{key}")
         if not isinstance(child, h5py.Group):
             continue
         cls, k = _split_key(key)
         name = f"{prefix}{key}"
-        vars_ = child.get("vars")
+        vars_ = _member(child, "vars", path, f"layers/{name}")
         if isinstance(vars_, h5py.Group) and len(vars_):
             keys = sorted(vars_, key=lambda s: int(s) if s.isdigit() else -1)
             if keys != [str(i) for i in range(len(keys))]:
@@ -245,9 +364,7 @@ def _walk_native(group, prefix: str, order: tuple, path: Path, found: list):
                     f"{path}: layers/{name}/vars has keys {list(vars_)}, "
                     f"expected 0 .. {len(keys) - 1}"
                 )
-            arrays = [
-                _read_dataset(vars_, i, path, f"layers/{name}/vars") for i in keys
-            ]
+            arrays = [_dataset(vars_, i, path, f"layers/{name}/vars") for i in keys]
             stored = vars_.attrs.get("name")
             entry = KerasLayerWeights(
                 name,
@@ -260,9 +377,10 @@ def _walk_native(group, prefix: str, order: tuple, path: Path, found: list):
             # Sort by class first, then by the container path, then by k.
             found.append(((cls, order, k), entry))
         for sub in child:
-            if sub != "vars" and isinstance(child[sub], h5py.Group):
+            sub_group = _member(child, sub, path, f"layers/{name}") if sub != "vars" else None
+            if isinstance(sub_group, h5py.Group):
                 _walk_native(
-                    child[sub], f"{name}/{sub}/", order + (_split_key(key),), path, found
+                    sub_group, f"{name}/{sub}/", order + (_split_key(key),), path, found
                 )
 
 
@@ -353,13 +471,6 @@ def _to_numpy(x) -> np.ndarray:
     return arr
 
 
-def _like_param(param, arr: np.ndarray):
-    """The one place where loaded values get the parameter's dtype and device."""
-    # The arrays come fresh from the file, so no copy is needed (VGG16 is 528 MB).
-    value = np.ascontiguousarray(arr, dtype=param.data.dtype)
-    return to_device(value, device_of(param.data))
-
-
 # ---------------------------------------------------------------- model level
 
 
@@ -383,62 +494,113 @@ def keras_class_name(layer) -> str:
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-def load_weights(model, path, by_name=True, skip_mismatch=False) -> LoadReport:
+def load_weights(model, path, by_name=True, skip_mismatch=False, strict=True) -> LoadReport:
     """Load a Keras weights file into `model`; all or nothing.
 
     Legacy files: with by_name=True a file layer goes to the model layer of
-    the same name; model layers that the file lacks keep their values (a
-    notop file into a model with a new head). With by_name=False the k-th
-    weighted file layer goes to the k-th weighted model layer, and the
-    counts must agree.
+    the same name. With by_name=False the k-th weighted file layer goes to
+    the k-th weighted model layer, and the counts must agree.
 
     Native `.weights.h5`: the k-th model layer of a class gets `<class>_k`.
     With by_name=True the stored `name` attribute, when present, must
     equal the model layer's name.
 
-    Every count and shape is checked before anything is assigned. A problem
-    raises WeightsError (file, layer, weight, expected and found shape) and
-    leaves the model unchanged, unless skip_mismatch=True: then the layers
-    concerned are skipped with a warning. A file layer with no model layer
-    is such a problem too.
+    strict=True: every model layer with weights must get them from the file,
+    else WeightsError listing the layers the file lacks. strict=False lets
+    those layers keep their values (a notop file into a model with a new
+    head) and lists them in the report's `untouched`.
+
+    Everything is checked before anything is assigned, and before any array
+    is read, from the file's metadata: the counts, and each dataset's dtype
+    (real numbers only), storage (in this file, fully written) and shape
+    against the model's parameter, so that a load never reads more than the
+    model holds. Then the values are read and must be finite in the
+    parameter's dtype. A problem raises WeightsError (file, layer, dataset,
+    expected and found) and leaves the model unchanged; with
+    skip_mismatch=True a layer whose shapes or counts do not fit, or a file
+    layer with no model layer, is skipped with a warning instead (and strict
+    does not count the skipped layers).
     """
     path = Path(path)
-    entries = read_keras_weights(path)
     layers = [layer for layer in model.layers() if layer.weights]
-    pairs, unmatched = _match(entries, layers, path, by_name)
-
-    problems = []  # (entry, layer or None, text)
-    for e in unmatched:
-        problems.append((e, None, f"file layer '{_label(e)}' has no model layer"))
-    for e, layer in pairs:
-        problems.extend((e, layer, t) for t in _check_pair(e, layer, by_name))
-
     report = LoadReport(str(path))
-    if problems:
-        lines = [t for _, _, t in problems]
-        if len(lines) > MAX_LISTED:
-            lines = lines[:MAX_LISTED - 1] + [f"... and {len(lines) - MAX_LISTED + 1} more"]
-        text = "\n  ".join(lines)
-        if not skip_mismatch:
-            raise WeightsError(f"{path}: does not fit the model; nothing was loaded:\n  {text}")
-        warnings.warn(f"{path}: skipping layers that do not fit:\n  {text}", stacklevel=2)
-        bad = {id(e) for e, _, _ in problems}
-        report.skipped = [
-            f"{layer.name if layer is not None else _label(e)}: {t}" for e, layer, t in problems
-        ]
-        pairs = [(e, layer) for e, layer in pairs if id(e) not in bad]
+    with _open_weights(path) as f:
+        entries = _entries(f, path)
+        pairs, unmatched = _match(entries, layers, path, by_name)
 
-    new_values = [
-        (p, _like_param(p, arr))
-        for e, layer in pairs
-        for p, arr in zip(layer.weights, e.arrays)
-    ]
+        problems = []  # (entry, layer or None, text)
+        for e in unmatched:
+            problems.append((e, None, f"file layer '{_label(e)}' has no model layer"))
+        for e, layer in pairs:
+            problems.extend((e, layer, t) for t in _check_pair(e, layer, by_name))
+        if problems:
+            text = _listing([t for _, _, t in problems])
+            if not skip_mismatch:
+                raise WeightsError(f"{path}: does not fit the model; nothing was loaded:\n  {text}")
+            warnings.warn(f"{path}: skipping layers that do not fit:\n  {text}", stacklevel=2)
+            bad = {id(e) for e, _, _ in problems}
+            report.skipped = [
+                f"{layer.name if layer is not None else _label(e)}: {t}" for e, layer, t in problems
+            ]
+            pairs = [(e, layer) for e, layer in pairs if id(e) not in bad]
+        skipped = {id(layer) for _, layer, _ in problems if layer is not None}
+        done = {id(layer) for _, layer in pairs}
+        missing = [layer.name for layer in layers if id(layer) not in done | skipped]
+        if strict and missing:
+            raise WeightsError(
+                f"{path}: has no weights for {len(missing)} of the model's {len(layers)} "
+                f"layers with weights; nothing was loaded (strict=False loads the others "
+                f"and leaves these unchanged):\n  {_listing(missing)}"
+            )
+        new_values = [
+            (p, _read_param(ds, p, path, layer, e, i))
+            for e, layer in pairs
+            for i, (p, ds) in enumerate(zip(layer.weights, e.arrays))
+        ]
     for p, value in new_values:
-        p.data = value
-    done = {id(layer) for _, layer in pairs}
+        p.data = to_device(value, device_of(p.data))
     report.loaded = [layer.name for _, layer in pairs]
     report.untouched = [layer.name for layer in layers if id(layer) not in done]
     return report
+
+
+def _listing(lines: list[str]) -> str:
+    """At most MAX_LISTED lines, the rest counted."""
+    if len(lines) > MAX_LISTED:
+        lines = lines[:MAX_LISTED - 1] + [f"... and {len(lines) - MAX_LISTED + 1} more"]
+    return "\n  ".join(lines)
+
+
+def _read(ds, path: Path, where: str, out=None) -> np.ndarray:
+    """The values of a dataset (into `out` when given); a failed read (a corrupt
+    compressed chunk, a filter this HDF5 lacks) is a WeightsError naming it."""
+    try:
+        if out is None:
+            return np.asarray(ds[()])
+        ds.read_direct(out)
+        return out
+    except (OSError, ValueError, RuntimeError) as e:
+        raise WeightsError(f"{path}: {where}: cannot read dataset '{ds.name}' ({e})") from e
+
+
+def _read_param(ds, param, path: Path, layer, e: KerasLayerWeights, i: int) -> np.ndarray:
+    """The one place where a dataset is read for a parameter: its shape (checked
+    before), the parameter's dtype, finite values; a NumPy array."""
+    where = f"layer '{layer.name}'" + (f" (file layer '{_label(e)}')" if e.name != layer.name else "")
+    value = np.empty(tuple(param.data.shape), dtype=param.data.dtype)
+    if ds.dtype == value.dtype:
+        _read(ds, path, where, out=value)
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            value[...] = _read(ds, path, where)  # ints, other floats; too large for the dtype: inf
+    if value.dtype.kind == "f" and not np.isfinite(value).all():
+        nan = int(np.isnan(value).sum())
+        raise WeightsError(
+            f"{path}: {where}: dataset '{e.weight_names[i]}' ({ds.name}) holds non-finite "
+            f"values as {value.dtype} ({nan} NaN, {value.size - nan - int(np.isfinite(value).sum())} "
+            f"infinite); nothing was loaded"
+        )
+    return value
 
 
 def _label(e: KerasLayerWeights) -> str:
@@ -476,6 +638,14 @@ def _match(entries, layers, path: Path, by_name: bool):
                     f"loading by name needs unique names"
                 )
             index[layer.name] = layer
+        seen = set()
+        for e in entries:
+            if e.name in seen:
+                raise WeightsError(
+                    f"{path}: the file has two layers named '{e.name}'; "
+                    f"loading by name needs unique names"
+                )
+            seen.add(e.name)
         pairs = [(e, index[e.name]) for e in entries if e.name in index]
         unmatched = [e for e in entries if e.name not in index]
         return pairs, unmatched

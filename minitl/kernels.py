@@ -14,7 +14,7 @@ Convolution is then one GEMM: ``cols @ w.reshape(kh*kw*C, O)`` is the output
 
 Each kernel has two versions: a Numba one (``_*_nb``, parallel over rows of
 cols, N*Ho or N*H, so both cores are busy even at N=1) used for NumPy arrays, and a
-plain array-module twin (``*_numpy``) written only with ``xp`` slicing, so it
+plain array-module twin (``*_xp``) written only with ``xp`` slicing, so it
 also runs on CuPy arrays. The public function picks one; the tests check that
 both agree. Backward kernels gather into rows of dx, so threads never write the
 same cell, and they add terms in the same order as the twins.
@@ -36,7 +36,29 @@ from numba import prange  # noqa: E402
 from .backend import get_array_module  # noqa: E402
 from .errors import ShapeError  # noqa: E402
 
+__all__ = ["output_size", "im2col", "im2col_xp", "col2im", "col2im_xp", "max_pool_forward", "max_pool_forward_xp",
+           "max_pool_backward", "max_pool_backward_xp", "avg_pool_forward", "avg_pool_forward_xp",
+           "avg_pool_backward", "avg_pool_backward_xp", "relu_forward", "relu_forward_xp", "bias_relu",
+           "bias_relu_xp", "relu_backward", "relu_backward_xp"]
+
 _jit = numba.njit(parallel=True, cache=True)
+_inline = numba.njit(inline="always")
+
+
+@_inline
+def _window_row(y, a, top, sh, Ho):
+    """The output row i whose window has input row y at its row a (i*sh + a - top = y), or -1."""
+    t = y + top - a
+    if t < 0 or t % sh != 0 or t // sh >= Ho:
+        return -1
+    return t // sh
+
+
+@_inline
+def _input_cell(i, a, s, lo, size):
+    """The input cell that output position i reads at window offset a (i*s + a - lo), or -1 in the padding."""
+    v = i * s + a - lo
+    return v if 0 <= v < size else -1
 
 
 def output_size(size, k, s, lo, hi):
@@ -93,7 +115,7 @@ def im2col(x, kh, kw, sh, sw, pads, out=None, rows=None):
         raise ShapeError(f"im2col: out must be a C-contiguous {x.dtype} array of shape {shape}, "
                          f"got {out.dtype} {tuple(out.shape)}")
     if not _is_numpy(x):
-        return im2col_numpy(x, kh, kw, sh, sw, pads, out=out, rows=rows)
+        return im2col_xp(x, kh, kw, sh, sw, pads, out=out, rows=rows)
     x = numpy.ascontiguousarray(x)
     cols = numpy.empty(shape, dtype=x.dtype) if out is None else out
     _im2col_nb(x, cols, kh, kw, sh, sw, pads[0], pads[2], i0, i1, Wo)
@@ -117,11 +139,11 @@ def _im2col_nb(x, cols, kh, kw, sh, sw, top, left, i0, i1, Wo):
         n = r // (i1 - i0)
         i = i0 + r % (i1 - i0)
         for a in range(kh):
-            y = i * sh + a - top
+            y = _input_cell(i, a, sh, top, H)
             for b in range(kw):
-                xx = j * sw + b - left
+                xx = _input_cell(j, b, sw, left, W)
                 col = (a * kw + b) * C
-                if 0 <= y < H and 0 <= xx < W:
+                if y >= 0 and xx >= 0:
                     for c in range(C):
                         cols[row, col + c] = x[n, y, xx, c]
                 else:
@@ -129,7 +151,7 @@ def _im2col_nb(x, cols, kh, kw, sh, sw, top, left, i0, i1, Wo):
                         cols[row, col + c] = 0
 
 
-def im2col_numpy(x, kh, kw, sh, sw, pads, out=None, rows=None):
+def im2col_xp(x, kh, kw, sh, sw, pads, out=None, rows=None):
     """Array-module twin of im2col: pad, then copy one strided slice per window cell."""
     xp = get_array_module(x)
     Ho, Wo = _out_hw(x.shape, kh, kw, sh, sw, pads)
@@ -163,7 +185,7 @@ def col2im(cols, x_shape, kh, kw, sh, sw, pads, out=None):
         raise ShapeError(f"col2im: out must be a C-contiguous {cols.dtype} array of shape {(N, H, W, C)}, "
                          f"got {out.dtype} {tuple(out.shape)}")
     if not _is_numpy(cols):
-        return col2im_numpy(cols, x_shape, kh, kw, sh, sw, pads, out=out)
+        return col2im_xp(cols, x_shape, kh, kw, sh, sw, pads, out=out)
     cols = numpy.ascontiguousarray(cols)
     if out is None:
         dx = numpy.zeros((N, H, W, C), dtype=cols.dtype)
@@ -183,21 +205,20 @@ def _col2im_nb(cols, dx, kh, kw, sh, sw, top, left, Ho, Wo):
         n = r // H
         y = r % H
         for a in range(kh):
-            t = y + top - a
-            if t < 0 or t % sh != 0 or t // sh >= Ho:
+            i = _window_row(y, a, top, sh, Ho)
+            if i < 0:
                 continue
-            i = t // sh
             for b in range(kw):
                 col = (a * kw + b) * C
                 for j in range(Wo):
-                    xx = j * sw + b - left
-                    if 0 <= xx < W:
+                    xx = _input_cell(j, b, sw, left, W)
+                    if xx >= 0:
                         row = (n * Ho + i) * Wo + j
                         for c in range(C):
                             dx[n, y, xx, c] += cols[row, col + c]
 
 
-def col2im_numpy(cols, x_shape, kh, kw, sh, sw, pads, out=None):
+def col2im_xp(cols, x_shape, kh, kw, sh, sw, pads, out=None):
     """Array-module twin of col2im: one strided slice-add per window cell into a padded dx."""
     xp = get_array_module(cols)
     Ho, Wo = _out_hw(x_shape, kh, kw, sh, sw, pads)
@@ -230,7 +251,7 @@ def max_pool_forward(x, ph, pw, sh, sw, pads):
     """
     Ho, Wo = _check_pool(x.shape, ph, pw, sh, sw, pads)
     if not _is_numpy(x):
-        return max_pool_forward_numpy(x, ph, pw, sh, sw, pads)
+        return max_pool_forward_xp(x, ph, pw, sh, sw, pads)
     x = numpy.ascontiguousarray(x)
     N, H, W, C = x.shape
     y = numpy.empty((N, Ho, Wo, C), dtype=x.dtype)
@@ -249,12 +270,12 @@ def _max_pool_forward_nb(x, y, arg, ph, pw, sh, sw, top, left):
         for j in range(Wo):
             first = True                     # every window has a real cell (_check_pool)
             for a in range(ph):
-                yy = i * sh + a - top
-                if yy < 0 or yy >= H:
+                yy = _input_cell(i, a, sh, top, H)
+                if yy < 0:
                     continue
                 for b in range(pw):
-                    xx = j * sw + b - left
-                    if xx < 0 or xx >= W:
+                    xx = _input_cell(j, b, sw, left, W)
+                    if xx < 0:
                         continue
                     k = a * pw + b
                     for c in range(C):
@@ -266,7 +287,7 @@ def _max_pool_forward_nb(x, y, arg, ph, pw, sh, sw, top, left):
                     first = False
 
 
-def max_pool_forward_numpy(x, ph, pw, sh, sw, pads):
+def max_pool_forward_xp(x, ph, pw, sh, sw, pads):
     """Array-module twin of max_pool_forward: one strided slice per window cell."""
     xp = get_array_module(x)
     Ho, Wo = _check_pool(x.shape, ph, pw, sh, sw, pads)
@@ -298,7 +319,7 @@ def max_pool_backward(gy, arg, x_shape, ph, pw, sh, sw, pads):
         raise ShapeError(f"max_pool_backward: gy {tuple(gy.shape)} and arg {tuple(arg.shape)} "
                          f"must both be {(N, Ho, Wo, C)} for x shape {tuple(x_shape)}")
     if not _is_numpy(gy):
-        return max_pool_backward_numpy(gy, arg, x_shape, ph, pw, sh, sw, pads)
+        return max_pool_backward_xp(gy, arg, x_shape, ph, pw, sh, sw, pads)
     gy = numpy.ascontiguousarray(gy)
     arg = numpy.ascontiguousarray(arg)
     dx = numpy.zeros((N, H, W, C), dtype=gy.dtype)
@@ -315,21 +336,20 @@ def _max_pool_backward_nb(gy, arg, dx, ph, pw, sh, sw, top, left):
         n = r // H
         y = r % H
         for a in range(ph):
-            t = y + top - a
-            if t < 0 or t % sh != 0 or t // sh >= Ho:
+            i = _window_row(y, a, top, sh, Ho)
+            if i < 0:
                 continue
-            i = t // sh
             for b in range(pw):
                 k = a * pw + b
                 for j in range(Wo):
-                    xx = j * sw + b - left
-                    if 0 <= xx < W:
+                    xx = _input_cell(j, b, sw, left, W)
+                    if xx >= 0:
                         for c in range(C):
                             if arg[n, i, j, c] == k:
                                 dx[n, y, xx, c] += gy[n, i, j, c]
 
 
-def max_pool_backward_numpy(gy, arg, x_shape, ph, pw, sh, sw, pads):
+def max_pool_backward_xp(gy, arg, x_shape, ph, pw, sh, sw, pads):
     """Array-module twin of max_pool_backward: one masked slice-add per window cell."""
     xp = get_array_module(gy)
     Ho, Wo = _check_pool(x_shape, ph, pw, sh, sw, pads)
@@ -361,7 +381,7 @@ def avg_pool_forward(x, ph, pw, sh, sw, pads):
     real cells of each window (padding is not counted)."""
     Ho, Wo = _check_pool(x.shape, ph, pw, sh, sw, pads)
     if not _is_numpy(x):
-        return avg_pool_forward_numpy(x, ph, pw, sh, sw, pads)
+        return avg_pool_forward_xp(x, ph, pw, sh, sw, pads)
     x = numpy.ascontiguousarray(x)
     N, H, W, C = x.shape
     counts = _real_counts(numpy, H, W, ph, pw, sh, sw, pads, Ho, Wo, x.dtype)
@@ -381,19 +401,19 @@ def _avg_pool_forward_nb(x, counts, y, ph, pw, sh, sw, top, left):
             for c in range(C):
                 y[n, i, j, c] = 0
             for a in range(ph):
-                yy = i * sh + a - top
-                if yy < 0 or yy >= H:
+                yy = _input_cell(i, a, sh, top, H)
+                if yy < 0:
                     continue
                 for b in range(pw):
-                    xx = j * sw + b - left
-                    if 0 <= xx < W:
+                    xx = _input_cell(j, b, sw, left, W)
+                    if xx >= 0:
                         for c in range(C):
                             y[n, i, j, c] += x[n, yy, xx, c]
             for c in range(C):
                 y[n, i, j, c] /= counts[i, j]
 
 
-def avg_pool_forward_numpy(x, ph, pw, sh, sw, pads):
+def avg_pool_forward_xp(x, ph, pw, sh, sw, pads):
     """Array-module twin of avg_pool_forward: slice-sum over window cells, then divide."""
     xp = get_array_module(x)
     Ho, Wo = _check_pool(x.shape, ph, pw, sh, sw, pads)
@@ -416,7 +436,7 @@ def avg_pool_backward(gy, x_shape, ph, pw, sh, sw, pads):
         raise ShapeError(f"avg_pool_backward: gy {tuple(gy.shape)} must be {(N, Ho, Wo, C)} "
                          f"for x shape {tuple(x_shape)}")
     if not _is_numpy(gy):
-        return avg_pool_backward_numpy(gy, x_shape, ph, pw, sh, sw, pads)
+        return avg_pool_backward_xp(gy, x_shape, ph, pw, sh, sw, pads)
     gy = numpy.ascontiguousarray(gy)
     counts = _real_counts(numpy, H, W, ph, pw, sh, sw, pads, Ho, Wo, gy.dtype)
     dx = numpy.zeros((N, H, W, C), dtype=gy.dtype)
@@ -433,19 +453,18 @@ def _avg_pool_backward_nb(gy, counts, dx, ph, pw, sh, sw, top, left):
         n = r // H
         y = r % H
         for a in range(ph):
-            t = y + top - a
-            if t < 0 or t % sh != 0 or t // sh >= Ho:
+            i = _window_row(y, a, top, sh, Ho)
+            if i < 0:
                 continue
-            i = t // sh
             for b in range(pw):
                 for j in range(Wo):
-                    xx = j * sw + b - left
-                    if 0 <= xx < W:
+                    xx = _input_cell(j, b, sw, left, W)
+                    if xx >= 0:
                         for c in range(C):
                             dx[n, y, xx, c] += gy[n, i, j, c] / counts[i, j]
 
 
-def avg_pool_backward_numpy(gy, x_shape, ph, pw, sh, sw, pads):
+def avg_pool_backward_xp(gy, x_shape, ph, pw, sh, sw, pads):
     """Array-module twin of avg_pool_backward: one slice-add of gy / count per window cell."""
     xp = get_array_module(gy)
     Ho, Wo = _check_pool(x_shape, ph, pw, sh, sw, pads)
@@ -466,7 +485,7 @@ def avg_pool_backward_numpy(gy, x_shape, ph, pw, sh, sw, pads):
 def relu_forward(x):
     """y = max(x, 0), any shape; NaN stays NaN."""
     if not _is_numpy(x):
-        return relu_forward_numpy(x)
+        return relu_forward_xp(x)
     x = numpy.ascontiguousarray(x)
     y = numpy.empty_like(x)
     _relu_forward_nb(x.reshape(-1), y.reshape(-1))
@@ -480,7 +499,7 @@ def _relu_forward_nb(x, y):
         y[i] = 0 if v < 0 else v
 
 
-def relu_forward_numpy(x):
+def relu_forward_xp(x):
     """Array-module twin of relu_forward."""
     return get_array_module(x).maximum(x, 0)
 
@@ -495,7 +514,7 @@ def bias_relu(y, b=None):
         raise ShapeError(f"bias_relu: b must be a {y.dtype} array of shape {(y.shape[1],)}, "
                          f"got {b.dtype} {tuple(b.shape)}")
     if not _is_numpy(y):
-        return bias_relu_numpy(y, b)
+        return bias_relu_xp(y, b)
     if b is None:
         _relu_forward_nb(y.reshape(-1), y.reshape(-1))
     else:
@@ -512,7 +531,7 @@ def _bias_relu_nb(y, b):
             y[r, o] = 0 if v < 0 else v
 
 
-def bias_relu_numpy(y, b=None):
+def bias_relu_xp(y, b=None):
     """Array-module twin of bias_relu."""
     xp = get_array_module(y)
     if b is not None:
@@ -525,7 +544,7 @@ def relu_backward(gy, x):
     if tuple(gy.shape) != tuple(x.shape):
         raise ShapeError(f"relu_backward: gy {tuple(gy.shape)} and x {tuple(x.shape)} differ")
     if not _is_numpy(gy):
-        return relu_backward_numpy(gy, x)
+        return relu_backward_xp(gy, x)
     gy = numpy.ascontiguousarray(gy)
     x = numpy.ascontiguousarray(x)
     dx = numpy.empty_like(gy)
@@ -539,6 +558,6 @@ def _relu_backward_nb(gy, x, dx):
         dx[i] = gy[i] if x[i] > 0 else 0
 
 
-def relu_backward_numpy(gy, x):
+def relu_backward_xp(gy, x):
     """Array-module twin of relu_backward."""
     return get_array_module(gy).where(x > 0, gy, 0).astype(gy.dtype, copy=False)

@@ -12,8 +12,13 @@ import numpy
 
 from . import functional as F
 from .backend import device_of, to_device, to_numpy
+from .conv import _pair, output_hw, resolve_padding
 from .errors import ShapeError, WeightsError
 from .tensor import Tensor
+
+__all__ = ["Module", "Layer", "Parameter", "Sequential", "Conv2D", "Dense", "MaxPool2D", "AvgPool2D",
+           "GlobalAvgPool2D", "Flatten", "ReLU", "Dropout", "manual_seed", "he_normal", "glorot_uniform",
+           "ACTIVATIONS"]
 
 _rng = numpy.random.default_rng(0)
 
@@ -25,7 +30,11 @@ def manual_seed(seed):
 
 
 def he_normal(shape, fan_in, rng):
-    """N(0, 2 / fan_in), truncated at two standard deviations as Keras does."""
+    """Keras' he_normal: W = (σ / c)·z, σ = √(2 / fan_in), z ~ N(0, 1) redrawn until |z| ≤ 2.
+
+    c = 0.87962566103423978 is the standard deviation of that truncated z, so
+    Var(W) = 2 / fan_in exactly and |W| ≤ 2σ / c.
+    """
     std = math.sqrt(2.0 / fan_in) / 0.87962566103423978  # Keras' truncated-normal correction
     w = rng.standard_normal(shape, dtype=numpy.float32)
     while (bad := numpy.abs(w) > 2).any():
@@ -49,6 +58,12 @@ def _activation(name):
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; use one of {sorted(k for k in ACTIVATIONS if k)}")
     return ACTIVATIONS[name]
+
+
+def _window_output_hw(size, window, strides, padding):
+    """(Ho, Wo) of a convolution or pooling window over an (H, W) input, as the op computes it."""
+    strides = _pair(strides, "strides")
+    return output_hw(size, window, strides, resolve_padding(padding, size, window, strides))
 
 
 class Parameter(Tensor):
@@ -267,7 +282,6 @@ class Conv2D(Layer):
         self.kernel_size = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         self.strides, self.padding = strides, padding
         self.activation = _activation(activation)
-        self.activation_name = activation
         self.kernel_initializer = kernel_initializer
         self.built = False
         if input_channels is not None:
@@ -278,14 +292,10 @@ class Conv2D(Layer):
         self._create_weights((kh, kw, channels, self.filters), kh * kw * channels, kh * kw * self.filters)
 
     def output_shape(self, input_shape):
-        from .conv import resolve_padding
         n, h, w, c = input_shape
         if not self.built:
             self.build(c)
-        s = (self.strides, self.strides) if isinstance(self.strides, int) else tuple(self.strides)
-        t, b, l, r = resolve_padding(self.padding, (h, w), self.kernel_size, s)
-        return n, (h + t + b - self.kernel_size[0]) // s[0] + 1, (w + l + r - self.kernel_size[1]) // s[1] + 1, \
-            self.filters
+        return (n, *_window_output_hw((h, w), self.kernel_size, self.strides, self.padding), self.filters)
 
     def forward(self, x):
         if not self.built:
@@ -308,7 +318,6 @@ class Dense(Layer):
         super().__init__(name)
         self.units, self.use_bias = units, use_bias
         self.activation = _activation(activation)
-        self.activation_name = activation
         self.kernel_initializer = kernel_initializer
         self.built = False
         if input_dim is not None:
@@ -339,12 +348,9 @@ class MaxPool2D(Layer):
         self.pool_size, self.strides, self.padding = pool_size, strides, padding
 
     def output_shape(self, input_shape):
-        from .conv import _pair, resolve_padding
         n, h, w, c = input_shape
-        p = _pair(self.pool_size, "pool")
-        s = p if self.strides is None else _pair(self.strides, "strides")
-        t, b, l, r = resolve_padding(self.padding, (h, w), p, s)
-        return n, (h + t + b - p[0]) // s[0] + 1, (w + l + r - p[1]) // s[1] + 1, c
+        pool = _pair(self.pool_size, "pool")
+        return (n, *_window_output_hw((h, w), pool, pool if self.strides is None else self.strides, self.padding), c)
 
     def forward(self, x):
         return F.max_pool2d(x, self.pool_size, self.strides, self.padding)
@@ -353,18 +359,12 @@ class MaxPool2D(Layer):
 class AvgPool2D(MaxPool2D):
     default_name = "average_pooling2d"
 
-    def __init__(self, pool_size=2, strides=None, padding="valid", name=None):
-        super().__init__(pool_size, strides, padding, name)
-
     def forward(self, x):
         return F.avg_pool2d(x, self.pool_size, self.strides, self.padding)
 
 
 class GlobalAvgPool2D(Layer):
     default_name = "global_average_pooling2d"
-
-    def __init__(self, name=None):
-        super().__init__(name)
 
     def output_shape(self, input_shape):
         return input_shape[0], input_shape[3]
@@ -377,9 +377,6 @@ class Flatten(Layer):
     """(N, H, W, C) -> (N, H·W·C) in Keras' (h, w, c) order."""
     default_name = "flatten"
 
-    def __init__(self, name=None):
-        super().__init__(name)
-
     def output_shape(self, input_shape):
         return input_shape[0], int(numpy.prod(input_shape[1:]))
 
@@ -389,9 +386,6 @@ class Flatten(Layer):
 
 class ReLU(Layer):
     default_name = "re_lu"
-
-    def __init__(self, name=None):
-        super().__init__(name)
 
     def forward(self, x):
         return F.relu(x)

@@ -8,9 +8,14 @@ gradients in the broadcast shape.
 import itertools
 import math
 
-from .backend import get_array_module
+from .backend import get_array_module, scatter_add
 from .errors import ShapeError
 from .tensor import Function, Tensor
+
+__all__ = ["add", "sub", "mul", "div", "neg", "abs", "pow", "rpow", "exp", "log", "sqrt", "matmul", "sum", "mean",
+           "max", "reshape", "transpose", "broadcast_to", "getitem", "concatenate",
+           "Add", "Sub", "Mul", "Div", "Neg", "Pow", "Abs", "Exp", "Log", "Sqrt", "MatMul", "Sum", "Mean", "Max",
+           "Reshape", "Transpose", "BroadcastTo", "GetItem", "Concatenate"]
 
 
 # ---- elementwise arithmetic ---------------------------------------------------
@@ -42,7 +47,8 @@ class Mul(Function):
         return a * b
 
     def backward(self, gy):
-        return gy * self.b, gy * self.a
+        need_a, need_b = self.needs_grad
+        return gy * self.b if need_a else None, gy * self.a if need_b else None
 
 
 class Div(Function):
@@ -53,8 +59,8 @@ class Div(Function):
         return a / b
 
     def backward(self, gy):
-        gb = gy / self.b
-        return gb, -gb * self.a / self.b
+        ga = gy / self.b
+        return ga, -ga * self.a / self.b if self.needs_grad[1] else None
 
 
 class Neg(Function):
@@ -139,7 +145,9 @@ class MatMul(Function):
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        return gy @ xp.swapaxes(self.b, -1, -2), xp.swapaxes(self.a, -1, -2) @ gy
+        need_a, need_b = self.needs_grad
+        return (gy @ xp.swapaxes(self.b, -1, -2) if need_a else None,
+                xp.swapaxes(self.a, -1, -2) @ gy if need_b else None)
 
 
 # ---- reductions ---------------------------------------------------------------
@@ -264,18 +272,11 @@ class GetItem(Function):
         self.key = key
 
     def forward(self, x):
-        self.shape, self.dtype = x.shape, x.dtype
+        self.shape = x.shape
         return x[self.key]
 
     def backward(self, gy):
-        xp = get_array_module(gy)
-        gx = xp.zeros(self.shape, dtype=gy.dtype)
-        if xp.__name__ == "numpy":
-            xp.add.at(gx, self.key, gy)
-        else:
-            import cupyx
-            cupyx.scatter_add(gx, self.key, gy)
-        return gx
+        return scatter_add(get_array_module(gy).zeros(self.shape, dtype=gy.dtype), self.key, gy)
 
 
 class Concatenate(Function):
@@ -343,6 +344,3 @@ def getitem(x, key):
         key = get_array_module(x.data if isinstance(x, Tensor) else x).asarray(key)
     return GetItem(key)(x)
 
-
-__all__ = ["add", "sub", "mul", "div", "neg", "abs", "pow", "rpow", "exp", "log", "sqrt", "matmul", "sum", "mean",
-           "max", "reshape", "transpose", "broadcast_to", "getitem", "concatenate"]

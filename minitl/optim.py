@@ -1,15 +1,24 @@
 """Optimizers (SGD, Adam) and learning-rate schedules.
 
-Every optimizer applies W_{t+1} = W_t − η·step(∇L(W_t)) to each trainable parameter;
-they differ in how the step is made from the gradient g:
+Every optimizer moves each trainable parameter by W_t = W_{t−1} − η·step_t, with
+step t = 1, 2, … made from that step's gradient g_t, in this order (``Optimizer.step``):
 
-- SGD: with weight decay λ, g ← g + λW (an L2 term, added before momentum, as
-  PyTorch does). With momentum μ the velocity is v_{t+1} = μ v_t + g (v_1 = g),
-  and the step is v_{t+1}, or g + μ v_{t+1} for Nesterov momentum.
-- Adam (Kingma & Ba, Algorithm 1): m_t = β1 m_{t−1} + (1 − β1) g,
-  v_t = β2 v_{t−1} + (1 − β2) g², m̂ = m_t / (1 − β1^t), v̂ = v_t / (1 − β2^t),
-  and the step is m̂ / (√v̂ + ε). Weight decay is decoupled (AdamW, as Keras'
-  ``weight_decay``): W ← W − ηλW before the step.
+1. Clipping (``clip_norm`` = c): g_t ← g_t · min(1, c / ‖g‖₂), ‖g‖₂ the norm of all the
+   trainable parameters' gradients together. The loss gradient alone is clipped; weight
+   decay comes after, so it is never scaled down (as PyTorch's ``clip_grad_norm_``
+   followed by its SGD with ``weight_decay``).
+2. SGD: with weight decay λ, g_t ← g_t + λW (an L2 term, added before momentum, as
+   PyTorch does). With momentum μ the velocity is v_t = μ v_{t−1} + g_t with v_0 = 0, so
+   v_1 = g_1, the first step is η·g_1, and v_t = Σ_{k<t} μ^k g_{t−k}; the step is v_t, or
+   g_t + μ v_t for Nesterov momentum. Without momentum it is g_t.
+3. Adam (Kingma & Ba, Algorithm 1): m_t = β1 m_{t−1} + (1 − β1) g_t,
+   v_t = β2 v_{t−1} + (1 − β2) g_t², m̂_t = m_t / (1 − β1^t), v̂_t = v_t / (1 − β2^t),
+   and the step is m̂_t / (√v̂_t + ε). Weight decay is decoupled (AdamW, as Keras'
+   ``weight_decay``): W ← W − ηλW before the step.
+
+Schedules set each group's η from its own initial rate η_0 once per epoch e:
+StepLR η_0·γ^⌊e/s⌋, CosineLR η_min + (η_0 − η_min)(1 + cos(πe/T))/2 with
+η_min = min_factor·η_0.
 """
 import math
 
@@ -59,7 +68,11 @@ class Optimizer:
                              if p.requires_grad and p.grad is not None))
 
     def step(self):
-        """One update of every trainable parameter that has a gradient."""
+        """One update of every trainable parameter that has a gradient.
+
+        The raw gradients are clipped first (``clip_norm``); ``update`` then adds any
+        weight decay and makes the step.
+        """
         scale = 1.0
         if self.clip_norm is not None:
             norm = self.grad_norm()
@@ -201,7 +214,10 @@ class StepLR(LRSchedule):
 
 
 class CosineLR(LRSchedule):
-    """η_e = η_min + (η_0 − η_min)(1 + cos(π e / T)) / 2 for e ≤ T, then η_min."""
+    """η_e = η_min + (η_0 − η_min)(1 + cos(π e / T)) / 2 for e ≤ T, then η_min.
+
+    T is ``t_max`` and η_min = ``min_factor`` · η_0, for each group from its own η_0.
+    """
 
     def __init__(self, optimizer, t_max, min_factor=0.0):
         self.t_max, self.min_factor = t_max, min_factor

@@ -4,7 +4,9 @@ A ``Tensor`` wraps an array (NumPy on the CPU, CuPy on the GPU). Every op is a
 ``Function`` with ``forward`` on arrays and ``backward`` on arrays side by side.
 Calling a Function records it as the creator of its output, so the graph is built
 as the computation runs; ``Tensor.backward()`` walks that graph in reverse
-topological order and applies the chain rule: for y = f(x), dL/dx = dL/dy · ∂f/∂x.
+topological order and applies the chain rule as vector–Jacobian products: for
+y = f(x), dL/dx = (∂y/∂x)ᵀ dL/dy, summed over every op that used x. Reverse
+topological order makes that sum complete before x's own creator runs backward.
 """
 import contextlib
 import weakref
@@ -13,6 +15,8 @@ import numpy
 
 from .backend import DEFAULT_DTYPE, device_of, get_array_module, to_device, to_numpy
 from .errors import DeviceError, MinitlError, ShapeError
+
+__all__ = ["Tensor", "Function", "as_tensor", "no_grad", "enable_grad", "is_grad_enabled"]
 
 _grad_enabled = True
 
@@ -165,6 +169,7 @@ class Tensor:
             if fn.inputs is None:
                 raise MinitlError("backward through a graph that was already freed; "
                                   "call backward(retain_graph=True) the first time")
+            fn.needs_grad = tuple(x.requires_grad for x in fn.inputs)
             for i, (x, gx) in enumerate(zip(fn.inputs, _input_grads(fn, g))):
                 if gx is None or not x.requires_grad:
                     continue
@@ -316,6 +321,15 @@ def _unbroadcast(grad, shape):
     return grad
 
 
+def _broadcasts(tensors):
+    """Whether the tensors' shapes broadcast together (NumPy's rule)."""
+    try:
+        numpy.broadcast_shapes(*(t.shape for t in tensors))
+    except ValueError:
+        return False
+    return True
+
+
 def as_tensor(x, like=None):
     """``x`` as a Tensor; Python numbers take the dtype of ``like`` (as NumPy does for scalars).
 
@@ -338,19 +352,26 @@ class Function:
     ``forward`` returns one array; ``backward`` returns one gradient per input (a tuple
     or list, or one array for one input; None for an input without one), each in
     the input's shape or in the broadcast shape that the walk sums back.
-    Subclasses register themselves in ``Function.registry`` (the gradient-check
-    test walks it, so no op goes unchecked). Non-tensor arguments (axes, shapes)
-    go to ``__init__``; whatever backward needs is saved on ``self`` in forward
-    and freed by ``release()`` once the backward pass has used it.
+    ``needs_grad`` holds one bool per input (as PyTorch's ``ctx.needs_input_grad``),
+    set when the op is recorded and again by the autograd walk just before backward:
+    backward may skip the work for, and return None for, an input with False.
+    Subclasses register themselves in ``Function.registry`` under their qualified
+    name, module and class (the gradient-check test walks it, so no op goes
+    unchecked). Non-tensor arguments (axes, shapes) go to ``__init__``; whatever
+    backward needs is saved on ``self`` in forward and freed by ``release()``
+    once the backward pass has used it. A forward may raise ``ShapeError`` for
+    inputs that do not fit; a ValueError from inputs that do not broadcast
+    together is reported as one.
     """
 
     registry = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        Function.registry[cls.__name__] = cls
+        Function.registry[f"{cls.__module__}.{cls.__qualname__}"] = cls
 
     inputs = None
+    needs_grad = None
 
     def __call__(self, *inputs):
         first = next((x for x in inputs if isinstance(x, Tensor)), None)
@@ -367,14 +388,17 @@ class Function:
                                   f"a Function has one output (write one Function per output)")
         except MinitlError:
             raise
-        except ValueError as e:  # NumPy's broadcasting errors, said in minitl's words
-            shapes = " and ".join(str(t.shape) for t in tensors)
+        except ValueError as e:
+            if _broadcasts(tensors):
+                raise
+            shapes = " and ".join(str(t.shape) for t in tensors)  # NumPy's broadcasting error in minitl's words
             raise ShapeError(f"{type(self).__name__}: input shapes {shapes} do not fit ({e})") from None
-        needs_grad = _grad_enabled and any(t.requires_grad for t in tensors)
-        out = Tensor(y, requires_grad=needs_grad and y.dtype.kind == "f")
+        record = _grad_enabled and any(t.requires_grad for t in tensors)
+        out = Tensor(y, requires_grad=record and y.dtype.kind == "f")
         if out.requires_grad:
             out._creator = self
             self.inputs = [t._graph_node() if t.requires_grad else t for t in tensors]
+            self.needs_grad = tuple(t.requires_grad for t in tensors)
         return out
 
     def forward(self, *xs):

@@ -272,3 +272,59 @@ def test_abs_and_a_number_to_the_power_of_a_tensor():
     assert minitl.gradcheck(lambda t: 0.5 ** t, Tensor(np.array([0.3, -1.2]), requires_grad=True)) < 1e-6
     with pytest.raises(ValueError, match="positive base, got -2"):
         (-2) ** x
+
+
+def test_only_inputs_that_do_not_broadcast_are_a_shape_error():
+    with pytest.raises(ShapeError, match=r"Add: input shapes \(2, 3\) and \(4,\) do not fit"):
+        Tensor(np.ones((2, 3))) + Tensor(np.ones(4))
+
+    class Picky(Function):
+        def forward(self, x):
+            raise ValueError("rate must be positive")
+
+    with pytest.raises(ValueError, match="^rate must be positive$") as caught:
+        Picky()(Tensor(np.ones(3)))
+    assert not isinstance(caught.value, ShapeError)
+
+    class Strict(Function):
+        def forward(self, a, b):
+            raise ValueError("a bug unrelated to shapes")
+
+    with pytest.raises(ValueError, match="^a bug unrelated to shapes$") as caught:
+        Strict()(Tensor(np.ones((2, 3))), Tensor(np.ones(3)))
+    assert not isinstance(caught.value, ShapeError)
+
+
+def test_backward_is_told_which_inputs_need_a_gradient():
+    seen = []
+
+    class Scale(Function):
+        def forward(self, a, b):
+            self.a, self.b = a, b
+            return a * b
+
+        def backward(self, gy):
+            seen.append(self.needs_grad)
+            need_a, need_b = self.needs_grad
+            return gy * self.b if need_a else None, gy * self.a if need_b else None
+
+    a, b = Tensor(np.array([1.0, 2.0]), requires_grad=True), Tensor(np.array([3.0, 4.0]))
+    Scale()(a, b).sum().backward()
+    frozen = Tensor(np.array([5.0, 6.0]), requires_grad=True)
+    y = Scale()(a, frozen)
+    frozen.requires_grad = False                 # frozen between forward and backward
+    y.sum().backward()
+    assert seen == [(True, False), (True, False)]
+    np.testing.assert_array_equal(a.grad, [8.0, 10.0])
+    assert b.grad is None and frozen.grad is None
+
+
+def test_matmul_computes_only_the_gradients_needed(rng):
+    a = Tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    w = Tensor(rng.standard_normal((4, 2)))
+    fn = minitl.ops.MatMul()
+    fn(a, w)
+    assert fn.needs_grad == (True, False)           # set when the op is recorded
+    ga, gw = fn.backward(np.ones((3, 2)))
+    assert gw is None
+    np.testing.assert_array_equal(ga, np.ones((3, 2)) @ w.data.T)

@@ -1,4 +1,4 @@
-"""Convolution, pooling, dense, flatten and dropout: gradient checks, an independent
+"""Convolution and pooling: gradient checks, an independent
 forward reference (einsum over sliding windows), padding rules and shape errors."""
 import math
 import os
@@ -145,6 +145,22 @@ def test_conv2d_forward_matches_einsum(case, dtype, rtol, rng):
     assert err <= rtol
 
 
+@pytest.mark.parametrize("case", CONV_CASES, ids=CONV_IDS)
+def test_conv2d_matches_the_plain_loop_reference(case, rng):
+    _, n, h, w, cin, kh, kw, cout, stride, padding, _ = case
+    sh, sw = pair(stride)
+    x, k, b = conv_inputs(case, np.float64, rng)
+    pads = expected_pads(padding, h, w, kh, kw, sh, sw)
+    loops = conv.conv2d_reference(x, k, b, (sh, sw), pads)
+    np.testing.assert_allclose(loops, reference_conv(x, k, b, (sh, sw), pads), rtol=1e-12, atol=1e-12)
+    for activation in (None, "relu"):
+        fast = F.conv2d(Tensor(x), Tensor(k), None if b is None else Tensor(b), stride=stride, padding=padding,
+                        activation=activation).data
+        assert fast.shape == loops.shape and fast.dtype == np.float64
+        expected = loops if activation is None else np.maximum(loops, 0)
+        np.testing.assert_allclose(fast, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_conv2d_wider_channels_in_float32(rng):
     # Longer dot products (K = 5*5*16 = 400) than the gradient-check cases.
     x = rng.standard_normal((2, 9, 8, 16)).astype(np.float32)
@@ -237,6 +253,24 @@ def test_conv2d_skips_dx_when_the_input_needs_no_grad(monkeypatch, rng):
     assert x.grad is None and k.grad is not None
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv2d_skips_dw_when_the_kernel_is_frozen(bias, monkeypatch, rng):
+    x = rng.standard_normal((2, 5, 5, 3))
+    k, b = rng.standard_normal((3, 3, 3, 2)), rng.standard_normal(2)
+    gy = rng.standard_normal((2, 5, 5, 2))
+    trained = [Tensor(a, requires_grad=True) for a in (x, k, b)]
+    F.conv2d(*trained[:3 if bias else 2], padding="same").backward(gy)
+    xt = Tensor(x, requires_grad=True)
+    y = F.conv2d(xt, Tensor(k), Tensor(b) if bias else None, padding="same")
+
+    def no_im2col(*args, **kwargs):
+        raise AssertionError("im2col called in backward for a kernel without requires_grad")
+
+    monkeypatch.setattr(conv.kernels, "im2col", no_im2col)
+    y.backward(gy)
+    np.testing.assert_array_equal(xt.grad, trained[0].grad)
+
+
 def test_conv2d_mixed_dtypes(rng):
     x32 = rng.standard_normal((2, 5, 5, 3)).astype(np.float32)
     k64, b64 = rng.standard_normal((3, 3, 3, 2)), rng.standard_normal(2)
@@ -250,8 +284,8 @@ def test_conv2d_mixed_dtypes(rng):
 
 @pytest.mark.parametrize("impl", ["numba", "twin"])
 def test_im2col_and_col2im_write_into_out(impl, rng):
-    im2col = kernels.im2col if impl == "numba" else kernels.im2col_numpy
-    col2im = kernels.col2im if impl == "numba" else kernels.col2im_numpy
+    im2col = kernels.im2col if impl == "numba" else kernels.im2col_xp
+    col2im = kernels.col2im if impl == "numba" else kernels.col2im_xp
     x = rng.standard_normal((2, 5, 4, 3)).astype(np.float32)
     pads = (1, 0, 0, 2)
     expected = im2col(x, 3, 2, 2, 1, pads)
@@ -380,67 +414,6 @@ def test_bad_padding_and_stride_arguments():
         F.conv2d(x, w, padding="full")
     with pytest.raises(ValueError, match="stride must be an int or a pair"):
         F.conv2d(x, w, stride=(1, 2, 3))
-
-
-# ---- dense, flatten, dropout -------------------------------------------------------
-
-@pytest.mark.parametrize("bias", [True, False])
-def test_dense_gradient(bias, rng):
-    inputs = [Tensor(rng.standard_normal((3, 5)), requires_grad=True),
-              Tensor(rng.standard_normal((5, 4)), requires_grad=True)]
-    if bias:
-        inputs.append(Tensor(rng.standard_normal(4), requires_grad=True))
-    assert gradcheck(F.dense, *inputs) < 1e-6
-    y = F.dense(*inputs).data
-    ref = inputs[0].data @ inputs[1].data + (inputs[2].data if bias else 0)
-    np.testing.assert_allclose(y, ref, rtol=1e-12)
-
-
-def test_dense_shape_error():
-    with pytest.raises(ShapeError, match=r"dense: input has 6 features \(shape \(2, 6\)\).*"
-                                         r"expects 5 \(kernel shape \(5, 4\)\)"):
-        F.dense(np.ones((2, 6), np.float32), np.ones((5, 4), np.float32))
-
-
-def test_flatten_is_hwc_row_major():
-    x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
-    y = F.flatten(Tensor(x)).data
-    assert y.shape == (2, 60)
-    for n in range(2):
-        for h in range(3):
-            for w in range(4):
-                for c in range(5):
-                    assert y[n, (h * 4 + w) * 5 + c] == x[n, h, w, c]
-
-
-def test_flatten_gradient(rng):
-    assert gradcheck(F.flatten, Tensor(rng.standard_normal((2, 3, 2, 2)), requires_grad=True)) < 1e-6
-
-
-def test_dropout_scales_survivors_and_keeps_the_mean(rng):
-    rate = 0.3
-    x = rng.uniform(1, 2, (200, 100)).astype(np.float32)
-    y = F.dropout(Tensor(x), rate, training=True, rng=np.random.default_rng(1)).data
-    kept = y != 0
-    np.testing.assert_allclose(y[kept], x[kept] / (1 - rate), rtol=1e-6)
-    assert abs(1 - kept.mean() - rate) < 0.02                 # 20,000 draws: std ≈ 0.003
-    assert abs(y.mean() / x.mean() - 1) < 0.02
-
-
-def test_dropout_gradient_is_the_scaled_mask(rng):
-    x = Tensor(rng.standard_normal((50, 40)), requires_grad=True)
-    y = F.dropout(x, 0.5, training=True, rng=np.random.default_rng(2))
-    y.sum().backward()
-    expected = np.where(y.data != 0, 2.0, 0.0)
-    np.testing.assert_array_equal(x.grad, expected)
-
-
-def test_dropout_identity_when_not_training(rng):
-    x = Tensor(rng.standard_normal((4, 5)).astype(np.float32))
-    np.testing.assert_array_equal(F.dropout(x, 0.5, training=False).data, x.data)
-    np.testing.assert_array_equal(F.dropout(x, 0.0, training=True).data, x.data)
-    with pytest.raises(ValueError, match=r"dropout rate must be in \[0, 1\)"):
-        F.dropout(x, 1.0, training=True)
 
 
 # ---- the same checks with Numba's JIT turned off -----------------------------------

@@ -2,15 +2,15 @@
 
 import os
 import threading
+import tracemalloc
 import warnings
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from minitl.data import (ArrayDataset, DataLoader, ImageFolder, center_crop, find_splits, load_image,
-                         open_image, random_crop, random_flip, resize_keep_aspect, resize_to_cover,
-                         stratified_split, train_val_folders)
+from minitl.data import (ArrayDataset, DataLoader, ImageFolder, find_splits, image_files, load_image,
+                         open_image, random_flip, resize_and_crop, stratified_split, train_val_folders)
 from minitl.errors import DataError
 
 RED, BLUE = (220, 20, 20), (20, 20, 220)
@@ -324,24 +324,151 @@ def test_val_folder_missing_a_class(tmp_path):
 
 # ---------------------------------------------------------------- transforms
 
-def test_resize_and_crop_functions():
+@pytest.mark.parametrize("h, w, size, resize, whole_size", [
+    (30, 50, (20, 20), None, (20, 33)),    # just covers 20 x 20
+    (50, 30, (60, 10), None, (60, 36)),    # enlarged to cover
+    (97, 83, (24, 16), 40, (47, 40)),      # shorter side 40
+    (40, 300, (32, 32), 36, (36, 270)),
+    (12, 9, (40, 40), None, (53, 40)),
+    (60, 80, (32, 32), 16, (32, 42)),      # shorter side 16 does not cover 32 x 32: covered instead
+])
+def test_resize_and_crop_equals_resizing_the_whole_image_then_cropping(h, w, size, resize, whole_size):
+    # The reference resizes the whole image with Pillow and slices the central window out of it.
+    img = Image.fromarray(np.random.default_rng(h * w).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    rh, rw = whole_size
+    whole = np.asarray(img.resize((rw, rh), Image.BILINEAR)).astype(int)
+    top, left = (rh - size[0]) // 2, (rw - size[1]) // 2
+    got = resize_and_crop(img, size, "center", resize)
+    assert got.shape == size + (3,) and got.dtype == np.uint8
+    diff = np.abs(got - whole[top:top + size[0], left:left + size[1]])
+    # Equal but for exact ties (x.5) rounded the other way, at most one level in each of the two passes.
+    assert diff.max() <= 2
+
+
+def test_random_crop_is_a_window_and_reproducible():
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)
-    assert resize_keep_aspect(img, 15).shape == (15, 25, 3)
-    assert resize_keep_aspect(img.transpose(1, 0, 2), 15).shape == (25, 15, 3)
-    assert resize_keep_aspect(img.astype(np.float32), 60).dtype == np.float32
-    assert resize_to_cover(img, (20, 20)).shape == (20, 33, 3)
-    assert resize_to_cover(img, (60, 10)).shape == (60, 100, 3)
-    np.testing.assert_array_equal(center_crop(img, (10, 20)), img[10:20, 15:35])
-    crop = random_crop(img, 10, np.random.default_rng(3))
-    np.testing.assert_array_equal(crop, random_crop(img, 10, np.random.default_rng(3)))
+    pil = Image.fromarray(img)
+    center = resize_and_crop(pil, (10, 20), "center", resize=30)  # shorter side 30: no resize
+    np.testing.assert_array_equal(center, img[10:20, 15:35])
+    crop = resize_and_crop(pil, (10, 10), "random", 30, np.random.default_rng(3))
+    np.testing.assert_array_equal(crop, resize_and_crop(pil, (10, 10), "random", 30, np.random.default_rng(3)))
     windows = {img[t:t + 10, l:l + 10].tobytes(): (t, l) for t in range(21) for l in range(41)}
     assert crop.tobytes() in windows
-    with pytest.raises(ValueError):
-        center_crop(img, 31)
+    places = {windows[resize_and_crop(pil, (10, 10), "random", 30, np.random.default_rng(s)).tobytes()]
+              for s in range(20)}
+    assert len(places) > 10
     flips = [random_flip(img, np.random.default_rng(s)) for s in range(8)]
     assert all((f == img).all() or (f == img[:, ::-1]).all() for f in flips)
     assert any((f == img[:, ::-1]).all() for f in flips) and any((f == img).all() for f in flips)
+
+
+@pytest.mark.parametrize("size", [(1, 300_000), (300_000, 1)])  # (H, W)
+def test_extreme_aspect_ratio_costs_no_more_than_the_output(tmp_path, size):
+    path = tmp_path / "line.png"
+    Image.new("RGB", size[::-1], (10, 200, 30)).save(path)
+    assert path.stat().st_size < 20_000
+    tracemalloc.start()
+    try:
+        x = load_image(path, image_size=(224, 224), preprocess=None)
+        ds = ImageFolder(make_class_with(tmp_path, path), image_size=(64, 48), crop="random", flip=True,
+                         resize=256, preprocess=None)
+        y, _ = ds[0]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # Resizing the whole image first would make a 224 x 67,200,000 image (45 GB).
+    assert peak < 16 * 2**20, peak
+    assert x.shape == (224, 224, 3) and y.shape == (64, 48, 3)
+    assert np.array_equal(np.unique(x.reshape(-1, 3), axis=0), [[10, 200, 30]])
+    assert np.array_equal(np.unique(y.reshape(-1, 3), axis=0), [[10, 200, 30]])
+
+
+def make_class_with(tmp_path, image):
+    """root/a/<image> and root/b/<a small image>, for an ImageFolder of two classes."""
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    os.replace(image, root / "a" / image.name)
+    rgb_image(8, 8).save(root / "b" / "small.png")
+    return root
+
+
+# ---------------------------------------------------------------- files that are not regular files
+
+def call_with_fifo_guard(fifo, fn, *args, **kw):
+    """fn(*args) in a thread; if it is still blocked on the FIFO after 20 s, release it and fail."""
+    result = {}
+
+    def run():
+        try:
+            result["value"] = fn(*args, **kw)
+        except Exception as exc:  # handed to the test
+            result["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(20)
+    if worker.is_alive():
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # a writer unblocks the reader
+        os.close(fd)
+        worker.join(5)
+        pytest.fail(f"{fn.__name__} blocked on the FIFO {fifo}")
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
+
+
+def test_fifo_named_like_an_image_is_reported_not_waited_on(tmp_path):
+    make_classes(tmp_path, [2, 2])
+    fifo = tmp_path / "class0" / "x.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match=r"x\.jpg is a FIFO"):
+        call_with_fifo_guard(fifo, load_image, fifo, preprocess=None)
+    with pytest.warns(UserWarning, match=r"skipped 1 image[\s\S]*x\.jpg[\s\S]*FIFO"):
+        ds = call_with_fifo_guard(fifo, ImageFolder, tmp_path, image_size=8, preprocess=None)
+    assert len(ds) == 4 and str(fifo) not in [p for p, _ in ds.samples]
+    lazy = ImageFolder(tmp_path, image_size=8, preprocess=None, verify=False)
+    index = [p for p, _ in lazy.samples].index(str(fifo))
+    with pytest.raises(DataError, match="FIFO"):
+        call_with_fifo_guard(fifo, lazy.__getitem__, index)
+
+
+def test_devices_sockets_and_symlink_loops_are_reported(tmp_path):
+    if os.path.exists("/dev/zero"):
+        os.symlink("/dev/zero", tmp_path / "zero.png")
+        with pytest.raises(DataError, match=r"zero\.png is a device"):
+            load_image(tmp_path / "zero.png", preprocess=None)
+    os.symlink(tmp_path / "b.jpg", tmp_path / "a.jpg")
+    os.symlink(tmp_path / "a.jpg", tmp_path / "b.jpg")
+    with pytest.raises(DataError, match=r"cannot open image .*a\.jpg"):
+        load_image(tmp_path / "a.jpg", preprocess=None)
+    socket = pytest.importorskip("socket")
+    if hasattr(socket, "AF_UNIX") and len(str(tmp_path / "s.jpg")) < 100:
+        with socket.socket(socket.AF_UNIX) as server:
+            server.bind(str(tmp_path / "s.jpg"))
+            with pytest.raises(DataError, match=r"s\.jpg is a socket"):
+                load_image(tmp_path / "s.jpg", preprocess=None)
+
+
+def test_image_files_reports_a_folder_named_like_an_image_and_goes_on(tmp_path):
+    (tmp_path / "folder.jpg").mkdir()
+    rgb_image().save(tmp_path / "cat.png")
+    (tmp_path / "more").mkdir()
+    rgb_image().save(tmp_path / "more" / "dog.jpg")
+    files, problems = image_files([tmp_path / "folder.jpg", tmp_path / "cat.png", tmp_path / "more",
+                                   tmp_path / "missing.png"])
+    assert files == [str(tmp_path / "cat.png"), str(tmp_path / "more" / "dog.jpg"), str(tmp_path / "missing.png")]
+    assert len(problems) == 1 and "folder.jpg" in problems[0] and "no images" in problems[0]
+
+
+def test_folder_named_like_an_image_inside_a_class_is_a_sub_folder(tmp_path):
+    make_classes(tmp_path, [2, 2])
+    (tmp_path / "class0" / "empty.jpg").mkdir()
+    (tmp_path / "class1" / "more.png").mkdir()
+    rgb_image().save(tmp_path / "class1" / "more.png" / "inner.png")
+    ds = ImageFolder(tmp_path, image_size=8, preprocess=None)
+    assert len(ds) == 5 and str(tmp_path / "class1" / "more.png" / "inner.png") in [p for p, _ in ds.samples]
 
 
 def test_augmentation_depends_on_epoch_only(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 import minitl
 import minitl.functional as F
 from minitl import DeviceError, Tensor, kernels
-from minitl.gradcheck import op_cases
+from minitl.check import op_cases
 
 pytestmark = pytest.mark.gpu
 CASES = op_cases()

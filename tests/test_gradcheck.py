@@ -2,18 +2,36 @@
 import numpy as np
 import pytest
 
-from minitl import Function, GradcheckError, Tensor, gradcheck
-from minitl.gradcheck import op_cases
+from minitl import Function, GradcheckError, Tensor, gradcheck, ops
+from minitl.check import minitl_ops, op_cases, unchecked_ops
 
 CASES = op_cases()
 
 
 def test_every_registered_op_has_a_gradient_check():
-    minitl_ops = {name for name, cls in Function.registry.items() if cls.__module__.startswith("minitl.")}
-    checked = {name for name, *_ in CASES}
-    missing = minitl_ops - checked
-    assert not missing, f"ops without a gradient check in minitl.gradcheck.op_cases: {sorted(missing)}"
-    assert len(minitl_ops) >= 27
+    assert unchecked_ops(cases=CASES) == [], "ops without a gradient check in minitl.check.op_cases"
+    assert len(minitl_ops()) >= 27
+
+
+def test_the_registry_check_fails_for_a_minitl_op_without_a_case():
+    softplus = type("Softplus", (Function,), {"__module__": "minitl.functional",
+                                              "forward": lambda self, x: np.logaddexp(x, 0)})
+    try:
+        assert Function.registry["minitl.functional.Softplus"] is softplus
+        assert unchecked_ops(cases=CASES) == ["minitl.functional.Softplus"]
+    finally:
+        del Function.registry["minitl.functional.Softplus"]
+
+
+def test_a_user_op_named_like_a_minitl_op_keeps_both_registered():
+    class Add(Function):
+        def forward(self, a, b):
+            return a + b
+
+    assert Function.registry["minitl.ops.Add"] is ops.Add
+    assert Function.registry[f"{__name__}.{Add.__qualname__}"] is Add
+    assert "minitl.ops.Add" in minitl_ops() and Add not in minitl_ops().values()
+    assert unchecked_ops(cases=CASES) == []
 
 
 @pytest.mark.parametrize("name,desc,fn,inputs", CASES, ids=[f"{c[0]}:{c[1]}" for c in CASES])
@@ -36,7 +54,7 @@ def test_gradcheck_catches_a_wrong_backward():
         with pytest.raises(GradcheckError, match=r"input 0 .*element \(\d+,\).*analytic.*numeric"):
             gradcheck(lambda a: BadSquare()(a), x)
     finally:
-        del Function.registry["BadSquare"]
+        del Function.registry[f"{__name__}.{BadSquare.__qualname__}"]
 
 
 def test_gradcheck_catches_in_place_modification():
@@ -78,7 +96,7 @@ def test_gradcheck_of_a_function_with_several_outputs():
         with pytest.raises(GradcheckError, match=r"input 1 \(shape \(3,\)\)"):
             gradcheck(lambda a, b: (a * 2, HalfWrong()(a, b)), x, y)
     finally:
-        del Function.registry["HalfWrong"]
+        del Function.registry[f"{__name__}.{HalfWrong.__qualname__}"]
 
 
 def test_gradcheck_says_what_is_wrong_with_the_output():

@@ -379,8 +379,13 @@ def test_load_every_layout(layout):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_notop_file_into_model_with_a_new_head(layout):
     model = mini_vgg(classes=7)
+    before = snapshot(model)
+    with pytest.raises(WeightsError, match=r"no weights for 3 of the model's 16 layers[\s\S]*fc1\n  fc2\n  predictions"):
+        load_weights(model, fixture("vgg16mini_notop_32", layout))
+    assert_unchanged(model, before)
     head = [p.data.copy() for n in DENSE_NAMES for p in model.layer(n).weights]
-    report = load_weights(model, fixture("vgg16mini_notop_32", layout))
+    # The head is new: strict=False loads the base and leaves the head as it is.
+    report = load_weights(model, fixture("vgg16mini_notop_32", layout), strict=False)
     assert report.loaded == CONV_NAMES
     assert report.untouched == DENSE_NAMES
     now = [p.data for n in DENSE_NAMES for p in model.layer(n).weights]

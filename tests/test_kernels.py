@@ -120,7 +120,7 @@ def test_im2col_matches_twin_and_direct_conv(case):
     x_copy = x.copy()
     wt = rng.standard_normal((k, k, C, O)).astype(dtype)
     cols = K.im2col(x, k, k, s, s, pads)
-    twin = K.im2col_numpy(x, k, k, s, s, pads)
+    twin = K.im2col_xp(x, k, k, s, s, pads)
     assert cols.dtype == dtype and cols.flags.c_contiguous
     np.testing.assert_array_equal(cols, twin)
     np.testing.assert_array_equal(x, x_copy)
@@ -134,7 +134,7 @@ def test_im2col_matches_twin_and_direct_conv(case):
 def test_im2col_rows_are_rows_of_the_full_matrix(rows, impl):
     rng = np.random.default_rng(8)
     x = make_x(rng, (2, 7, 6, 3), np.float32, "flipped")
-    im2col = K.im2col if impl == "numba" else K.im2col_numpy
+    im2col = K.im2col if impl == "numba" else K.im2col_xp
     args = (3, 2, 2, 1, (1, 1, 0, 1))                    # Ho = 4, Wo = 6
     full = im2col(x, *args).reshape(2, 4, 6, -1)
     part = im2col(x, *args, rows=rows)
@@ -155,7 +155,7 @@ def test_col2im_matches_twin(case):
         cols = np.asfortranarray(cols)
     dx = K.col2im(cols, (n, h, w, C), k, k, s, s, pads)
     assert dx.shape == (n, h, w, C) and dx.dtype == dtype
-    np.testing.assert_array_equal(dx, K.col2im_numpy(cols, (n, h, w, C), k, k, s, s, pads))
+    np.testing.assert_array_equal(dx, K.col2im_xp(cols, (n, h, w, C), k, k, s, s, pads))
 
 
 @pytest.mark.parametrize("k,s,pads", [(3, 1, (1, 1, 1, 1)), (3, 2, (0, 1, 0, 1)), (2, 2, (0, 0, 0, 0)),
@@ -165,7 +165,7 @@ def test_col2im_is_adjoint_of_im2col(k, s, pads, impl):
     rng = np.random.default_rng(2)
     shape = (2, 7, 6, 3)
     x = rng.standard_normal(shape)
-    fwd, bwd = (K.im2col, K.col2im) if impl == "numba" else (K.im2col_numpy, K.col2im_numpy)
+    fwd, bwd = (K.im2col, K.col2im) if impl == "numba" else (K.im2col_xp, K.col2im_xp)
     cols = fwd(x, k, k, s, s, pads)
     c = rng.standard_normal(cols.shape)
     lhs = np.vdot(cols, c)
@@ -182,7 +182,7 @@ def test_max_pool_matches_twin_and_loops(case):
     x = make_x(rng, (n, h, w, 2), dtype, layout)
     x_copy = x.copy()
     y, arg = K.max_pool_forward(x, p, p, s, s, pads)
-    y2, arg2 = K.max_pool_forward_numpy(x, p, p, s, s, pads)
+    y2, arg2 = K.max_pool_forward_xp(x, p, p, s, s, pads)
     y_ref, arg_ref = max_pool_ref(x, p, s, pads)
     for yy, aa in [(y, arg), (y2, arg2)]:
         assert yy.dtype == dtype and np.issubdtype(aa.dtype, np.integer)
@@ -194,13 +194,13 @@ def test_max_pool_matches_twin_and_loops(case):
         arg = np.asfortranarray(arg)
     dx = K.max_pool_backward(gy, arg, x.shape, p, p, s, s, pads)
     assert dx.dtype == dtype
-    np.testing.assert_array_equal(dx, K.max_pool_backward_numpy(gy, arg, x.shape, p, p, s, s, pads))
+    np.testing.assert_array_equal(dx, K.max_pool_backward_xp(gy, arg, x.shape, p, p, s, s, pads))
     np.testing.assert_allclose(dx, max_pool_backward_ref(gy, arg, x.shape, p, s, pads), **tol(dtype))
     np.testing.assert_array_equal(x, x_copy)
 
 
-FWD = {"numba": K.max_pool_forward, "twin": K.max_pool_forward_numpy}
-BWD = {"numba": K.max_pool_backward, "twin": K.max_pool_backward_numpy}
+FWD = {"numba": K.max_pool_forward, "twin": K.max_pool_forward_xp}
+BWD = {"numba": K.max_pool_backward, "twin": K.max_pool_backward_xp}
 
 
 @pytest.mark.parametrize("impl", ["numba", "twin"])
@@ -259,12 +259,12 @@ def test_avg_pool_matches_twin_and_loops(case):
     x = make_x(rng, (n, h, w, 2), dtype, layout)
     y = K.avg_pool_forward(x, p, p, s, s, pads)
     assert y.dtype == dtype
-    np.testing.assert_array_equal(y, K.avg_pool_forward_numpy(x, p, p, s, s, pads))
+    np.testing.assert_array_equal(y, K.avg_pool_forward_xp(x, p, p, s, s, pads))
     np.testing.assert_allclose(y, avg_pool_ref(x, p, s, pads), **tol(dtype))
     gy = rng.standard_normal(y.shape).astype(dtype)
     dx = K.avg_pool_backward(gy, x.shape, p, p, s, s, pads)
     assert dx.dtype == dtype
-    np.testing.assert_array_equal(dx, K.avg_pool_backward_numpy(gy, x.shape, p, p, s, s, pads))
+    np.testing.assert_array_equal(dx, K.avg_pool_backward_xp(gy, x.shape, p, p, s, s, pads))
 
 
 @pytest.mark.parametrize("p,s,pads", [(3, 1, (1, 1, 1, 1)), (3, 2, (0, 1, 0, 1)), (2, 2, (0, 0, 0, 0))])
@@ -295,11 +295,11 @@ def test_relu_matches_numpy(dtype, layout):
     y = K.relu_forward(x)
     assert y.dtype == dtype
     np.testing.assert_array_equal(y, np.maximum(x, 0))
-    np.testing.assert_array_equal(y, K.relu_forward_numpy(x))
+    np.testing.assert_array_equal(y, K.relu_forward_xp(x))
     dx = K.relu_backward(gy, x)
     assert dx.dtype == dtype and dx[0, 0, 0, 0] == 0
     np.testing.assert_array_equal(dx, gy * (x > 0))
-    np.testing.assert_array_equal(dx, K.relu_backward_numpy(gy, x))
+    np.testing.assert_array_equal(dx, K.relu_backward_xp(gy, x))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -313,7 +313,7 @@ def test_bias_relu_matches_twin_and_loops(dtype, bias):
     for r, o in itertools.product(range(7), range(5)):
         v = y[r, o] + (b[o] if bias else 0)
         ref[r, o] = v if np.isnan(v) else max(v, 0)
-    twin = K.bias_relu_numpy(y.copy(), b)
+    twin = K.bias_relu_xp(y.copy(), b)
     out = y.copy()
     assert K.bias_relu(out, b) is out                    # in place
     np.testing.assert_array_equal(out, twin)

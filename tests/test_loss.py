@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import minitl.functional as F
-from minitl import ShapeError, Tensor
+from minitl import ShapeError, Tensor, gradcheck
 
 
 def reference_cross_entropy(z, labels):
@@ -51,6 +51,27 @@ def test_one_hot_targets_equal_integer_labels(rng):
     np.testing.assert_allclose(a, b, rtol=1e-12)
     per = F.softmax_cross_entropy(Tensor(z), labels, reduction="none").data
     np.testing.assert_allclose(per.mean(), a, rtol=1e-12)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_targets_whose_rows_do_not_sum_to_one(reduction, rng):
+    z = rng.standard_normal((4, 3))
+    t = rng.dirichlet(np.ones(3), size=4) * np.array([0.5, 2.0, 1.0, 1.5])[:, None]
+    logits = Tensor(z, requires_grad=True)
+    loss = F.softmax_cross_entropy(logits, t, reduction=reduction)
+    log_p = z - z.max(1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+    per_sample = -(t * log_p).sum(1)
+    expected = {"mean": per_sample.mean(), "sum": per_sample.sum(), "none": per_sample}[reduction]
+    np.testing.assert_allclose(loss.data, expected, rtol=1e-12)
+    gy = rng.standard_normal(4)
+    loss.backward(gy if reduction == "none" else None)
+    rows = np.exp(log_p) * t.sum(1, keepdims=True) - t           # softmax · Σ_k t_k − t
+    scale = {"mean": 1 / 4, "sum": 1.0, "none": gy[:, None]}[reduction]
+    np.testing.assert_allclose(logits.grad, rows * scale, atol=1e-15)
+    np.testing.assert_allclose(rows.sum(1), 0, atol=1e-15)      # each row still sums to zero
+    assert gradcheck(lambda a: F.softmax_cross_entropy(a, t, reduction=reduction),
+                     Tensor(z, requires_grad=True)) < 1e-7
 
 
 def test_softmax_matches_reference(rng):

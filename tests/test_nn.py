@@ -1,13 +1,14 @@
 """Layers and modules: parameters, modes, freezing, state dicts, building, initialisers,
-activations, summary."""
+activations, summary; the dense, flatten and dropout functions."""
 import math
 
 import numpy as np
 import pytest
 
 import minitl.functional as F
-from minitl import ShapeError, Tensor, WeightsError, nn
+from minitl import ShapeError, Tensor, WeightsError, gradcheck, nn
 from minitl.optim import SGD
+from minitl.tensor import _topological_order
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +34,67 @@ def small_model(input_shape=(8, 8, 3)):
 
 def x_batch(shape=(2, 8, 8, 3), seed=0):
     return Tensor(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
+
+
+# ---- dense, flatten and dropout as functions ----------------------------------------
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_dense_gradient(bias, rng):
+    inputs = [Tensor(rng.standard_normal((3, 5)), requires_grad=True),
+              Tensor(rng.standard_normal((5, 4)), requires_grad=True)]
+    if bias:
+        inputs.append(Tensor(rng.standard_normal(4), requires_grad=True))
+    assert gradcheck(F.dense, *inputs) < 1e-6
+    y = F.dense(*inputs).data
+    ref = inputs[0].data @ inputs[1].data + (inputs[2].data if bias else 0)
+    np.testing.assert_allclose(y, ref, rtol=1e-12)
+
+
+def test_dense_shape_error():
+    with pytest.raises(ShapeError, match=r"dense: input has 6 features \(shape \(2, 6\)\).*"
+                                         r"expects 5 \(kernel shape \(5, 4\)\)"):
+        F.dense(np.ones((2, 6), np.float32), np.ones((5, 4), np.float32))
+
+
+def test_flatten_is_hwc_row_major():
+    x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    y = F.flatten(Tensor(x)).data
+    assert y.shape == (2, 60)
+    for n in range(2):
+        for h in range(3):
+            for w in range(4):
+                for c in range(5):
+                    assert y[n, (h * 4 + w) * 5 + c] == x[n, h, w, c]
+
+
+def test_flatten_gradient(rng):
+    assert gradcheck(F.flatten, Tensor(rng.standard_normal((2, 3, 2, 2)), requires_grad=True)) < 1e-6
+
+
+def test_dropout_scales_survivors_and_keeps_the_mean(rng):
+    rate = 0.3
+    x = rng.uniform(1, 2, (200, 100)).astype(np.float32)
+    y = F.dropout(Tensor(x), rate, training=True, rng=np.random.default_rng(1)).data
+    kept = y != 0
+    np.testing.assert_allclose(y[kept], x[kept] / (1 - rate), rtol=1e-6)
+    assert abs(1 - kept.mean() - rate) < 0.02                 # 20,000 draws: std ≈ 0.003
+    assert abs(y.mean() / x.mean() - 1) < 0.02
+
+
+def test_dropout_gradient_is_the_scaled_mask(rng):
+    x = Tensor(rng.standard_normal((50, 40)), requires_grad=True)
+    y = F.dropout(x, 0.5, training=True, rng=np.random.default_rng(2))
+    y.sum().backward()
+    expected = np.where(y.data != 0, 2.0, 0.0)
+    np.testing.assert_array_equal(x.grad, expected)
+
+
+def test_dropout_identity_when_not_training(rng):
+    x = Tensor(rng.standard_normal((4, 5)).astype(np.float32))
+    np.testing.assert_array_equal(F.dropout(x, 0.5, training=False).data, x.data)
+    np.testing.assert_array_equal(F.dropout(x, 0.0, training=True).data, x.data)
+    with pytest.raises(ValueError, match=r"dropout rate must be in \[0, 1\)"):
+        F.dropout(x, 1.0, training=True)
 
 
 # ---- traversal -----------------------------------------------------------------------
@@ -92,6 +154,18 @@ def test_freeze_and_unfreeze_and_sgd_skips_frozen():
         assert changed == (not k.startswith("conv_a")), k
     m.unfreeze()
     assert all(p.requires_grad for p in m.parameters())
+
+
+def test_backward_stops_at_the_lowest_trainable_layer():
+    m = small_model()
+    m.get_layer("conv_a").freeze()
+    x = x_batch()
+    below = m.get_layer("pool_a")(m.get_layer("conv_a")(x))
+    assert not below.requires_grad and below.is_leaf      # no graph is recorded under conv_b
+    loss = F.softmax_cross_entropy(m(x), np.array([0, 3]))
+    walked = _topological_order(loss._graph_node())
+    assert any(node is m.get_layer("conv_b").kernel for node in walked)
+    assert not any(node is p for node in walked for p in m.get_layer("conv_a").parameters())
 
 
 # ---- state dicts -----------------------------------------------------------------------
@@ -246,6 +320,20 @@ def test_he_normal_std():
     assert (conv.bias.data == 0).all()
 
 
+def test_he_normal_is_keras_truncated_normal_with_variance_2_over_fan_in():
+    # the standard deviation of N(0, 1) truncated to [-2, 2], from the normal's density and mass
+    density, mass = math.exp(-2) / math.sqrt(2 * math.pi), math.erf(2 / math.sqrt(2))
+    c = math.sqrt(1 - 2 * 2 * density / mass)
+    assert abs(c - 0.87962566103423978) < 1e-15
+    fan_in = 50
+    sigma = math.sqrt(2 / fan_in)
+    w = nn.he_normal((1_000_000,), fan_in, np.random.default_rng(1)).astype(np.float64)
+    bound = 2 * sigma / c                              # two standard deviations of N(0, (σ/c)²)
+    assert np.abs(w).max() <= bound * (1 + 1e-6) and np.abs(w).max() > 0.999 * bound
+    assert abs(w.var() / sigma ** 2 - 1) < 0.01        # the variance is 2 / fan_in (0.77 without 1/c)
+    assert abs(w.mean()) < 0.005 * sigma
+
+
 def test_glorot_uniform_bounds():
     nn.manual_seed(0)
     dense = nn.Dense(300, input_dim=500)
@@ -287,6 +375,22 @@ def test_activation_by_name(name, fn):
     layer = nn.Dense(3, activation=name, input_dim=6)
     z = x.data @ layer.kernel.data + layer.bias.data
     np.testing.assert_allclose(layer(x).data, fn(z), rtol=1e-6, atol=1e-7)
+
+
+def test_sigmoid_keeps_its_relative_precision_on_both_tails():
+    x = np.array([-700.0, -100.0, -20.0, -1.0, 0.0, 1.0, 20.0, 100.0, 700.0])
+    reference = np.array([1 / (1 + math.exp(-v)) for v in x])            # float64, fine for |x| <= 700
+    slope = np.array([1 / (1 + math.exp(-v)) / (1 + math.exp(v)) for v in x])  # σ(x) σ(-x)
+    xt = Tensor(x, requires_grad=True)
+    y = F.sigmoid(xt)
+    np.testing.assert_allclose(y.data, reference, rtol=1e-14)
+    assert y.data[0] > 0                                              # σ(-700) = 9.86e-305, not 0
+    y.sum().backward()
+    np.testing.assert_allclose(xt.grad, slope, rtol=1e-14)
+    x32 = Tensor(np.array([-80.0, 0.0, 80.0], np.float32))
+    y32 = F.sigmoid(x32).data
+    assert y32.dtype == np.float32
+    np.testing.assert_allclose(y32, [math.exp(-80), 0.5, 1.0], rtol=1e-6)
 
 
 def test_unknown_activation_is_a_clear_error():

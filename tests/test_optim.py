@@ -29,6 +29,26 @@ def test_momentum_by_hand():
     np.testing.assert_allclose(p.data, [0.52])
 
 
+def test_first_momentum_step_is_lr_times_the_gradient():
+    p = param([1.0], [2.0])
+    SGD([p], lr=0.1, momentum=0.9).step()     # v_1 = g_1: the step is η g_1 = 0.2, not 1.9 η g_1
+    np.testing.assert_allclose(p.data, [0.8])
+
+
+def test_momentum_is_an_exponentially_decaying_sum_of_gradients(rng):
+    grads = rng.standard_normal((6, 3))
+    lr, mu = 0.05, 0.8
+    p = param(np.zeros(3), grads[0])
+    opt = SGD([p], lr=lr, momentum=mu)
+    expected = np.zeros(3)
+    for t in range(len(grads)):
+        p.grad = grads[t].copy()
+        opt.step()
+        velocity = sum(mu ** k * grads[t - k] for k in range(t + 1))   # v_t = Σ_k μ^k g_{t-k}
+        expected -= lr * velocity
+        np.testing.assert_allclose(p.data, expected, rtol=1e-12)
+
+
 def test_nesterov_by_hand():
     p = param([1.0], [2.0])
     opt = SGD([p], lr=0.1, momentum=0.9, nesterov=True)
@@ -47,6 +67,14 @@ def test_weight_decay_added_before_momentum():
     np.testing.assert_allclose(p.data, [1.88 - 0.1788])
 
 
+def test_clipping_scales_the_raw_gradient_and_weight_decay_comes_after():
+    a, b = param([10.0], [3.0]), param([0.0], [4.0])   # raw gradient norm 5, decay term 0.1·10 = 1
+    opt = SGD([a, b], lr=1.0, weight_decay=0.1, clip_norm=1.0)
+    assert opt.grad_norm() == pytest.approx(5.0)      # the norm of ∇L alone, without λW
+    opt.step()                                        # a: 3/5 + 1 = 1.6; b: 4/5 + 0 = 0.8
+    np.testing.assert_allclose([a.data[0], b.data[0]], [8.4, -0.8])
+
+
 def test_param_groups_frozen_and_zero_grad():
     head, base, frozen = param([1.0], [1.0]), param([1.0], [1.0]), param([1.0], [1.0])
     frozen.requires_grad = False
@@ -55,6 +83,13 @@ def test_param_groups_frozen_and_zero_grad():
     np.testing.assert_allclose([head.data[0], base.data[0], frozen.data[0]], [0.9, 0.99, 1.0])
     opt.zero_grad()
     assert head.grad is None and base.grad is None
+
+
+def test_weight_decay_leaves_frozen_parameters_alone():
+    p, frozen = param([2.0], [1.0]), param([2.0], [1.0])
+    frozen.requires_grad = False
+    SGD([p, frozen], lr=0.1, momentum=0.9, weight_decay=0.5).step()
+    np.testing.assert_allclose([p.data[0], frozen.data[0]], [2.0 - 0.1 * (1.0 + 0.5 * 2.0), 2.0])
 
 
 def test_schedules():
@@ -73,6 +108,21 @@ def test_schedules():
         values.append(cos.get_lr()[0])
         cos.step()
     np.testing.assert_allclose(values, [1.0, 0.8535534, 0.5, 0.1464466, 0.0, 0.0], atol=1e-7)
+
+
+def test_cosine_floor_is_min_factor_times_each_groups_initial_lr():
+    p, q = param([1.0], [0.0]), param([1.0], [0.0])
+    opt = SGD([{"params": [p]}, {"params": [q], "lr": 0.01}], lr=0.1)
+    cos = CosineLR(opt, t_max=4, min_factor=0.2)
+    lrs = []
+    for _ in range(6):
+        lrs.append(cos.get_lr())
+        cos.step()
+    for group, lr0 in enumerate([0.1, 0.01]):
+        floor = 0.2 * lr0                               # η_min = min_factor · η_0 of the group
+        expected = [floor + (lr0 - floor) * (1 + math.cos(math.pi * min(e, 4) / 4)) / 2 for e in range(6)]
+        np.testing.assert_allclose([l[group] for l in lrs], expected, rtol=1e-12)
+        assert lrs[4][group] == pytest.approx(floor) and lrs[5][group] == pytest.approx(floor)
 
 
 def test_state_dict_round_trip():

@@ -346,7 +346,9 @@ def test_notop_file_into_a_model_with_a_new_head(layout, target):
         report = load_weights(model[0], path)
         assert report.untouched == []
     else:
-        report = load_weights(model, path, by_name=True)
+        assert_rejected(model, path, "no weights for 1 of the model's 14 layers", "head_predictions")
+        # The head is new: strict=False loads the base and leaves the head as it is.
+        report = load_weights(model, path, by_name=True, strict=False)
         assert report.untouched == ["head_predictions"]
     assert report.loaded == CONV_NAMES and report.skipped == []
     assert all(np.array_equal(a, b) for a, b in zip(head, head_params(model)))
@@ -479,10 +481,11 @@ def test_top_file_missing_a_layer(tmp_path, layout):
         # numbering (dense, dense_2) is refused instead of shifting weights.
         assert_rejected(model, path, "layers/dense_1 is missing", "predictions")
         return
-    # Legacy files, by_name=True (the default): the documented behaviour is
-    # that model layers the file lacks keep their values and are reported.
+    # Legacy files, by_name=True (the default): a model layer that the file
+    # lacks is an error; strict=False lets it keep its values and reports it.
+    assert_rejected(model, path, "no weights for 1 of the model's 16 layers", "fc2")
     fc2 = [np.array(p.data, copy=True) for p in model.get_layer("fc2").weights]
-    report = load_weights(model, path)
+    report = load_weights(model, path, strict=False)
     assert report.untouched == ["fc2"] and report.skipped == []
     assert report.loaded == [n for n in weighted_names(TOP) if n != "fc2"]
     assert all(np.array_equal(a, p.data) for a, p in zip(fc2, model.get_layer("fc2").weights))

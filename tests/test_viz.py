@@ -40,7 +40,7 @@ def test_dot_of_a_known_graph():
     nodes, edges = parse(viz.to_dot(loss))
     ops = sorted(label for key, label in nodes.items() if key.startswith("f"))
     tensors = [label for key, label in nodes.items() if key.startswith("t")]
-    assert ops == ["Add", "MatMul", "Mean", "Pow", "ReLU"]
+    assert ops == ["Add", "MatMul", "Mean", "Pow", "ReLUFunction"]
     assert len(tensors) == 8 and len(nodes) == 13
     for a, b in edges:  # every edge names declared nodes, and runs tensor -> op or op -> tensor
         assert a in nodes and b in nodes

@@ -13,7 +13,9 @@ import numpy
 
 from .backend import get_array_module, to_numpy
 from .errors import GradcheckError
-from .tensor import Tensor, no_grad
+from .tensor import Function, Tensor, no_grad
+
+__all__ = ["gradcheck", "op_cases", "minitl_ops", "unchecked_ops"]
 
 
 def _as_float64_input(i, x):
@@ -77,29 +79,40 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-6, rtol=1e-4, seed=0):
     for i in checked:
         x = inputs[i]
         analytic = x.grad if x.grad is not None else xp.zeros_like(x.data)
-        numeric = xp.zeros_like(x.data)
-        for k in range(x.size):
-            idx = numpy.unravel_index(k, x.shape)
-            old = x.data[idx].item()
-            x.data[idx] = old + eps
-            plus = projected(*inputs)
-            x.data[idx] = old - eps
-            minus = projected(*inputs)
-            x.data[idx] = old
-            numeric[idx] = (plus - minus) / (2 * eps)
-        a, n = to_numpy(analytic).astype(numpy.float64), to_numpy(numeric)
-        diff = numpy.abs(a - n)
-        scale = max(float(numpy.abs(n).max(initial=0.0)), 1e-12)
-        worst = max(worst, float(diff.max(initial=0.0)) / scale)
-        bad = diff > atol + rtol * numpy.abs(n)
-        if bad.any():
-            j = numpy.unravel_index(int(numpy.argmax(numpy.where(bad, diff, -1))), n.shape)
-            rel = diff[j] / max(abs(n[j]), 1e-12)
-            raise GradcheckError(
-                f"gradcheck failed for input {i} (shape {x.shape}) at element {tuple(int(v) for v in j)}: "
-                f"analytic {a[j]:.8g}, numeric {n[j]:.8g}, relative error {rel:.3g} "
-                f"({int(bad.sum())} of {bad.size} elements outside atol={atol}, rtol={rtol})")
+        worst = max(worst, _compare(i, x.shape, analytic, _numeric_gradient(projected, inputs, i, eps), atol, rtol))
     return worst
+
+
+def _numeric_gradient(projected, inputs, i, eps):
+    """(L(x + ε e_k) - L(x - ε e_k)) / 2ε for every element k of input i, x restored after each."""
+    x = inputs[i]
+    numeric = get_array_module(x.data).zeros_like(x.data)
+    for k in range(x.size):
+        idx = numpy.unravel_index(k, x.shape)
+        old = x.data[idx].item()
+        x.data[idx] = old + eps
+        plus = projected(*inputs)
+        x.data[idx] = old - eps
+        minus = projected(*inputs)
+        x.data[idx] = old
+        numeric[idx] = (plus - minus) / (2 * eps)
+    return numeric
+
+
+def _compare(i, shape, analytic, numeric, atol, rtol):
+    """max|analytic - numeric| / max|numeric|; GradcheckError naming the worst element outside the tolerance."""
+    a, n = to_numpy(analytic).astype(numpy.float64), to_numpy(numeric)
+    diff = numpy.abs(a - n)
+    scale = max(float(numpy.abs(n).max(initial=0.0)), 1e-12)
+    bad = diff > atol + rtol * numpy.abs(n)
+    if bad.any():
+        j = numpy.unravel_index(int(numpy.argmax(numpy.where(bad, diff, -1))), n.shape)
+        rel = diff[j] / max(abs(n[j]), 1e-12)
+        raise GradcheckError(
+            f"gradcheck failed for input {i} (shape {shape}) at element {tuple(int(v) for v in j)}: "
+            f"analytic {a[j]:.8g}, numeric {n[j]:.8g}, relative error {rel:.3g} "
+            f"({int(bad.sum())} of {bad.size} elements outside atol={atol}, rtol={rtol})")
+    return float(diff.max(initial=0.0)) / scale
 
 
 def op_cases(seed=0):
@@ -122,6 +135,7 @@ def op_cases(seed=0):
 
     labels = numpy.array([0, 2, 1, 2])
     soft = rng.dirichlet(numpy.ones(3), size=4)
+    unnormalised = soft * numpy.array([0.5, 2.0, 1.0, 0.5])[:, None]  # rows sum to 0.5, 2, 1, 0.5
     return [
         ("Add", "(2,3,4) + (3,1)", ops.add, [t(2, 3, 4), t(3, 1)]),
         ("Add", "(3,) + scalar tensor", ops.add, [t(3), t()]),
@@ -154,7 +168,7 @@ def op_cases(seed=0):
         ("GetItem", "integer array with repeats", lambda x: ops.getitem(x, numpy.array([0, 2, 2, 1, 2])),
          [t(4, 3)]),
         ("Concatenate", "(2,3) and (4,3) on axis 0", lambda a, b: ops.concatenate([a, b], 0), [t(2, 3), t(4, 3)]),
-        ("ReLU", "(3,4)", F.relu, [t(3, 4)]),
+        ("ReLUFunction", "(3,4)", F.relu, [t(3, 4)]),
         ("Sigmoid", "(3,4)", F.sigmoid, [t(3, 4)]),
         ("Tanh", "(3,4)", F.tanh, [t(3, 4)]),
         ("Softmax", "(3,5) over the last axis", F.softmax, [t(3, 5)]),
@@ -163,17 +177,35 @@ def op_cases(seed=0):
          lambda z: F.softmax_cross_entropy(z, labels), [t(4, 3)]),
         ("SoftmaxCrossEntropy", "(4,3) logits, soft targets, sum",
          lambda z: F.softmax_cross_entropy(z, soft, reduction="sum"), [t(4, 3)]),
+        ("SoftmaxCrossEntropy", "(4,3) logits, targets whose rows sum to 0.5, 2, 1, 0.5",
+         lambda z: F.softmax_cross_entropy(z, unnormalised), [t(4, 3)]),
+        ("SoftmaxCrossEntropy", "(4,3) logits, rows summing to 0.5, 2, 1, 0.5, per sample",
+         lambda z: F.softmax_cross_entropy(z, unnormalised, reduction="none"), [t(4, 3)]),
         ("SoftmaxCrossEntropy", "(4,3) logits, per sample",
          lambda z: F.softmax_cross_entropy(z, labels, reduction="none"), [t(4, 3)]),
-        ("Conv2D", "x (2,5,5,3) * W (3,3,3,4) + b, same", lambda x, w, b: F.conv2d(x, w, b, padding="same"),
+        ("Conv2DFunction", "x (2,5,5,3) * W (3,3,3,4) + b, same", lambda x, w, b: F.conv2d(x, w, b, padding="same"),
          [t(2, 5, 5, 3), t(3, 3, 3, 4), t(4)]),
-        ("Conv2D", "x (1,6,6,2) * W (2,2,2,3), stride 2, valid", lambda x, w: F.conv2d(x, w, stride=2),
+        ("Conv2DFunction", "x (1,6,6,2) * W (2,2,2,3), stride 2, valid", lambda x, w: F.conv2d(x, w, stride=2),
          [t(1, 6, 6, 2), t(2, 2, 2, 3)]),
-        ("Conv2D", "relu(x (2,4,4,3) * W (3,3,3,2) + b), same",
+        ("Conv2DFunction", "relu(x (2,4,4,3) * W (3,3,3,2) + b), same",
          lambda x, w, b: F.conv2d(x, w, b, padding="same", activation="relu"), [t(2, 4, 4, 3), t(3, 3, 3, 2), t(2)]),
-        ("MaxPool2D", "(2,4,4,3), 2x2 stride 2", F.max_pool2d, [distinct(2, 4, 4, 3)]),
-        ("MaxPool2D", "(1,5,5,2), 3x3 stride 2, same", lambda x: F.max_pool2d(x, 3, 2, "same"),
+        ("MaxPool2DFunction", "(2,4,4,3), 2x2 stride 2", F.max_pool2d, [distinct(2, 4, 4, 3)]),
+        ("MaxPool2DFunction", "(1,5,5,2), 3x3 stride 2, same", lambda x: F.max_pool2d(x, 3, 2, "same"),
          [distinct(1, 5, 5, 2)]),
-        ("AvgPool2D", "(2,4,4,3), 2x2 stride 2", F.avg_pool2d, [t(2, 4, 4, 3)]),
-        ("AvgPool2D", "(1,5,5,2), 3x3 stride 2, same", lambda x: F.avg_pool2d(x, 3, 2, "same"), [t(1, 5, 5, 2)]),
+        ("AvgPool2DFunction", "(2,4,4,3), 2x2 stride 2", F.avg_pool2d, [t(2, 4, 4, 3)]),
+        ("AvgPool2DFunction", "(1,5,5,2), 3x3 stride 2, same", lambda x: F.avg_pool2d(x, 3, 2, "same"),
+         [t(1, 5, 5, 2)]),
     ]
+
+
+def minitl_ops(registry=None):
+    """{qualified name: class} of the ops minitl itself defines, from ``Function.registry``
+    (a user's Function registers too, under its own module, and is left out)."""
+    registry = Function.registry if registry is None else registry
+    return {key: cls for key, cls in registry.items() if key.startswith("minitl.")}
+
+
+def unchecked_ops(registry=None, cases=None):
+    """Qualified names of minitl's ops that no case of ``op_cases`` names (cases name an op by its class)."""
+    named = {case[0] for case in (op_cases() if cases is None else cases)}
+    return sorted(key for key, cls in minitl_ops(registry).items() if cls.__name__ not in named)
