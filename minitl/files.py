@@ -8,6 +8,7 @@ process killed while writing (kill -9, a power cut) leaves its temporary file, n
 process, on this host, is gone (`remove_stale_temporaries`).
 """
 import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -60,6 +61,8 @@ def atomic_write(path):
     The file gets the usual permissions (0666 minus the umask), not mkstemp's 0600.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "cannot write a file: a folder has its name", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent)

@@ -12,6 +12,7 @@ instant, ``--resume`` continues from the last committed epoch as if never stoppe
 import argparse
 import hashlib
 import json
+import math
 import os
 import signal
 import threading
@@ -33,35 +34,56 @@ DEFAULT_LR = {"sgd": 0.01, "adam": 0.001}
 
 
 # ---- settings -----------------------------------------------------------------
-def positive_int(text):
-    """A whole number of at least 1 (an option's type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return value
+MAX_IMAGE_SIDE = 2048  # VGG16's first activations of one 2048x2048 image take 1 GiB
+MAX_WIDTH = 4.0  # VGG16 four times as wide has 16 times its 138 million weights
+MAX_UNITS = 1 << 16  # hidden units of one head layer
 
 
-def positive(text):
-    """A number above 0 (an option's type)."""
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+class Bounded:
+    """An option's type: a finite number of ``kind`` (int or float) from ``low`` to ``high``;
+    ``ends`` tells whether each end is included: "[]", "(]", "[)" or "()"."""
+
+    def __init__(self, kind, low=None, high=None, ends="[]"):
+        self.kind, self.low, self.high, self.ends = kind, low, high, ends
+
+    def __call__(self, text):
+        try:
+            value = self.kind(text)
+        except (TypeError, ValueError, OverflowError):
+            value = None
+        if value is None or not math.isfinite(value) or not self.holds(value):
+            raise argparse.ArgumentTypeError(f"expected {self}, got {text!r}")
+        return value
+
+    def holds(self, value):
+        low_ok = self.low is None or value > self.low or (self.ends[0] == "[" and value == self.low)
+        high_ok = self.high is None or value < self.high or (self.ends[1] == "]" and value == self.high)
+        return low_ok and high_ok
+
+    def __str__(self):
+        what = "a whole number" if self.kind is int else "a number"
+        if self.high is None:
+            return f"{what} {'of at least' if self.ends[0] == '[' else 'above'} {self.low}"
+        return f"{what} in {self.ends[0]}{self.low}, {self.high}{self.ends[1]}"
+
+
+positive_int = Bounded(int, 1)
+positive = Bounded(float, 0, ends="(]")
+fraction = Bounded(float, 0, 1, "[)")  # dropout, validation split
+width_multiplier = Bounded(float, 0, MAX_WIDTH, "(]")
 
 
 def parse_image_size(text):
-    """'N' or 'HxW' (or 'H,W') as (H, W) (an option's type)."""
+    """'N' or 'HxW' (or 'H,W') as (H, W), each side from 1 to MAX_IMAGE_SIDE (an option's type)."""
     try:
         parts = [int(p) for p in str(text).lower().replace("x", ",").split(",") if p]
     except ValueError:
         parts = []
     if len(parts) == 1:
         parts *= 2
-    if len(parts) != 2 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"image size must be N or HxW (whole numbers, at least 1), got {text!r}")
+    if len(parts) != 2 or min(parts) < 1 or max(parts) > MAX_IMAGE_SIDE:
+        raise argparse.ArgumentTypeError(f"image size must be N or HxW, whole numbers from 1 to {MAX_IMAGE_SIDE}, "
+                                         f"got {text!r}")
     return tuple(parts)
 
 
@@ -86,21 +108,24 @@ class Settings:
     optimizer: str = setting("sgd", "sgd (with momentum) or adam", choices=("sgd", "adam"))
     lr: float = setting(None, "learning rate of the new head (0.01 for sgd, 0.001 for adam)", type=positive)
     base_lr: float = setting(None, "learning rate of unfrozen base layers (default lr/10)", type=positive)
-    momentum: float = setting(0.9, "SGD momentum (0.9)", type=float)
-    weight_decay: float = setting(0.0, "weight decay (0): L2 for sgd, decoupled (AdamW) for adam", type=float)
-    clip_norm: float = setting(None, "clip the global gradient norm to this value", type=float)
+    momentum: float = setting(0.9, "SGD momentum, from 0 to below 1 (0.9)", type=fraction)
+    weight_decay: float = setting(0.0, "weight decay (0): L2 for sgd, decoupled (AdamW) for adam",
+                                  type=Bounded(float, 0))
+    clip_norm: float = setting(None, "clip the global gradient norm to this value", type=positive)
     unfreeze_blocks: int = setting(0, "train the last K of VGG16's 5 blocks too (0: base frozen)", type=int,
                                    choices=range(6))
-    image_size: tuple = setting(None, "input size N or HxW (224)", type=parse_image_size, cli_default=(224, 224))
-    width: float = setting(1.0, "VGG16 width multiplier (1.0 for the real one)", type=float)
-    hidden: tuple = setting((1024, 512), "hidden units of the head", type=positive_int, nargs="*",
-                            cli_default=[1024, 512])
-    dropout: float = setting(0.0, "dropout after each hidden head layer", type=float)
+    image_size: tuple = setting(None, f"input size N or HxW, up to {MAX_IMAGE_SIDE} (224)", type=parse_image_size,
+                                cli_default=(224, 224))
+    width: float = setting(1.0, f"VGG16 width multiplier, up to {MAX_WIDTH:g} (1.0 for the real one)",
+                           type=width_multiplier)
+    hidden: tuple = setting((1024, 512), f"hidden units of the head, up to {MAX_UNITS} a layer",
+                            type=Bounded(int, 1, MAX_UNITS), nargs="*", cli_default=[1024, 512])
+    dropout: float = setting(0.0, "dropout after each hidden head layer, from 0 to below 1", type=fraction)
     pooling: str = setting("flatten", "flatten block5_pool or average it globally", choices=["flatten", "avg"])
     augment: bool = setting(False, "random crops and flips (disables the feature cache)", action="store_true")
     schedule: str = setting("none", "learning-rate schedule", choices=["none", "step", "cosine"])
     patience: int = setting(None, "stop when val loss has not improved for this many epochs", type=positive_int)
-    seed: int = setting(0, "random seed (0)", type=int)
+    seed: int = setting(0, "random seed, from 0 to 2**32 - 1 (0)", type=Bounded(int, 0, 2**32 - 1))
     arch: str = setting("vgg16")  # the backbone, a key of minitl.applications.BACKBONES
 
     TRAINING = ("epochs", "batch_size", "optimizer", "lr", "base_lr", "momentum", "weight_decay",
@@ -132,11 +157,11 @@ class Settings:
     def from_record(cls, record, epochs=None):
         """The settings of a recorded run, to resume it: everything as recorded but ``epochs``
         (when given), and never fewer epochs than the run has done."""
-        model, training = record["model"], record["training"]
+        model, training = record["model"], record.get("training") or {}
         values = {name: training[name] for name in cls.TRAINING if name in training}
         values.update({k: model[k] for k in ("arch", "width", "hidden", "dropout", "pooling") if k in model})
         values.update(seed=record["seed"], image_size=record["image_size"])
-        values["epochs"] = max(epochs or training["epochs"], record["epoch"])
+        values["epochs"] = max(epochs or training.get("epochs", 1), record["epoch"])
         return cls(**values)
 
     @classmethod
@@ -165,11 +190,25 @@ def new_record(classes, image_size, model, seed, **entries):
             "seed": seed, **entries, "epoch": 0, "history": []}
 
 
-def read_record(run_dir):
+RECORD_ENTRIES = {"classes": list, "image_size": list, "model": dict}  # what every reader of a run uses
+RESUME_ENTRIES = {**RECORD_ENTRIES, "seed": int, "epoch": int, "history": list}  # what --resume uses too
+
+
+def read_record(run_dir, needs=RECORD_ENTRIES):
+    """A run's record.json, checked to hold the entries ``needs`` ({name: type}); a
+    TrainingError naming the file if it does not."""
     path = Path(run_dir) / RECORD
     if not path.is_file():
         raise TrainingError(f"{run_dir} is not a minitl run directory (no {RECORD})")
-    return json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise TrainingError(f"{path}: not a readable run record ({e})") from e
+    wrong = [name for name, kind in needs.items() if not isinstance(record.get(name), kind)] \
+        if isinstance(record, dict) else list(needs)
+    if wrong:
+        raise TrainingError(f"{path}: not a run record of minitl: {', '.join(wrong)} missing or of the wrong type")
+    return record
 
 
 def check_resume(run_dir, record, classes, image_size):
