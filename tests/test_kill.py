@@ -149,7 +149,7 @@ def drive(folder, out, random_kills):
         print(f"before rename {k}: {_check(folder, run_dir, reference) if killed else 'not killed'}", flush=True)
     for i in range(random_kills):
         delay = _kill_at_random(folder, out / f"random{i}", seconds)
-        print(f"at {delay:.2f} s: {_check(folder, out / f'random{i}', reference)}", flush=True)
+        print(f"random kill {i + 1} at {delay:.2f} s: {_check(folder, out / f'random{i}', reference)}", flush=True)
 
 
 def test_resume_after_kill_9_at_every_write_and_at_random_equals_the_uninterrupted_run(folder, tmp_path):
