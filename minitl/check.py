@@ -133,6 +133,23 @@ def op_cases(seed=0):
     def distinct(*shape):  # no ties, so max and max-pool are differentiable
         return Tensor(rng.permutation(int(numpy.prod(shape))).reshape(shape) * 0.1 + 0.01, requires_grad=True)
 
+    def kinked(*shape, kinks=(0.0, 6.0)):  # every element at least 0.2 away from each kink
+        a = rng.uniform(-1.5, 7.5, shape)
+        for k in kinks:
+            a = numpy.where(numpy.abs(a - k) < 0.2, a + 0.5, a)
+        return Tensor(a, requires_grad=True)
+
+    stats = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3)  # moving mean and variance of 3 channels
+
+    def bn(training, **kw):
+        def f(x, *params):
+            it = iter(params)
+            gamma = next(it) if kw.get("scale", True) else None
+            beta = next(it) if kw.get("center", True) else None
+            mean, var = stats[0].copy(), stats[1].copy()   # training mode updates them in place
+            return F.batch_norm(x, gamma, beta, mean, var, training=training, epsilon=1e-3)
+        return f
+
     labels = numpy.array([0, 2, 1, 2])
     soft = rng.dirichlet(numpy.ones(3), size=4)
     unnormalised = soft * numpy.array([0.5, 2.0, 1.0, 0.5])[:, None]  # rows sum to 0.5, 2, 1, 0.5
@@ -168,7 +185,21 @@ def op_cases(seed=0):
         ("GetItem", "integer array with repeats", lambda x: ops.getitem(x, numpy.array([0, 2, 2, 1, 2])),
          [t(4, 3)]),
         ("Concatenate", "(2,3) and (4,3) on axis 0", lambda a, b: ops.concatenate([a, b], 0), [t(2, 3), t(4, 3)]),
+        ("Concatenate", "channels of (1,2,2,3), (1,2,2,1), (1,2,2,2), as Keras' Concatenate",
+         lambda a, b, c: ops.concatenate([a, b, c], -1), [t(1, 2, 2, 3), t(1, 2, 2, 1), t(1, 2, 2, 2)]),
         ("ReLUFunction", "(3,4)", F.relu, [t(3, 4)]),
+        ("ClippedReLUFunction", "relu6 of (4,5), away from 0 and 6", F.relu6, [kinked(4, 5)]),
+        ("ClippedReLUFunction", "max_value 2.5 of (3,4)", lambda x: F.clipped_relu(x, 2.5),
+         [kinked(3, 4, kinks=(0.0, 2.5))]),
+        ("BatchNormFunction", "training, x (4,2,2,3), gamma, beta", bn(True), [t(4, 2, 2, 3), t(3, low=0.5), t(3)]),
+        ("BatchNormFunction", "training, x (3,2,2,3), no gamma (scale=False)", bn(True, scale=False),
+         [t(3, 2, 2, 3), t(3)]),
+        ("BatchNormFunction", "training, x (3,2,3), no gamma, no beta", bn(True, scale=False, center=False),
+         [t(3, 2, 3)]),
+        ("BatchNormFunction", "inference, x (2,2,2,3), gamma, beta", bn(False), [t(2, 2, 2, 3), t(3, low=0.5), t(3)]),
+        ("BatchNormFunction", "inference, x (2,3,3), no gamma", bn(False, scale=False), [t(2, 3, 3), t(3)]),
+        ("BatchNormFunction", "inference, x (2,3), no gamma, no beta", bn(False, scale=False, center=False),
+         [t(2, 3)]),
         ("Sigmoid", "(3,4)", F.sigmoid, [t(3, 4)]),
         ("Tanh", "(3,4)", F.tanh, [t(3, 4)]),
         ("Softmax", "(3,5) over the last axis", F.softmax, [t(3, 5)]),
@@ -189,12 +220,31 @@ def op_cases(seed=0):
          [t(1, 6, 6, 2), t(2, 2, 2, 3)]),
         ("Conv2DFunction", "relu(x (2,4,4,3) * W (3,3,3,2) + b), same",
          lambda x, w, b: F.conv2d(x, w, b, padding="same", activation="relu"), [t(2, 4, 4, 3), t(3, 3, 3, 2), t(2)]),
+        ("Conv2DFunction", "1x1 as a matrix product: x (2,3,3,4) * W (1,1,4,3) + b",
+         lambda x, w, b: F.conv2d(x, w, b), [t(2, 3, 3, 4), t(1, 1, 4, 3), t(3)]),
+        ("Conv2DFunction", "1x1 stride 2 + relu: x (1,5,4,3) * W (1,1,3,2) + b",
+         lambda x, w, b: F.conv2d(x, w, b, stride=2, activation="relu"), [t(1, 5, 4, 3), t(1, 1, 3, 2), t(2)]),
+        ("DepthwiseConv2DFunction", "x (2,5,5,3) * W (3,3,3,1), same", lambda x, w: F.depthwise_conv2d(x, w, 1, "same"),
+         [t(2, 5, 5, 3), t(3, 3, 3, 1)]),
+        ("DepthwiseConv2DFunction", "x (1,6,5,2) * W (3,3,2,2), stride 2, same",
+         lambda x, w: F.depthwise_conv2d(x, w, 2, "same"), [t(1, 6, 5, 2), t(3, 3, 2, 2)]),
+        ("DepthwiseConv2DFunction", "x (1,5,5,2) * W (3,3,2,1), stride 2, valid",
+         lambda x, w: F.depthwise_conv2d(x, w, 2), [t(1, 5, 5, 2), t(3, 3, 2, 1)]),
+        ("DepthwiseConv2DFunction", "x (1,4,4,2) * W (2,3,2,3), pads (0,1,1,0)",
+         lambda x, w: F.depthwise_conv2d(x, w, 1, ((0, 1), (1, 0))), [t(1, 4, 4, 2), t(2, 3, 2, 3)]),
+        ("ZeroPadding2DFunction", "(2,3,4,2) padded ((0,1),(2,1))", lambda x: F.zero_padding2d(x, ((0, 1), (2, 1))),
+         [t(2, 3, 4, 2)]),
+        ("ZeroPadding2DFunction", "(1,2,2,3) padded 1", lambda x: F.zero_padding2d(x, 1), [t(1, 2, 2, 3)]),
         ("MaxPool2DFunction", "(2,4,4,3), 2x2 stride 2", F.max_pool2d, [distinct(2, 4, 4, 3)]),
         ("MaxPool2DFunction", "(1,5,5,2), 3x3 stride 2, same", lambda x: F.max_pool2d(x, 3, 2, "same"),
          [distinct(1, 5, 5, 2)]),
         ("AvgPool2DFunction", "(2,4,4,3), 2x2 stride 2", F.avg_pool2d, [t(2, 4, 4, 3)]),
         ("AvgPool2DFunction", "(1,5,5,2), 3x3 stride 2, same", lambda x: F.avg_pool2d(x, 3, 2, "same"),
          [t(1, 5, 5, 2)]),
+        ("AvgPool2DFunction", "(1,4,5,2), 3x3 stride 1, same (Inception's branch pool)",
+         lambda x: F.avg_pool2d(x, 3, 1, "same"), [t(1, 4, 5, 2)]),
+        ("MaxPool2DFunction", "(1,7,7,2), 3x3 stride 2, valid", lambda x: F.max_pool2d(x, 3, 2),
+         [distinct(1, 7, 7, 2)]),
     ]
 
 

@@ -1,4 +1,4 @@
-"""Convolution and pooling on channels-last tensors (N, H, W, C).
+"""Convolution, depthwise convolution, zero padding and pooling on channels-last tensors (N, H, W, C).
 
 Notation: x is (N, H, W, C), a kernel W is (kh, kw, C, O) (Keras' HWIO), strides
 (sh, sw), zero padding (top, bottom, left, right), and the output is
@@ -13,8 +13,9 @@ from .errors import ShapeError
 from .ops import mean
 from .tensor import Function, as_tensor
 
-__all__ = ["conv2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "resolve_padding", "output_hw",
-           "conv2d_reference", "Conv2DFunction", "MaxPool2DFunction", "AvgPool2DFunction"]
+__all__ = ["conv2d", "depthwise_conv2d", "zero_padding2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
+           "resolve_padding", "padding_pairs", "output_hw", "conv2d_reference", "depthwise_conv2d_reference", "Conv2DFunction",
+           "DepthwiseConv2DFunction", "ZeroPadding2DFunction", "MaxPool2DFunction", "AvgPool2DFunction"]
 
 
 def _pair(v, what):
@@ -121,27 +122,24 @@ class Conv2DFunction(Function):
     (``_tiles``) and backward over groups of images (``_group_size``), summing dW over
     the groups. cols is recomputed in backward instead of kept, so memory stays at one
     tile's or group's worth.
+    A 1×1 kernel without padding needs no im2col: cols is X itself (every sh-th row and
+    sw-th column of it), so Y = X_mat @ W_mat, dW_mat = X_matᵀ @ gY and dX = gY @ W_matᵀ
+    put back on that grid (``_pointwise_forward``, ``_pointwise_backward``).
     """
 
     def __init__(self, stride, pads, relu=False):
         self.stride, self.pads, self.relu = stride, pads, relu
 
     def forward(self, x, w, b=None):
-        xp = get_array_module(x)
         kh, kw, c, o = w.shape
-        k = kh * kw * c
         self.x, self.w, self.has_bias = x, w, b is not None
         n = x.shape[0]
         ho, wo = _output_size("conv2d", x.shape, (kh, kw), self.stride, self.pads)
-        m = ho * wo                                      # rows of cols per image
-        w_mat = w.reshape(k, o)
-        y = xp.empty((n * m, o), dtype=xp.result_type(x, w))
-        tiles = _tiles(n, ho, wo, k * x.itemsize, TILE_BYTES if xp is numpy else GROUP_BYTES)
-        buf = xp.empty((max((n1 - n0) * (i1 - i0) for n0, n1, i0, i1 in tiles) * wo, k), dtype=x.dtype)
-        for n0, n1, i0, i1 in tiles:
-            r0, r1 = (n0 * ho + i0) * wo, ((n1 - 1) * ho + i1) * wo   # rows of y
-            cols = kernels.im2col(x[n0:n1], kh, kw, *self.stride, self.pads, out=buf[:r1 - r0], rows=(i0, i1))
-            xp.matmul(cols, w_mat, out=y[r0:r1])
+        w_mat = w.reshape(kh * kw * c, o)
+        if self._pointwise(w):
+            y = self._pointwise_forward(x, w_mat)
+        else:
+            y = self._im2col_forward(x, w_mat, kh, kw, ho, wo)
         if b is not None and b.dtype != y.dtype:
             y, b = y + b, None                           # NumPy's type promotion
         if self.relu:
@@ -149,6 +147,48 @@ class Conv2DFunction(Function):
         elif b is not None:
             y += b
         return y.reshape(n, ho, wo, o)
+
+    def _pointwise(self, w):
+        """Whether cols would be X itself: a 1×1 kernel and no padding."""
+        return w.shape[:2] == (1, 1) and not any(self.pads)
+
+    def _pointwise_rows(self, x):
+        """X_mat (N·Ho·Wo, C): the cells a 1×1 kernel reads."""
+        xp = get_array_module(x)
+        sh, sw = self.stride
+        x = x if (sh, sw) == (1, 1) else x[:, ::sh, ::sw]
+        return xp.ascontiguousarray(x).reshape(-1, x.shape[3])
+
+    def _pointwise_forward(self, x, w_mat):
+        return get_array_module(x).matmul(self._pointwise_rows(x), w_mat)
+
+    def _pointwise_backward(self, g, w_mat):
+        xp = get_array_module(g)
+        x = self.x
+        need_dx, need_dw = self.needs_grad[:2]
+        dw = (self._pointwise_rows(x).T @ g).astype(xp.result_type(x, g), copy=False) if need_dw else None
+        dx = None
+        if need_dx:
+            dcells = (g @ w_mat.T).astype(xp.result_type(g, w_mat), copy=False)
+            sh, sw = self.stride
+            if (sh, sw) == (1, 1):
+                dx = dcells.reshape(x.shape)
+            else:
+                dx = xp.zeros(x.shape, dtype=dcells.dtype)
+                dx[:, ::sh, ::sw] = dcells.reshape(x.shape[0], -(-x.shape[1] // sh), -(-x.shape[2] // sw), -1)
+        return dx, dw
+
+    def _im2col_forward(self, x, w_mat, kh, kw, ho, wo):
+        xp = get_array_module(x)
+        n, k, o = x.shape[0], *w_mat.shape
+        y = xp.empty((n * ho * wo, o), dtype=xp.result_type(x, w_mat))
+        tiles = _tiles(n, ho, wo, k * x.itemsize, TILE_BYTES if xp is numpy else GROUP_BYTES)
+        buf = xp.empty((max((n1 - n0) * (i1 - i0) for n0, n1, i0, i1 in tiles) * wo, k), dtype=x.dtype)
+        for n0, n1, i0, i1 in tiles:
+            r0, r1 = (n0 * ho + i0) * wo, ((n1 - 1) * ho + i1) * wo   # rows of y
+            cols = kernels.im2col(x[n0:n1], kh, kw, *self.stride, self.pads, out=buf[:r1 - r0], rows=(i0, i1))
+            xp.matmul(cols, w_mat, out=y[r0:r1])
+        return y
 
     def backward(self, gy):
         xp = get_array_module(gy)
@@ -160,6 +200,13 @@ class Conv2DFunction(Function):
         g = gy.reshape(n * m, o)
         w_mat = w.reshape(k, o)
         need_dx, need_dw = self.needs_grad[:2]          # no dx for the network's input image, no dW when frozen
+        if self._pointwise(w):
+            if self.relu:
+                g = kernels.relu_backward(g, self.y)
+            db = g.sum(axis=0) if self.has_bias and self.needs_grad[2] else None
+            dx, dw = self._pointwise_backward(g, w_mat)
+            dw = dw.reshape(w.shape) if need_dw else None
+            return (dx, dw) if not self.has_bias else (dx, dw, db)
         dw = xp.zeros((k, o), dtype=xp.result_type(x, gy)) if need_dw else None
         db = xp.zeros(o, dtype=gy.dtype) if self.has_bias and self.needs_grad[2] else None
         dx = xp.empty(x.shape, dtype=xp.result_type(gy, w)) if need_dx else None
@@ -273,3 +320,99 @@ def global_avg_pool2d(x):
     x = as_tensor(x)
     _check_nhwc("global_avg_pool2d", x)
     return mean(x, axis=(1, 2))
+
+
+class DepthwiseConv2DFunction(Function):
+    """Y = depthwise X * W: each input channel c convolved with its own M filters W[:, :, c, :],
+    W (kh, kw, C, M) as Keras stores it, Y (N, Ho, Wo, C·M) with output channel c·M + m.
+
+    Forward:  y[n, i, j, c·M + m] = Σ_{a,b} x_pad[n, i·sh + a, j·sw + b, c] · W[a, b, c, m]
+    Backward: dW[a, b, c, m] = Σ_{n,i,j} x_pad[n, i·sh + a, j·sw + b, c] · gy[n, i, j, c·M + m]
+              dx_pad[n, i·sh + a, j·sw + b, c] += Σ_m gy[n, i, j, c·M + m] · W[a, b, c, m]
+    (the kernels are ``minitl.kernels.depthwise_forward`` and ``depthwise_backward``).
+    """
+
+    def __init__(self, stride, pads):
+        self.stride, self.pads = stride, pads
+
+    def forward(self, x, w):
+        _output_size("depthwise_conv2d", x.shape, w.shape[:2], self.stride, self.pads)
+        self.x, self.w = x, w
+        return kernels.depthwise_forward(x, w, *self.stride, self.pads)
+
+    def backward(self, gy):
+        need_dx, need_dw = self.needs_grad
+        return kernels.depthwise_backward(gy, self.x, self.w, *self.stride, self.pads, need_dx, need_dw)
+
+
+def depthwise_conv2d_reference(x, w, stride=(1, 1), pads=(0, 0, 0, 0)):
+    """The formula as loops over output positions and channels, to check ``DepthwiseConv2DFunction``:
+    y[n, i, j, c·M + m] = Σ_{a,b} x_pad[n, i·sh + a, j·sw + b, c] · W[a, b, c, m], for arrays."""
+    kh, kw, C, M = w.shape
+    top, bottom, left, right = pads
+    x_pad = numpy.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    rows = range(0, x_pad.shape[1] - kh + 1, stride[0])
+    cols = range(0, x_pad.shape[2] - kw + 1, stride[1])
+    y = numpy.zeros((x.shape[0], len(rows), len(cols), C * M), dtype=numpy.result_type(x, w))
+    for i, r in enumerate(rows):
+        for j, s in enumerate(cols):
+            for c in range(C):
+                window = x_pad[:, r:r + kh, s:s + kw, c]                 # (N, kh, kw)
+                y[:, i, j, c * M:(c + 1) * M] = numpy.tensordot(window, w[:, :, c, :], axes=2)
+    return y
+
+
+def depthwise_conv2d(x, w, stride=1, padding="valid"):
+    """Depthwise convolution of x (N, H, W, C) with w (kh, kw, C, M), as Keras' DepthwiseConv2D
+    (no bias); 'same' pads as Keras, the extra cell at the bottom/right."""
+    x, w = as_tensor(x), as_tensor(w)
+    _check_nhwc("depthwise_conv2d", x)
+    if w.ndim != 4 or w.shape[2] != x.shape[3]:
+        raise ShapeError(f"depthwise_conv2d: kernel must be (kh, kw, C, depth_multiplier) with C = {x.shape[3]} "
+                         f"(input shape {x.shape}), got kernel shape {w.shape}")
+    stride = _pair(stride, "stride")
+    pads = resolve_padding(padding, x.shape[1:3], w.shape[:2], stride)
+    return DepthwiseConv2DFunction(stride, pads)(x, w)
+
+
+class ZeroPadding2DFunction(Function):
+    """y = x with zero rows and columns added: (N, top + H + bottom, left + W + right, C);
+    dL/dx = gy[:, top:top + H, left:left + W, :] (the padding's gradient is dropped)."""
+
+    def __init__(self, pads):
+        self.pads = pads
+
+    def forward(self, x):
+        top, bottom, left, right = self.pads
+        self.hw = x.shape[1:3]
+        return get_array_module(x).pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+
+    def backward(self, gy):
+        top, _, left, _ = self.pads
+        h, w = self.hw
+        return gy[:, top:top + h, left:left + w, :]
+
+
+def zero_padding2d(x, padding=1):
+    """Zero padding of x (N, H, W, C) as Keras' ZeroPadding2D: an int, (ph, pw) or ((top, bottom), (left, right))."""
+    x = as_tensor(x)
+    _check_nhwc("zero_padding2d", x)
+    pads = padding_pairs(padding)
+    return ZeroPadding2DFunction(pads)(x)
+
+
+def padding_pairs(padding):
+    """(top, bottom, left, right) from Keras' ZeroPadding2D argument: an int, (ph, pw) or ((t, b), (l, r))."""
+    if isinstance(padding, int):
+        pads = (padding,) * 4
+    else:
+        p = tuple(padding)
+        if len(p) == 2 and all(isinstance(v, int) for v in p):
+            pads = (p[0], p[0], p[1], p[1])
+        elif len(p) == 2 and all(len(tuple(v)) == 2 for v in p):
+            pads = tuple(v for pair in p for v in pair)
+        else:
+            raise ValueError(f"padding must be an int, (ph, pw) or ((top, bottom), (left, right)), got {padding!r}")
+    if any(not isinstance(v, int) or v < 0 for v in pads):
+        raise ValueError(f"padding must be non-negative ints, got {padding!r}")
+    return tuple(pads)

@@ -1,4 +1,5 @@
-"""Neural-network functions: activations, softmax, the cross-entropy loss, dense, flatten, dropout.
+"""Neural-network functions: activations, softmax, the cross-entropy loss, dense, flatten, dropout,
+batch normalisation.
 
 Convolution and pooling live in ``minitl.conv`` and are re-exported here, so
 ``import minitl.functional as F`` gives every function a model needs.
@@ -6,14 +7,15 @@ Convolution and pooling live in ``minitl.conv`` and are re-exported here, so
 import numpy
 
 from . import kernels
-from .backend import device_of, get_array_module
+from .backend import device_of, get_array_module, to_device
 from .errors import DeviceError, ShapeError
 from .ops import matmul, reshape
 from .tensor import Function, Tensor, as_tensor
 
-__all__ = ["relu", "sigmoid", "tanh", "softmax", "log_softmax", "softmax_cross_entropy", "dense", "flatten",
-           "dropout", "conv2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "ReLUFunction", "Sigmoid", "Tanh",
-           "Softmax", "LogSoftmax", "SoftmaxCrossEntropy"]
+__all__ = ["relu", "relu6", "clipped_relu", "sigmoid", "tanh", "softmax", "log_softmax", "softmax_cross_entropy",
+           "dense", "flatten", "dropout", "batch_norm", "conv2d", "depthwise_conv2d", "zero_padding2d", "max_pool2d",
+           "avg_pool2d", "global_avg_pool2d", "ReLUFunction", "ClippedReLUFunction", "Sigmoid", "Tanh", "Softmax",
+           "LogSoftmax", "SoftmaxCrossEntropy", "BatchNormFunction"]
 
 
 # ---- activations --------------------------------------------------------------
@@ -26,6 +28,26 @@ class ReLUFunction(Function):
 
     def backward(self, gy):
         return kernels.relu_backward(gy, self.y)
+
+
+class ClippedReLUFunction(Function):
+    """y = min(max(x, 0), m) (ReLU6 for m = 6);  dL/dx = gy · [0 < x < m].
+
+    0 < y < m exactly where 0 < x < m, so y is what is kept (NaN stays NaN).
+    """
+
+    def __init__(self, max_value):
+        self.max_value = max_value
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.y = xp.minimum(xp.maximum(x, 0), x.dtype.type(self.max_value))
+        return self.y
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        keep = (self.y > 0) & (self.y < self.max_value)
+        return xp.where(keep, gy, 0).astype(gy.dtype, copy=False)
 
 
 class Sigmoid(Function):
@@ -178,10 +200,18 @@ def softmax_cross_entropy(logits, targets, reduction="mean"):
 
 # ---- functional forms ---------------------------------------------------------
 def relu(x): return ReLUFunction()(x)
+def relu6(x): return ClippedReLUFunction(6.0)(x)
 def sigmoid(x): return Sigmoid()(x)
 def tanh(x): return Tanh()(x)
 def softmax(x, axis=-1): return Softmax(axis)(x)
 def log_softmax(x, axis=-1): return LogSoftmax(axis)(x)
+
+
+def clipped_relu(x, max_value):
+    """y = min(max(x, 0), max_value), as Keras' ReLU(max_value)."""
+    if not max_value > 0:
+        raise ValueError(f"clipped_relu: max_value must be positive, got {max_value}")
+    return ClippedReLUFunction(float(max_value))(x)
 
 
 def dense(x, w, b=None):
@@ -217,4 +247,115 @@ def dropout(x, rate=0.5, training=True, rng=None):
     return x * (keep.astype(x.dtype) / x.dtype.type(1 - rate))
 
 
-from .conv import avg_pool2d, conv2d, global_avg_pool2d, max_pool2d  # noqa: E402,F401
+# ---- batch normalisation ------------------------------------------------------
+class BatchNormFunction(Function):
+    """Batch normalisation of x over every axis but the channel axis (N, H, W for NHWC), m values each:
+
+        x̂ = (x − μ) / √(σ² + ε),   y = γ · x̂ + β          (γ = 1 without scale, β = 0 without center)
+
+    training: μ = (1/m) Σ x and σ² = (1/m) Σ (x − μ)², the batch's mean and biased variance;
+    inference: μ and σ² are the moving statistics, constants given to ``__init__``.
+    Backward, sums over the m values of each channel:
+
+        dL/dβ = Σ gy,   dL/dγ = Σ gy · x̂
+        inference: dL/dx = gy · γ / √(σ² + ε)
+        training:  dL/dx = γ / √(σ² + ε) · (gy − (1/m) Σ gy − x̂ · (1/m) Σ gy · x̂)
+
+    (training: μ and σ² depend on x, which gives the two mean terms; docs/math.md derives them).
+    forward(x, *params) takes params = [γ] if scale, then [β] if center, each of shape (C,).
+    The batch statistics stay on ``batch_mean`` and ``batch_variance`` for the moving update.
+    """
+
+    def __init__(self, axis, epsilon, training, mean=None, variance=None, scale=True, center=True):
+        self.axis, self.epsilon, self.training = axis, epsilon, training
+        self.mean, self.variance, self.scale, self.center = mean, variance, scale, center
+
+    def _channels(self, a, ndim):
+        """A (C,) array shaped to broadcast along the channel axis."""
+        shape = [1] * ndim
+        shape[self.axis] = -1
+        return a.reshape(shape)
+
+    def forward(self, x, *params):
+        xp = get_array_module(x)
+        axes = tuple(i for i in range(x.ndim) if i != self.axis)
+        gamma = params[0] if self.scale else None
+        beta = params[-1] if self.center else None
+        def c(a):
+            return self._channels(a, x.ndim)
+        self.gamma, self.axes = gamma, axes
+        if not self.training:                            # y = (x − μ) · γ/√(σ² + ε) + β, one pass
+            mean, variance = xp.asarray(self.mean, dtype=x.dtype), xp.asarray(self.variance, dtype=x.dtype)
+            self.inv_std = c(1 / xp.sqrt(variance + x.dtype.type(self.epsilon)))
+            self.x, self.mean = x, c(mean)
+            scale = self.inv_std.reshape(-1) * gamma if gamma is not None else self.inv_std.reshape(-1)
+            shift = beta if beta is not None else xp.zeros_like(mean)
+            if self.axis == x.ndim - 1:
+                return kernels.channel_affine(x, mean, scale, shift)
+            return (x - c(mean)) * c(scale) + c(shift)
+        mean = x.mean(axis=axes, keepdims=True)
+        centred = x - mean
+        variance = (centred * centred).mean(axis=axes, keepdims=True)
+        self.batch_mean, self.batch_variance = mean.reshape(-1), variance.reshape(-1)
+        self.inv_std = 1 / xp.sqrt(variance + x.dtype.type(self.epsilon))
+        centred *= self.inv_std
+        self.x_hat = centred
+        y = self.x_hat * c(gamma) if gamma is not None else self.x_hat.copy()
+        if beta is not None:
+            y += c(beta)
+        return y
+
+    def backward(self, gy):
+        axes, inv_std, gamma = self.axes, self.inv_std, self.gamma
+        need_params = self.needs_grad[1:]
+        if self.training:
+            x_hat = self.x_hat
+        elif self.scale and need_params[0]:          # x̂ only for dL/dγ (a frozen layer needs none)
+            x_hat = (self.x - self.mean) * inv_std
+        scale = inv_std * self._channels(gamma, gy.ndim) if gamma is not None else inv_std
+        if self.training:
+            g_mean = gy.mean(axis=axes, keepdims=True)
+            gx_mean = (gy * x_hat).mean(axis=axes, keepdims=True)
+            dx = scale * (gy - g_mean - x_hat * gx_mean) if self.needs_grad[0] else None
+        else:
+            dx = gy * scale if self.needs_grad[0] else None
+        grads = []
+        if self.scale:
+            grads.append((gy * x_hat).sum(axis=axes) if need_params[0] else None)
+        if self.center:
+            grads.append(gy.sum(axis=axes) if need_params[-1] else None)
+        return (dx, *grads)
+
+
+def batch_norm(x, gamma, beta, moving_mean, moving_variance, training=False, momentum=0.99, epsilon=1e-3,
+               axis=-1):
+    """Batch normalisation as Keras' BatchNormalization (see ``BatchNormFunction``); gamma or beta may be None.
+
+    training=True normalises with the batch statistics and updates the moving statistics in
+    place (arrays or Tensors, as PyTorch's running_mean):
+    moving = moving · momentum + batch · (1 − momentum), with the biased batch variance.
+    training=False normalises with the moving statistics and leaves them alone.
+    """
+    x = as_tensor(x)
+    axis = axis % x.ndim if -x.ndim <= axis < x.ndim else None
+    if axis is None:
+        raise ShapeError(f"batch_norm: axis is out of range for an input of shape {x.shape}")
+    stats = [s.data if isinstance(s, Tensor) else s for s in (moving_mean, moving_variance)]
+    params = [p for p in (gamma, beta) if p is not None]
+    channels = x.shape[axis]
+    for what, a in (("gamma", gamma), ("beta", beta), ("moving_mean", stats[0]), ("moving_variance", stats[1])):
+        if a is not None and tuple(a.shape) != (channels,):
+            raise ShapeError(f"batch_norm: {what} has shape {tuple(a.shape)}, the input {x.shape} has "
+                             f"{channels} channels on axis {axis}")
+    fn = BatchNormFunction(axis, epsilon, training, *stats, scale=gamma is not None, center=beta is not None)
+    y = fn(x, *params)
+    if training:
+        for target, batch in ((moving_mean, fn.batch_mean), (moving_variance, fn.batch_variance)):
+            data = target.data if isinstance(target, Tensor) else target
+            batch = to_device(batch, device_of(data)).astype(data.dtype, copy=False)
+            data[...] = data * momentum + batch * (1.0 - momentum)
+    return y
+
+
+from .conv import (avg_pool2d, conv2d, depthwise_conv2d, global_avg_pool2d, max_pool2d,  # noqa: E402,F401
+                   zero_padding2d)

@@ -62,7 +62,17 @@ KERAS_CLASS_NAMES = {
     "MaxPool2D": "max_pooling2d",
     "AvgPool2D": "average_pooling2d",
     "GlobalAvgPool2D": "global_average_pooling2d",
+    "BatchNormalization": "batch_normalization",
+    "DepthwiseConv2D": "depthwise_conv2d",
+    "ZeroPadding2D": "zero_padding2d",
+    "ReLU": "re_lu",
 }
+
+# The weight names Keras gives; a legacy file's name among these must be the one the model
+# expects at that place (so that beta never lands in a gamma of the same shape). Keras 2 calls
+# DepthwiseConv2D's kernel 'depthwise_kernel', Keras 3 'kernel'.
+KERAS_WEIGHT_NAMES = {"kernel", "bias", "depthwise_kernel", "gamma", "beta", "moving_mean", "moving_variance"}
+SAME_WEIGHT = {"depthwise_kernel": "kernel"}
 
 
 @dataclass
@@ -675,6 +685,14 @@ def _check_pair(e: KerasLayerWeights, layer, by_name: bool) -> list[str]:
         )
         return out
     for i, (p, arr) in enumerate(zip(layer.weights, e.arrays)):
+        if not e.native:
+            stored, wanted = _short_weight_name(e.weight_names[i]), _weight_name(p, i)
+            if stored in KERAS_WEIGHT_NAMES and SAME_WEIGHT.get(stored, stored) != SAME_WEIGHT.get(wanted, wanted):
+                out.append(
+                    f"{where}: weight {i} '{e.weight_names[i]}': the model expects "
+                    f"'{wanted}' there (model weights: {[_weight_name(q, j) for j, q in enumerate(layer.weights)]})"
+                )
+                continue
         expected, found = tuple(p.data.shape), tuple(arr.shape)
         if expected != found:
             out.append(
@@ -684,11 +702,19 @@ def _check_pair(e: KerasLayerWeights, layer, by_name: bool) -> list[str]:
     return out
 
 
+def _short_weight_name(weight_name: str) -> str:
+    """'conv1_bn/gamma:0' and 'conv1_bn/gamma' -> 'gamma'."""
+    return re.sub(r":\d+$", "", weight_name.split("/")[-1])
+
+
 def save_weights(model, path) -> None:
     """Save `model` in the Keras 2 legacy `.h5` layout (see `write_keras_weights`).
 
-    Weight names are the parameter's `name` when it has a plain one,
-    otherwise Keras' `kernel`, `bias`. Keras 3 reads a name ending in
+    Weight names are the weight's `name` when it has a plain one (BatchNormalization's
+    `gamma`, `beta`, `moving_mean`, `moving_variance`; DepthwiseConv2D's
+    `depthwise_kernel`, as Keras 2 names it), otherwise Keras' `kernel`, `bias`. A
+    layer's weights are written in Keras' order (trainable, then the moving
+    statistics), which is the order Keras' legacy reader assigns them in. Keras 3 reads a name ending in
     `.weights.h5` as its native layout, so such names are refused.
     """
     path = Path(path)

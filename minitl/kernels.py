@@ -1,4 +1,4 @@
-"""Array kernels behind convolution, pooling and ReLU (channels-last).
+"""Array kernels behind convolution, depthwise convolution, pooling, ReLU and batch norm (channels-last).
 
 Notation
     x      activations, (N, H, W, C)
@@ -39,7 +39,8 @@ from .errors import ShapeError  # noqa: E402
 __all__ = ["output_size", "im2col", "im2col_xp", "col2im", "col2im_xp", "max_pool_forward", "max_pool_forward_xp",
            "max_pool_backward", "max_pool_backward_xp", "avg_pool_forward", "avg_pool_forward_xp",
            "avg_pool_backward", "avg_pool_backward_xp", "relu_forward", "relu_forward_xp", "bias_relu",
-           "bias_relu_xp", "relu_backward", "relu_backward_xp"]
+           "bias_relu_xp", "relu_backward", "relu_backward_xp", "depthwise_forward", "depthwise_forward_xp",
+           "depthwise_backward", "depthwise_backward_xp", "channel_affine", "channel_affine_xp"]
 
 _jit = numba.njit(parallel=True, cache=True)
 _inline = numba.njit(inline="always")
@@ -561,3 +562,210 @@ def _relu_backward_nb(gy, x, dx):
 def relu_backward_xp(gy, x):
     """Array-module twin of relu_backward."""
     return get_array_module(gy).where(x > 0, gy, 0).astype(gy.dtype, copy=False)
+
+
+# ---------------------------------------------------------------- depthwise convolution
+# y[n, i, j, c·M + m] = Σ_{a,b} x_pad[n, i·sh + a, j·sw + b, c] · w[a, b, c, m]   (w is (kh, kw, C, M))
+
+def depthwise_forward(x, w, sh, sw, pads):
+    """Depthwise convolution of x (N, H, W, C) with w (kh, kw, C, M) -> y (N, Ho, Wo, C·M),
+    output channel c·M + m, as Keras' DepthwiseConv2D."""
+    kh, kw, C, M = w.shape
+    Ho, Wo = _out_hw(x.shape, kh, kw, sh, sw, pads)
+    _check_depthwise(x.shape, w.shape)
+    if not _is_numpy(x):
+        return depthwise_forward_xp(x, w, sh, sw, pads)
+    x = numpy.ascontiguousarray(x)
+    w = numpy.ascontiguousarray(w, dtype=x.dtype)
+    y = numpy.empty((x.shape[0], Ho, Wo, C * M), dtype=x.dtype)
+    _depthwise_forward_nb(x, w, y, sh, sw, pads[0], pads[2])
+    return y
+
+
+def _check_depthwise(x_shape, w_shape):
+    if len(w_shape) != 4 or w_shape[2] != x_shape[3]:
+        raise ShapeError(f"depthwise: kernel {tuple(w_shape)} must be (kh, kw, C, M) with C = {x_shape[3]} "
+                         f"for input {tuple(x_shape)}")
+
+
+@_jit
+def _depthwise_forward_nb(x, w, y, sh, sw, top, left):
+    N, H, W, C = x.shape
+    kh, kw, _, M = w.shape
+    _, Ho, Wo, _ = y.shape
+    for r in prange(N * Ho):
+        n = r // Ho
+        i = r % Ho
+        for j in range(Wo):
+            for k in range(C * M):
+                y[n, i, j, k] = 0
+            for a in range(kh):
+                yy = _input_cell(i, a, sh, top, H)
+                if yy < 0:
+                    continue
+                for b in range(kw):
+                    xx = _input_cell(j, b, sw, left, W)
+                    if xx < 0:
+                        continue
+                    if M == 1:                   # MobileNetV2's case: one contiguous loop over channels
+                        for c in range(C):
+                            y[n, i, j, c] += x[n, yy, xx, c] * w[a, b, c, 0]
+                    else:
+                        for c in range(C):
+                            v = x[n, yy, xx, c]
+                            for m in range(M):
+                                y[n, i, j, c * M + m] += v * w[a, b, c, m]
+
+
+def depthwise_forward_xp(x, w, sh, sw, pads):
+    """Array-module twin of depthwise_forward: one strided slice times w[a, b] per window cell."""
+    xp = get_array_module(x)
+    kh, kw, C, M = w.shape
+    Ho, Wo = _out_hw(x.shape, kh, kw, sh, sw, pads)
+    _check_depthwise(x.shape, w.shape)
+    N = x.shape[0]
+    top, bottom, left, right = pads
+    xpad = xp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    y = xp.zeros((N, Ho, Wo, C, M), dtype=xp.result_type(x, w))
+    for a in range(kh):
+        for b in range(kw):
+            y += xpad[:, a:a + sh * (Ho - 1) + 1:sh, b:b + sw * (Wo - 1) + 1:sw, :, None] * w[a, b]
+    return y.reshape(N, Ho, Wo, C * M)
+
+
+def depthwise_backward(gy, x, w, sh, sw, pads, need_dx=True, need_dw=True):
+    """Gradients of depthwise_forward for gy (N, Ho, Wo, C·M): (dx like x, dw like w), None where not needed.
+
+    dx[n, y, x, c] = Σ_{a,b,m} gy[n, i, j, c·M + m] · w[a, b, c, m] over the windows (i, j) that read it;
+    dw[a, b, c, m] = Σ_{n,i,j} x_pad[n, i·sh + a, j·sw + b, c] · gy[n, i, j, c·M + m].
+    """
+    kh, kw, C, M = w.shape
+    Ho, Wo = _out_hw(x.shape, kh, kw, sh, sw, pads)
+    if tuple(gy.shape) != (x.shape[0], Ho, Wo, C * M):
+        raise ShapeError(f"depthwise_backward: gy {tuple(gy.shape)} must be {(x.shape[0], Ho, Wo, C * M)}")
+    if not _is_numpy(gy):
+        return depthwise_backward_xp(gy, x, w, sh, sw, pads, need_dx, need_dw)
+    gy = numpy.ascontiguousarray(gy)
+    x = numpy.ascontiguousarray(x)
+    w = numpy.ascontiguousarray(w)
+    dx = dw = None
+    if need_dx:
+        dx = numpy.zeros(x.shape, dtype=numpy.result_type(gy, w))
+        _depthwise_dx_nb(gy, w.astype(dx.dtype, copy=False), dx, sh, sw, pads[0], pads[2])
+    if need_dw:
+        dw = numpy.zeros(w.shape, dtype=numpy.result_type(gy, x))
+        _depthwise_dw_nb(gy, x, dw, sh, sw, pads[0], pads[2])
+    return dx, dw
+
+
+@_jit
+def _depthwise_dx_nb(gy, w, dx, sh, sw, top, left):
+    # Parallel over rows of dx (gather), in the twin's (a, b) order.
+    N, H, W, C = dx.shape
+    kh, kw, _, M = w.shape
+    _, Ho, Wo, _ = gy.shape
+    for r in prange(N * H):
+        n = r // H
+        y = r % H
+        for a in range(kh):
+            i = _window_row(y, a, top, sh, Ho)
+            if i < 0:
+                continue
+            for b in range(kw):
+                for j in range(Wo):
+                    xx = _input_cell(j, b, sw, left, W)
+                    if xx < 0:
+                        continue
+                    if M == 1:
+                        for c in range(C):
+                            dx[n, y, xx, c] += gy[n, i, j, c] * w[a, b, c, 0]
+                    else:
+                        for c in range(C):
+                            s = gy[n, i, j, c * M] * w[a, b, c, 0]
+                            for m in range(1, M):
+                                s += gy[n, i, j, c * M + m] * w[a, b, c, m]
+                            dx[n, y, xx, c] += s
+
+
+@_jit
+def _depthwise_dw_nb(gy, x, dw, sh, sw, top, left):
+    # Parallel over window cells (a, b): each thread owns dw[a, b].
+    N, H, W, C = x.shape
+    kh, kw, _, M = dw.shape
+    _, Ho, Wo, _ = gy.shape
+    for ab in prange(kh * kw):
+        a = ab // kw
+        b = ab % kw
+        for n in range(N):
+            for i in range(Ho):
+                yy = _input_cell(i, a, sh, top, H)
+                if yy < 0:
+                    continue
+                for j in range(Wo):
+                    xx = _input_cell(j, b, sw, left, W)
+                    if xx < 0:
+                        continue
+                    if M == 1:
+                        for c in range(C):
+                            dw[a, b, c, 0] += x[n, yy, xx, c] * gy[n, i, j, c]
+                    else:
+                        for c in range(C):
+                            v = x[n, yy, xx, c]
+                            for m in range(M):
+                                dw[a, b, c, m] += v * gy[n, i, j, c * M + m]
+
+
+def depthwise_backward_xp(gy, x, w, sh, sw, pads, need_dx=True, need_dw=True):
+    """Array-module twin of depthwise_backward: one strided slice per window cell."""
+    xp = get_array_module(gy)
+    kh, kw, C, M = w.shape
+    Ho, Wo = _out_hw(x.shape, kh, kw, sh, sw, pads)
+    N, H, W, _ = x.shape
+    top, bottom, left, right = pads
+    g5 = gy.reshape(N, Ho, Wo, C, M)
+    dx = dw = None
+    if need_dx:
+        dxp = xp.zeros((N, H + top + bottom, W + left + right, C), dtype=xp.result_type(gy, w))
+        for a in range(kh):
+            for b in range(kw):
+                dxp[:, a:a + sh * (Ho - 1) + 1:sh, b:b + sw * (Wo - 1) + 1:sw, :] += (g5 * w[a, b]).sum(axis=-1)
+        dx = dxp[:, top:top + H, left:left + W, :]
+    if need_dw:
+        xpad = xp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+        dw = xp.zeros(w.shape, dtype=xp.result_type(gy, x))
+        for a in range(kh):
+            for b in range(kw):
+                xs = xpad[:, a:a + sh * (Ho - 1) + 1:sh, b:b + sw * (Wo - 1) + 1:sw, :, None]
+                dw[a, b] = (xs * g5).sum(axis=(0, 1, 2))
+    return dx, dw
+
+
+# ---------------------------------------------------------------- per-channel affine map (batch norm in inference)
+
+def channel_affine(x, mean, scale, shift):
+    """y = (x − mean) · scale + shift per channel, the channels on the last axis of x (..., C);
+    mean, scale and shift are (C,). One pass over x: BatchNormalization in inference mode."""
+    C = x.shape[-1]
+    for what, a in (("mean", mean), ("scale", scale), ("shift", shift)):
+        if tuple(a.shape) != (C,):
+            raise ShapeError(f"channel_affine: {what} has shape {tuple(a.shape)}, x {tuple(x.shape)} has {C} channels")
+    if not _is_numpy(x):
+        return channel_affine_xp(x, mean, scale, shift)
+    x = numpy.ascontiguousarray(x)
+    y = numpy.empty_like(x)
+    args = [numpy.ascontiguousarray(a, dtype=x.dtype) for a in (mean, scale, shift)]
+    _channel_affine_nb(x.reshape(-1, C), *args, y.reshape(-1, C))
+    return y
+
+
+@_jit
+def _channel_affine_nb(x, mean, scale, shift, y):
+    M, C = x.shape
+    for r in prange(M):
+        for c in range(C):
+            y[r, c] = (x[r, c] - mean[c]) * scale[c] + shift[c]
+
+
+def channel_affine_xp(x, mean, scale, shift):
+    """Array-module twin of channel_affine."""
+    return (x - mean.astype(x.dtype, copy=False)) * scale.astype(x.dtype, copy=False) + shift.astype(x.dtype, copy=False)

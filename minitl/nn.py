@@ -12,13 +12,14 @@ import numpy
 
 from . import functional as F
 from .backend import device_of, to_device, to_numpy
-from .conv import _pair, output_hw, resolve_padding
+from .conv import _pair, output_hw, padding_pairs, resolve_padding
 from .errors import ShapeError, WeightsError
+from .ops import add, concatenate
 from .tensor import Tensor
 
-__all__ = ["Module", "Layer", "Parameter", "Sequential", "Conv2D", "Dense", "MaxPool2D", "AvgPool2D",
-           "GlobalAvgPool2D", "Flatten", "ReLU", "Dropout", "manual_seed", "he_normal", "glorot_uniform",
-           "ACTIVATIONS"]
+__all__ = ["Module", "Layer", "Parameter", "Buffer", "Sequential", "Conv2D", "DepthwiseConv2D", "Dense",
+           "BatchNormalization", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "Flatten", "ZeroPadding2D", "ReLU",
+           "Add", "Concatenate", "Dropout", "manual_seed", "he_normal", "glorot_uniform", "ACTIVATIONS"]
 
 _rng = numpy.random.default_rng(0)
 
@@ -73,21 +74,40 @@ class Parameter(Tensor):
         super().__init__(data, requires_grad=requires_grad)
 
 
+class Buffer(Tensor):
+    """A tensor that a module keeps, saves and loads with its weights but never trains
+    (BatchNormalization's moving statistics): no gradient, never given to an optimizer,
+    untouched by freeze() and unfreeze()."""
+
+    def __init__(self, data):
+        super().__init__(data, requires_grad=False)
+
+
 class Module:
-    """Base class: holds named parameters and sub-modules, in the order they were assigned."""
+    """Base class: holds named parameters, buffers and sub-modules, in the order they were assigned.
+
+    ``training`` (train() / eval()) selects the mode of layers that differ between
+    training and inference (Dropout, BatchNormalization); ``trainable`` is False for a
+    module that freeze() froze: a frozen BatchNormalization runs in inference mode, as
+    Keras' does when trainable=False.
+    """
 
     default_name = None  # Keras' name for the layer class; else the class name in lower case
 
     def __init__(self, name=None):
         object.__setattr__(self, "_params", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
         self.name = name or self.default_name or type(self).__name__.lower()
         self.auto_named = name is None
         self.training = True
+        self.trainable = True
 
     def __setattr__(self, key, value):
         if isinstance(value, Parameter):
             self._params[key] = value
+        elif isinstance(value, Buffer):
+            self._buffers[key] = value
         elif isinstance(value, Module):
             self._unique_name(key, value)
             self._modules[key] = value
@@ -135,6 +155,15 @@ class Module:
     def parameters(self):
         return [p for _, p in self.named_parameters()]
 
+    def named_buffers(self, prefix=""):
+        for key, b in self._buffers.items():
+            yield prefix + key, b
+        for key, m in self._modules.items():
+            yield from m.named_buffers(prefix + m.name + ".")
+
+    def buffers(self):
+        return [b for _, b in self.named_buffers()]
+
     def trainable_parameters(self):
         return [p for p in self.parameters() if p.requires_grad]
 
@@ -163,13 +192,17 @@ class Module:
         return self.train(False)
 
     def freeze(self):
-        """Stop training these parameters (requires_grad=False)."""
+        """Stop training these parameters (requires_grad=False); the modules become non-trainable."""
+        for m in self.modules():
+            m.trainable = False
         for p in self.parameters():
             p.requires_grad = False
             p.grad = None
         return self
 
     def unfreeze(self):
+        for m in self.modules():
+            m.trainable = True
         for p in self.parameters():
             p.requires_grad = True
         return self
@@ -179,23 +212,28 @@ class Module:
             p.grad = None
 
     def to(self, device):
-        """Move every parameter (and its gradient) to 'cpu' or 'gpu', in place."""
+        """Move every parameter (and its gradient) and buffer to 'cpu' or 'gpu', in place."""
         for p in self.parameters():
             p.data = to_device(p.data, device)
             if p.grad is not None:
                 p.grad = to_device(p.grad, device)
+        for b in self.buffers():
+            b.data = to_device(b.data, device)
         return self
 
     # ---- state -----------------------------------------------------------------
+    def _named_state(self):
+        return OrderedDict([*self.named_parameters(), *self.named_buffers()])
+
     def state_dict(self):
-        """{'layer.weight': NumPy array} for every parameter."""
-        return OrderedDict((k, to_numpy(p.data).copy()) for k, p in self.named_parameters())
+        """{'layer.weight': NumPy array} for every parameter, then every buffer."""
+        return OrderedDict((k, to_numpy(p.data).copy()) for k, p in self._named_state().items())
 
     def load_state_dict(self, state, strict=True):
         """Copy arrays (or Tensors, or nested lists) into the parameters; shapes are checked first,
         nothing changes on error."""
         state = {k: to_numpy(v.data if isinstance(v, Tensor) else v) for k, v in state.items()}
-        own = OrderedDict(self.named_parameters())
+        own = self._named_state()
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
         if strict and (missing or unexpected):
@@ -210,7 +248,8 @@ class Module:
 
     # ---- description -------------------------------------------------------------
     def count_params(self):
-        return sum(p.size for p in self.parameters())
+        """Every weight, trainable or not (parameters and buffers), as Keras' count_params."""
+        return sum(p.size for p in self.parameters()) + sum(b.size for b in self.buffers())
 
     def summary(self, input_shape=None, print_fn=print):
         """A Keras-like table: layer, type, output shape, parameters, and the totals."""
@@ -248,8 +287,8 @@ class Layer(Module):
 
     @property
     def weights(self):
-        """The layer's parameters in Keras order (kernel, bias)."""
-        return list(self._params.values())
+        """The layer's weights in Keras order: its parameters (kernel, bias), then its buffers."""
+        return [*self._params.values(), *self._buffers.values()]
 
     def _build_for(self, x):
         """Create the weights for input ``x`` (its last axis), on x's device."""
@@ -340,6 +379,93 @@ class Dense(Layer):
         return self.activation(y) if self.activation else y
 
 
+class DepthwiseConv2D(Layer):
+    """y = activation(depthwise_conv2d(x, kernel) + bias), kernel (kh, kw, C, depth_multiplier) and
+    bias (C·depth_multiplier,), as Keras' DepthwiseConv2D; output channel c·depth_multiplier + m."""
+    default_name = "depthwise_conv2d"
+
+    def __init__(self, kernel_size, strides=1, padding="valid", depth_multiplier=1, use_bias=True,
+                 activation=None, name=None, kernel_initializer="glorot_uniform"):
+        super().__init__(name)
+        self.kernel_size = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        self.strides, self.padding = strides, padding
+        self.depth_multiplier, self.use_bias = depth_multiplier, use_bias
+        self.activation = _activation(activation)
+        self.kernel_initializer = kernel_initializer
+        self.built = False
+
+    def build(self, channels):
+        kh, kw = self.kernel_size
+        m = self.depth_multiplier
+        # Keras' fans of a (kh, kw, C, M) kernel: kh·kw·C in, kh·kw·M out
+        self._create_weights((kh, kw, channels, m), kh * kw * channels, kh * kw * m)
+        self.kernel.name = "depthwise_kernel"
+        if self.use_bias:
+            self.bias = Parameter(numpy.zeros(channels * m, numpy.float32))
+
+    def output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        if not self.built:
+            self.build(c)
+        return (n, *_window_output_hw((h, w), self.kernel_size, self.strides, self.padding),
+                c * self.depth_multiplier)
+
+    def forward(self, x):
+        if not self.built:
+            if x.ndim != 4:
+                raise ShapeError(f"layer {self.name}: input must be (N, H, W, C), got shape {x.shape}")
+            self._build_for(x)
+        y = F.depthwise_conv2d(x, self.kernel, self.strides, self.padding)
+        if self.use_bias:
+            y = y + self.bias
+        return self.activation(y) if self.activation else y
+
+
+class BatchNormalization(Layer):
+    """y = γ · (x − μ) / √(σ² + ε) + β per channel (``axis``), as Keras' BatchNormalization.
+
+    Weights in Keras' order: gamma (if scale) and beta (if center), trained; moving_mean
+    and moving_variance, Buffers that are saved and loaded but never trained. In training
+    mode (train() and not frozen) μ and σ² are the batch's mean and biased variance over
+    every other axis, and the moving statistics follow
+    moving = moving · momentum + batch · (1 − momentum); in inference mode (eval(), or
+    frozen, as Keras when trainable=False) μ and σ² are the moving statistics.
+    """
+    default_name = "batch_normalization"
+
+    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True, name=None):
+        super().__init__(name)
+        self.axis, self.momentum, self.epsilon = axis, momentum, epsilon
+        self.center, self.scale = center, scale
+        self.built = False
+
+    def build(self, channels):
+        if self.scale:
+            self.gamma = Parameter(numpy.ones(channels, numpy.float32))
+            self.gamma.name = "gamma"
+        if self.center:
+            self.beta = Parameter(numpy.zeros(channels, numpy.float32))
+            self.beta.name = "beta"
+        self.moving_mean = Buffer(numpy.zeros(channels, numpy.float32))
+        self.moving_mean.name = "moving_mean"
+        self.moving_variance = Buffer(numpy.ones(channels, numpy.float32))
+        self.moving_variance.name = "moving_variance"
+        self.built = True
+
+    def output_shape(self, input_shape):
+        if not self.built:
+            self.build(input_shape[self.axis])
+        return input_shape
+
+    def forward(self, x):
+        if not self.built:
+            self.build(x.shape[self.axis])
+            self.to(device_of(x.data if isinstance(x, Tensor) else x))
+        return F.batch_norm(x, self.gamma if self.scale else None, self.beta if self.center else None,
+                            self.moving_mean, self.moving_variance, training=self.training and self.trainable,
+                            momentum=self.momentum, epsilon=self.epsilon, axis=self.axis)
+
+
 class MaxPool2D(Layer):
     default_name = "max_pooling2d"
 
@@ -385,10 +511,83 @@ class Flatten(Layer):
 
 
 class ReLU(Layer):
+    """y = max(x, 0), or min(max(x, 0), max_value) as Keras' ReLU(max_value) (ReLU(6.0): ReLU6)."""
     default_name = "re_lu"
 
+    def __init__(self, max_value=None, name=None):
+        super().__init__(name)
+        if max_value is not None and not max_value > 0:
+            raise ValueError(f"ReLU: max_value must be positive or None, got {max_value}")
+        self.max_value = None if max_value is None else float(max_value)
+
     def forward(self, x):
-        return F.relu(x)
+        return F.relu(x) if self.max_value is None else F.clipped_relu(x, self.max_value)
+
+
+class ZeroPadding2D(Layer):
+    """Zero rows and columns around (N, H, W, C) as Keras' ZeroPadding2D: padding an int,
+    (ph, pw) or ((top, bottom), (left, right))."""
+    default_name = "zero_padding2d"
+
+    def __init__(self, padding=(1, 1), name=None):
+        super().__init__(name)
+        self.padding = padding_pairs(padding)
+
+    def output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        top, bottom, left, right = self.padding
+        return n, h + top + bottom, w + left + right, c
+
+    def forward(self, x):
+        return F.zero_padding2d(x, ((self.padding[0], self.padding[1]), (self.padding[2], self.padding[3])))
+
+
+class Add(Layer):
+    """The sum of a list of tensors of one shape, as Keras' Add: ``Add()([a, b])``."""
+    default_name = "add"
+
+    def output_shape(self, input_shapes):
+        return _merge_shapes(self, input_shapes)
+
+    def forward(self, xs):
+        _check_merge(self, xs)
+        y = xs[0]
+        for x in xs[1:]:
+            y = add(y, x)
+        return y
+
+
+class Concatenate(Layer):
+    """A list of tensors joined along ``axis`` (channels by default), as Keras' Concatenate."""
+    default_name = "concatenate"
+
+    def __init__(self, axis=-1, name=None):
+        super().__init__(name)
+        self.axis = axis
+
+    def output_shape(self, input_shapes):
+        shapes = [tuple(s) for s in input_shapes]
+        axis = self.axis % len(shapes[0])
+        _merge_shapes(self, [s[:axis] + s[axis + 1:] for s in shapes])
+        return shapes[0][:axis] + (sum(s[axis] for s in shapes),) + shapes[0][axis + 1:]
+
+    def forward(self, xs):
+        _check_merge(self, xs)
+        return concatenate(list(xs), axis=self.axis)
+
+
+def _check_merge(layer, xs):
+    if not isinstance(xs, (list, tuple)) or len(xs) < 2:
+        raise ShapeError(f"layer {layer.name}: {type(layer).__name__} is called on a list of at least two "
+                         f"tensors, got {type(xs).__name__}")
+
+
+def _merge_shapes(layer, shapes):
+    shapes = [tuple(s) for s in shapes]
+    if len({len(s) for s in shapes}) != 1 or any(
+            len({d for d in dims if d is not None}) > 1 for dims in zip(*shapes)):
+        raise ShapeError(f"layer {layer.name}: input shapes {shapes} do not fit")
+    return shapes[0]
 
 
 class Dropout(Layer):

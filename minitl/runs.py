@@ -369,9 +369,10 @@ def _dataset_key(dataset):
 
 
 def features_key(base, loaders):
-    """sha256 of the base's weights and of each dataset: features.h5 is reused only when it matches."""
+    """sha256 of the base's weights (moving statistics included) and of each dataset: features.h5 is
+    reused only when it matches."""
     h = hashlib.sha256()
-    for p in base.parameters():
+    for p in [*base.parameters(), *base.buffers()]:
         a = numpy.ascontiguousarray(to_numpy(p.data))
         h.update(f"{a.shape}{a.dtype.str}".encode())
         h.update(a.tobytes())

@@ -10,11 +10,12 @@ import minitl
 
 def test_every_public_module_is_an_attribute_of_the_package():
     public = {m.name for m in pkgutil.iter_modules(minitl.__path__) if not m.name.startswith("_")}
-    assert public <= set(minitl.LAZY_MODULES) | {"functional", "ops", "optim", "gradcheck"}
-    for name in sorted(public - {"gradcheck"}):  # minitl.gradcheck is the function
+    assert public <= set(minitl.LAZY_MODULES) | {"functional", "ops", "optim", "check"}
+    for name in sorted(public):
         assert getattr(minitl, name) is importlib.import_module(f"minitl.{name}"), name
         assert name in dir(minitl)
     assert minitl.applications.VGG16 is minitl.applications.vgg16.VGG16
+    assert minitl.check.op_cases is importlib.import_module("minitl.check").op_cases
 
 
 def test_an_unknown_attribute_is_an_attribute_error():
