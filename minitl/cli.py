@@ -57,18 +57,22 @@ def _device(name):
 def cmd_finetune(args):
     from .applications import get_backbone
     from .data import train_val_folders
-    from .errors import DataError, WeightsError
-    from .runs import Settings, read_record
+    from .errors import DataError, TrainingError, WeightsError
+    from .runs import RESUME_ENTRIES, Settings, read_record
     from .transfer import finetune
+    device = _device(args.device)
     if not os.path.isdir(args.data):
-        raise DataError(f"data folder {args.data} does not exist")
+        problem = "is not a folder" if os.path.exists(args.data) else "does not exist"
+        raise DataError(f"data folder {args.data} {problem}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise TrainingError(f"run directory --out {args.out} is a file, not a folder")
     if args.weights is not None and not os.path.isfile(args.weights):
         problem = "is not a file" if os.path.exists(args.weights) else "does not exist"
         raise WeightsError(f"weights file {args.weights} {problem} "
                            f"(get the published one with: minitl weights fetch {args.arch}-notop)")
     settings = Settings.from_options(args)
     if args.resume:  # the run's own settings; its epochs unless given
-        settings = Settings.from_record(read_record(args.out), args.epochs)
+        settings = Settings.from_record(read_record(args.out, RESUME_ENTRIES), args.epochs)
     h, w = settings.image_size
     backbone = get_backbone(settings.arch)
     backbone.check_input_shape((h, w, 3), given=f"--image-size {h}x{w}")
@@ -77,7 +81,8 @@ def cmd_finetune(args):
                                            preprocess=backbone.PREPROCESSING)
     print(f"{len(train_set)} training and {len(val_set)} validation images, classes: {', '.join(train_set.classes)}")
     finetune(train_set, val_set, args.out, settings, weights=args.weights, resume=args.resume,
-             cache_features=not args.no_cache, device=_device(args.device), progress=not args.quiet)
+             allow_partial_weights=args.allow_partial_weights, cache_features=not args.no_cache,
+             device=device, progress=not args.quiet)
     print(f"run saved in {args.out}; next: minitl evaluate {args.out} --data DIR, "
           f"minitl predict {args.out} IMAGE")
     return 0
@@ -110,7 +115,7 @@ def cmd_evaluate(args):
 
 def cmd_predict(args):
     import numpy
-    from .data import IMAGE_EXTENSIONS, list_images, load_image
+    from .data import image_files, load_image
     from .errors import DataError
     from .functional import softmax
     from .runs import BEST, CHECKPOINT
@@ -120,12 +125,9 @@ def cmd_predict(args):
     device = _device(args.device)
     model, record = load_run(args.run_dir, BEST if args.best else CHECKPOINT, device)
     classes = record["classes"]
-    paths = []
-    for path in args.images:  # a folder stands for the images in it
-        found = list_images(path) if os.path.isdir(path) else [path]
-        if not found:
-            raise DataError(f"no images ({' '.join(IMAGE_EXTENSIONS)}) found in {path}")
-        paths += found
+    paths, problems = image_files(args.images)  # a folder stands for the images in it
+    for problem in problems:  # reported; the other images are still classified
+        print(f"minitl predict: error: {problem}", file=sys.stderr)
 
     def show(batch):  # one forward pass for a batch of (path, image) pairs
         logits = predict_on_batch(model, numpy.stack([x for _, x in batch]), device)
@@ -147,7 +149,7 @@ def cmd_predict(args):
             batch = []
     if batch:
         show(batch)
-    return 1 if failed else 0
+    return 1 if failed or problems else 0
 
 
 def cmd_summary(args):
@@ -246,21 +248,22 @@ def _add_info(sub):
 
 
 def _add_demo(sub):
+    from .runs import positive_int
     p = sub.add_parser("demo",
                        help="the offline transfer-learning demo (about 90 s of CPU time; it prints its run time)",
                        description="Pretrained base vs training from scratch on animal silhouettes, offline: "
                                    "trains three models and prints their test accuracy and macro F1.")
     p.add_argument("--out", help="run directory (default: a new folder under runs/)")
     p.add_argument("--weights", help="pretrained base weights (default: weights/demo_vgg16_animals_notop.h5)")
-    p.add_argument("--train-per-class", type=int, default=20, help="labelled training images per class (20)")
-    p.add_argument("--epochs", type=int, default=30, help="epochs for the scratch and frozen settings (30)")
+    p.add_argument("--train-per-class", type=positive_int, default=20, help="labelled training images per class (20)")
+    p.add_argument("--epochs", type=positive_int, default=30, help="epochs for the scratch and frozen settings (30)")
     p.add_argument("--pretrain", action="store_true", help="rebuild the pretrained demo weights instead")
     _add_common(p)
     p.set_defaults(func=cmd_demo)
 
 
 def _add_finetune(sub):
-    from .runs import Settings
+    from .runs import Bounded, Settings
     p = sub.add_parser("finetune", help="fine-tune a pretrained backbone on a folder of images "
                                         "(one sub-folder per class)",
                        description="Replace the backbone's head (--arch, VGG16 by default), freeze the base "
@@ -272,7 +275,11 @@ def _add_finetune(sub):
     p.add_argument("--out", default="runs/finetune", help="run directory (default runs/finetune)")
     for name, option in Settings.options():  # --epochs, --batch-size, ... --seed
         p.add_argument("--" + name.replace("_", "-"), **option)
-    p.add_argument("--validation-split", type=float, default=0.2, help="share held out when there is no val/")
+    p.add_argument("--validation-split", type=Bounded(float, 0, 1, "()"), default=0.2,
+                   help="share held out when there is no val/, between 0 and 1 (0.2)")
+    p.add_argument("--allow-partial-weights", action="store_true",
+                   help="let base layers that --weights lacks keep their initial weights (listed); "
+                        "by default every layer must be in the file")
     p.add_argument("--no-cache", action="store_true", help="do not cache the frozen base's features")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint, with its recorded settings")
@@ -308,8 +315,7 @@ def _add_predict(sub):
 
 
 def _add_summary(sub):
-    from .runs import parse_image_size
-    from .runs import ARCHS
+    from .runs import ARCHS, parse_image_size, width_multiplier
     p = sub.add_parser("summary", help="layer table of a backbone or of a run's model",
                        description="Print a Keras-like summary: layers, output shapes, parameter counts.")
     p.add_argument("run_dir", nargs="?", help="a run directory (default: the backbone --arch)")
@@ -317,7 +323,7 @@ def _add_summary(sub):
     p.add_argument("--notop", action="store_true", help="the backbone without its top")
     p.add_argument("--image-size", type=parse_image_size, help="input size (the backbone's default: 224, "
                                                                  "InceptionV3 299)")
-    p.add_argument("--width", type=float, default=1.0, help="width multiplier (MobileNetV2's alpha)")
+    p.add_argument("--width", type=width_multiplier, default=1.0, help="width multiplier (MobileNetV2's alpha)")
     p.set_defaults(func=cmd_summary)
 
 
@@ -382,7 +388,16 @@ def _warning_line(command):
     return show
 
 
+def _tolerant_output():
+    """Print what cannot be encoded (a file name that is not UTF-8, on a strict UTF-8 output)
+    with backslash escapes instead of failing."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv=None):
+    _tolerant_output()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -396,10 +411,11 @@ def main(argv=None):
     except BrokenPipeError:  # the reader stopped early (minitl ... | head): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
-    except (MinitlError, OSError, ValueError) as e:
+    except (MinitlError, OSError, ValueError, MemoryError) as e:
         if args.debug:
             raise
-        print(f"minitl {args.command}: error: {e}", file=sys.stderr)
+        what = f"not enough memory ({e})" if isinstance(e, MemoryError) else str(e)
+        print(f"minitl {args.command}: error: {what}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"minitl {args.command}: interrupted", file=sys.stderr)

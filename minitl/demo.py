@@ -19,6 +19,7 @@ from . import io as weights_io
 from .applications.vgg16 import preprocess_input
 from .data import ArrayDataset, DataLoader
 from .datasets import load_animal_shapes
+from .errors import WeightsError
 from .files import write_json
 from .metrics import format_report
 from .nn import manual_seed
@@ -181,9 +182,12 @@ def run(out=None, weights=None, train_per_class=20, epochs=30, finetune_epochs=1
         lr=0.01, batch_size=32, seed=0, progress=True, log=print, device="cpu"):
     """Scratch vs frozen vs fine-tuned on the target animals; returns the results dict."""
     t_start = time.perf_counter()
+    weights = Path(weights) if weights else demo_weights_path()
+    if not weights.is_file():  # before any training: the frozen and fine-tuned settings need it
+        problem = "is not a file" if weights.exists() else "does not exist"
+        raise WeightsError(f"pretrained demo weights {weights} {problem} (minitl demo --pretrain builds them)")
     out = Path(out) if out else Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    weights = Path(weights) if weights else demo_weights_path()
     images, labels, names = load_animal_shapes()
     data = split_target(images, labels, names, train_per_class, 10, 100, seed)
     log(f"target task: {', '.join(TARGET)}; {len(data['train'])} training images, "

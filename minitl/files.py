@@ -2,16 +2,55 @@
 
 Every file minitl writes (weights, checkpoints, run records, pictures) goes through
 ``atomic_write``: a temporary file beside the target, synced, then renamed, so an
-interrupted or failed write never leaves a partial file under the final name.
+interrupted or failed write never leaves a partial file under the final name. A
+process killed while writing (kill -9, a power cut) leaves its temporary file, named
+``.NAME.HOST.PID.XXXXXXXX.tmp``; the next write into that folder removes the ones whose
+process, on this host, is gone (`remove_stale_temporaries`).
 """
 import contextlib
+import errno
 import hashlib
 import json
+import math
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 
 CHUNK = 1 << 20  # files are hashed in 1 MiB blocks
+HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+TEMPORARY = re.compile(r"\..+\.([0-9a-f]{8})\.([0-9]+)\.[a-z0-9_]{8}\.tmp")  # atomic_write's names
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # gone, or a number no process can have
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder):
+    """Delete the temporary files that ``atomic_write`` left in ``folder`` when its process
+    was killed: only names of its own pattern, made on this host by a process that is no
+    longer running. Returns the paths deleted."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:  # no folder yet, or unreadable: nothing of ours to clean
+        return removed
+    for name in names:
+        match = TEMPORARY.fullmatch(name)
+        if match and match[1] == HOST and not _running(int(match[2])):
+            try:
+                os.unlink(Path(folder) / name)
+                removed.append(Path(folder) / name)
+            except OSError:
+                pass
+    return removed
 
 
 @contextlib.contextmanager
@@ -22,8 +61,11 @@ def atomic_write(path):
     The file gets the usual permissions (0666 minus the umask), not mkstemp's 0600.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "cannot write a file: a folder has its name", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -41,10 +83,23 @@ def atomic_write(path):
         raise
 
 
+def strict_json(obj):
+    """``obj`` with every NaN or infinite float replaced by None, so that it is strict JSON
+    (``NaN`` and ``Infinity`` are not JSON: browsers, jq and most languages reject them)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
 def write_json(path, obj):
-    """Write ``obj`` as indented JSON, atomically."""
+    """Write ``obj`` as indented strict JSON, atomically; NaN and infinities become null."""
+    text = json.dumps(strict_json(obj), indent=1, allow_nan=False)
     with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1))
+        tmp.write_text(text)
 
 
 def write_h5(path, fill):

@@ -6,11 +6,13 @@ epoch, metrics history), ``checkpoint.h5`` (the last good weights, Keras layout)
 ``best.h5`` (lowest validation loss), ``optimizer.h5`` (momentum buffers),
 ``features.h5`` (the frozen base's features, when cached) and the evaluation outputs.
 
-The files of one epoch are written together by `RunFolder.commit_epoch`.
+The files of one epoch change together (`RunFolder.commit_epoch`): after a kill at any
+instant, ``--resume`` continues from the last committed epoch as if never stopped.
 """
 import argparse
 import hashlib
 import json
+import math
 import os
 import signal
 import threading
@@ -22,45 +24,67 @@ import numpy
 
 from .backend import to_numpy
 from .errors import TrainingError
-from .files import write_h5, write_json
+from .files import file_digest, remove_stale_temporaries, write_h5, write_json
 from .io import save_weights
 
 RECORD, CHECKPOINT, BEST, OPTIMIZER, FEATURES = "record.json", "checkpoint.h5", "best.h5", "optimizer.h5", "features.h5"
 RUN_FILES = (RECORD, CHECKPOINT, BEST, OPTIMIZER, "curves.png", "evaluation.json", "evaluation.png")
+EPOCH_FILES = (CHECKPOINT, OPTIMIZER, BEST)  # written by each epoch, named in the record by digest
 DEFAULT_LR = {"sgd": 0.01, "adam": 0.001}
 ARCHS = ("vgg16", "vgg19", "resnet50", "inception_v3", "mobilenet_v2")  # the keys of minitl.applications.BACKBONES
 
 
 # ---- settings -----------------------------------------------------------------
-def positive_int(text):
-    """A whole number of at least 1 (an option's type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return value
+MAX_IMAGE_SIDE = 2048  # VGG16's first activations of one 2048x2048 image take 1 GiB
+MAX_WIDTH = 4.0  # VGG16 four times as wide has 16 times its 138 million weights
+MAX_UNITS = 1 << 16  # hidden units of one head layer
 
 
-def positive(text):
-    """A number above 0 (an option's type)."""
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+class Bounded:
+    """An option's type: a finite number of ``kind`` (int or float) from ``low`` to ``high``;
+    ``ends`` tells whether each end is included: "[]", "(]", "[)" or "()"."""
+
+    def __init__(self, kind, low=None, high=None, ends="[]"):
+        self.kind, self.low, self.high, self.ends = kind, low, high, ends
+
+    def __call__(self, text):
+        try:
+            value = self.kind(text)
+        except (TypeError, ValueError, OverflowError):
+            value = None
+        if value is None or not math.isfinite(value) or not self.holds(value):
+            raise argparse.ArgumentTypeError(f"expected {self}, got {text!r}")
+        return value
+
+    def holds(self, value):
+        low_ok = self.low is None or value > self.low or (self.ends[0] == "[" and value == self.low)
+        high_ok = self.high is None or value < self.high or (self.ends[1] == "]" and value == self.high)
+        return low_ok and high_ok
+
+    def __str__(self):
+        what = "a whole number" if self.kind is int else "a number"
+        if self.high is None:
+            return f"{what} {'of at least' if self.ends[0] == '[' else 'above'} {self.low}"
+        return f"{what} in {self.ends[0]}{self.low}, {self.high}{self.ends[1]}"
+
+
+positive_int = Bounded(int, 1)
+positive = Bounded(float, 0, ends="(]")
+fraction = Bounded(float, 0, 1, "[)")  # dropout, validation split
+width_multiplier = Bounded(float, 0, MAX_WIDTH, "(]")
 
 
 def parse_image_size(text):
-    """'N' or 'HxW' (or 'H,W') as (H, W) (an option's type)."""
+    """'N' or 'HxW' (or 'H,W') as (H, W), each side from 1 to MAX_IMAGE_SIDE (an option's type)."""
     try:
         parts = [int(p) for p in str(text).lower().replace("x", ",").split(",") if p]
     except ValueError:
         parts = []
     if len(parts) == 1:
         parts *= 2
-    if len(parts) != 2 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"image size must be N or HxW (whole numbers, at least 1), got {text!r}")
+    if len(parts) != 2 or min(parts) < 1 or max(parts) > MAX_IMAGE_SIDE:
+        raise argparse.ArgumentTypeError(f"image size must be N or HxW, whole numbers from 1 to {MAX_IMAGE_SIDE}, "
+                                         f"got {text!r}")
     return tuple(parts)
 
 
@@ -85,22 +109,25 @@ class Settings:
     optimizer: str = setting("sgd", "sgd (with momentum) or adam", choices=("sgd", "adam"))
     lr: float = setting(None, "learning rate of the new head (0.01 for sgd, 0.001 for adam)", type=positive)
     base_lr: float = setting(None, "learning rate of unfrozen base layers (default lr/10)", type=positive)
-    momentum: float = setting(0.9, "SGD momentum (0.9)", type=float)
-    weight_decay: float = setting(0.0, "weight decay (0): L2 for sgd, decoupled (AdamW) for adam", type=float)
-    clip_norm: float = setting(None, "clip the global gradient norm to this value", type=float)
+    momentum: float = setting(0.9, "SGD momentum, from 0 to below 1 (0.9)", type=fraction)
+    weight_decay: float = setting(0.0, "weight decay (0): L2 for sgd, decoupled (AdamW) for adam",
+                                  type=Bounded(float, 0))
+    clip_norm: float = setting(None, "clip the global gradient norm to this value", type=positive)
     unfreeze_blocks: int = setting(0, "train the last K named blocks of the backbone too (0: base frozen; "
-                                      "VGG 5, ResNet50 5, MobileNetV2 9, InceptionV3 12 blocks)", type=int)
-    image_size: tuple = setting(None, "input size N or HxW (224)", type=parse_image_size, cli_default=(224, 224))
-    width: float = setting(1.0, "the backbone's width multiplier, MobileNetV2's alpha (1.0 for the real one)",
-                           type=float)
-    hidden: tuple = setting((1024, 512), "hidden units of the head", type=positive_int, nargs="*",
-                            cli_default=[1024, 512])
-    dropout: float = setting(0.0, "dropout after each hidden head layer", type=float)
+                                      "VGG 5, ResNet50 5, MobileNetV2 9, InceptionV3 12 blocks)",
+                                   type=Bounded(int, 0))
+    image_size: tuple = setting(None, f"input size N or HxW, up to {MAX_IMAGE_SIDE} (224)", type=parse_image_size,
+                                cli_default=(224, 224))
+    width: float = setting(1.0, f"the backbone's width multiplier, MobileNetV2's alpha, up to {MAX_WIDTH:g} "
+                                "(1.0 for the real one)", type=width_multiplier)
+    hidden: tuple = setting((1024, 512), f"hidden units of the head, up to {MAX_UNITS} a layer",
+                            type=Bounded(int, 1, MAX_UNITS), nargs="*", cli_default=[1024, 512])
+    dropout: float = setting(0.0, "dropout after each hidden head layer, from 0 to below 1", type=fraction)
     pooling: str = setting("flatten", "flatten block5_pool or average it globally", choices=["flatten", "avg"])
     augment: bool = setting(False, "random crops and flips (disables the feature cache)", action="store_true")
     schedule: str = setting("none", "learning-rate schedule", choices=["none", "step", "cosine"])
     patience: int = setting(None, "stop when val loss has not improved for this many epochs", type=positive_int)
-    seed: int = setting(0, "random seed (0)", type=int)
+    seed: int = setting(0, "random seed, from 0 to 2**32 - 1 (0)", type=Bounded(int, 0, 2**32 - 1))
     arch: str = setting("vgg16", "the pretrained backbone (minitl models compares them)", choices=ARCHS)
 
     TRAINING = ("epochs", "batch_size", "optimizer", "lr", "base_lr", "momentum", "weight_decay",
@@ -132,11 +159,11 @@ class Settings:
     def from_record(cls, record, epochs=None):
         """The settings of a recorded run, to resume it: everything as recorded but ``epochs``
         (when given), and never fewer epochs than the run has done."""
-        model, training = record["model"], record["training"]
+        model, training = record["model"], record.get("training") or {}
         values = {name: training[name] for name in cls.TRAINING if name in training}
         values.update({k: model[k] for k in ("arch", "width", "hidden", "dropout", "pooling") if k in model})
         values.update(seed=record["seed"], image_size=record["image_size"])
-        values["epochs"] = max(epochs or training["epochs"], record["epoch"])
+        values["epochs"] = max(epochs or training.get("epochs", 1), record["epoch"])
         return cls(**values)
 
     @classmethod
@@ -166,11 +193,25 @@ def new_record(classes, image_size, model, seed, preprocessing="caffe", **entrie
             "model": model, "seed": seed, **entries, "epoch": 0, "history": []}
 
 
-def read_record(run_dir):
+RECORD_ENTRIES = {"classes": list, "image_size": list, "model": dict}  # what every reader of a run uses
+RESUME_ENTRIES = {**RECORD_ENTRIES, "seed": int, "epoch": int, "history": list}  # what --resume uses too
+
+
+def read_record(run_dir, needs=RECORD_ENTRIES):
+    """A run's record.json, checked to hold the entries ``needs`` ({name: type}); a
+    TrainingError naming the file if it does not."""
     path = Path(run_dir) / RECORD
     if not path.is_file():
         raise TrainingError(f"{run_dir} is not a minitl run directory (no {RECORD})")
-    return json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise TrainingError(f"{path}: not a readable run record ({e})") from e
+    wrong = [name for name, kind in needs.items() if not isinstance(record.get(name), kind)] \
+        if isinstance(record, dict) else list(needs)
+    if wrong:
+        raise TrainingError(f"{path}: not a run record of minitl: {', '.join(wrong)} missing or of the wrong type")
+    return record
 
 
 def check_resume(run_dir, record, classes, image_size):
@@ -231,7 +272,13 @@ class HeldInterrupt:
 
 
 class RunFolder:
-    """A run directory and its record. With ``path=None`` the record is kept in memory only."""
+    """A run directory and its record. With ``path=None`` the record is kept in memory only.
+
+    An epoch's files change together, so that a kill at any instant leaves a run that
+    resumes exactly: `commit_epoch` writes them under staged names, then record.json
+    with their sha256 digests (the commit), then renames them into place; `settle`
+    finishes those renames after a kill and drops what an uncommitted epoch left.
+    """
 
     def __init__(self, path, record=None):
         self.path = Path(path) if path is not None else None
@@ -244,6 +291,10 @@ class RunFolder:
         """Whether the folder holds the file ``name`` (CHECKPOINT, OPTIMIZER, ...)."""
         return self.path is not None and (self.path / name).is_file()
 
+    def staged(self, name):
+        """Where ``commit_epoch`` writes ``name`` before the record names it."""
+        return self.path / f".{name}.staged"
+
     def write_record(self, status):
         self.record["status"] = status
         if self.path is not None:
@@ -251,28 +302,55 @@ class RunFolder:
 
     def commit_epoch(self, model, optimizer, row, improved, **entries):
         """Add an epoch's ``row`` (and ``entries``) to the record and write the epoch's files
-        together: best.h5 when ``improved``, checkpoint.h5, optimizer.h5, then record.json.
-        Ctrl-C meanwhile waits until all are written; returns True when it came."""
+        together: checkpoint.h5, optimizer.h5 and best.h5 (when ``improved``) under staged
+        names, record.json naming them by digest, then the renames. Ctrl-C meanwhile waits
+        until all are written; returns True when it came."""
         with HeldInterrupt() as held:
             self.record.setdefault("history", []).append(row)
             self.record["epoch"] = row["epoch"]
             self.record.update(entries)
+            staged = {}
             if self.path is not None:
+                staged = {CHECKPOINT: self.staged(CHECKPOINT), OPTIMIZER: self.staged(OPTIMIZER)}
+                save_weights(model, staged[CHECKPOINT])
+                save_optimizer(staged[OPTIMIZER], optimizer)
                 if improved:
-                    save_weights(model, self.path / BEST)
-                save_weights(model, self.path / CHECKPOINT)
-                save_optimizer(self.path / OPTIMIZER, optimizer)
+                    staged[BEST] = self.staged(BEST)
+                    save_weights(model, staged[BEST])
+                digests = {name: file_digest(path) for name, path in staged.items()}
+                self.record["files"] = {**self.record.get("files", {}), **digests}
             self.write_record("running")
+            for name, path in staged.items():
+                os.replace(path, self.path / name)
         return held.caught
+
+    def settle(self):
+        """Make the folder what its record says after a kill: rename the staged files the
+        record names into place, delete other staged files and stale temporary files, and
+        check each epoch file against its recorded digest (TrainingError if it differs)."""
+        remove_stale_temporaries(self.path)
+        digests = self.record.get("files", {})  # a record written before digests has none
+        for name in EPOCH_FILES:
+            staged, final = self.staged(name), self.path / name
+            if staged.is_file() and name in digests and file_digest(staged) == digests[name]:
+                os.replace(staged, final)
+            elif staged.exists():
+                staged.unlink()
+            if name in digests and not (final.is_file() and file_digest(final) == digests[name]):
+                problem = "differs from" if final.is_file() else "is missing, unlike"
+                raise TrainingError(f"{final} {problem} the file of epoch {self.record['epoch']} that {RECORD} "
+                                    f"names by its sha256: the run folder was changed outside minitl")
 
     def clear(self, log=print):
         """Delete a previous run's outputs (the record first), so that a new run never mixes
-        with them. features.h5 stays: its key tells whether it fits the new run."""
+        with them, and what a killed run left (staged and temporary files). features.h5
+        stays: its key tells whether it fits the new run."""
         old = [self.path / name for name in RUN_FILES if self.has(name)]
         if old:
             log(f"replacing the previous run in {self.path}")
-        for path in old:
+        for path in old + [self.staged(name) for name in EPOCH_FILES if self.staged(name).exists()]:
             path.unlink()
+        remove_stale_temporaries(self.path)
 
 
 # ---- the feature cache --------------------------------------------------------

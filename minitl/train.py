@@ -6,16 +6,19 @@ model and trains it is `minitl.transfer.finetune`.
 """
 import math
 import time
+import warnings
 
 import numpy
 
 from . import functional as F
-from .backend import to_device, to_numpy
+from .backend import get_array_module, to_device, to_numpy
 from .errors import TrainingError
 from .metrics import classification_report
 from .nn import manual_seed
 from .runs import CHECKPOINT, RunFolder
 from .tensor import Tensor, no_grad
+
+LOSS_GROWTH = 100  # warn when an epoch's training loss is this many times the run's first (or above 100)
 
 
 # ---- forward passes -----------------------------------------------------------
@@ -49,7 +52,7 @@ def train_epoch(model, loader, optimizer, epoch, device="cpu", progress=True, de
     """One pass of SGD over ``loader``: forward, L = mean cross-entropy, backward, W ← W − η∇L."""
     from tqdm import tqdm
     model.train()
-    total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
+    total_loss, correct, seen, start, first = 0.0, 0, 0, time.perf_counter(), None
     bar = tqdm(total=len(loader), desc=desc, disable=not progress, leave=False, unit="batch")
     for i, (x, y) in enumerate(loader.batches(epoch)):
         xb, yb = Tensor(to_device(x, device)), to_device(y, device)
@@ -57,7 +60,8 @@ def train_epoch(model, loader, optimizer, epoch, device="cpu", progress=True, de
         loss = F.softmax_cross_entropy(logits, yb)
         value = float(loss.item())
         if not math.isfinite(value):
-            raise TrainingError(f"the loss became {value} at epoch {epoch + 1}, batch {i + 1}")
+            raise _loss_error(value, x, epoch, i)
+        first = value if first is None else first
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -72,7 +76,43 @@ def train_epoch(model, loader, optimizer, epoch, device="cpu", progress=True, de
     bar.close()
     seconds = time.perf_counter() - start
     return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1), "seconds": seconds,
-            "images_per_s": seen / max(seconds, 1e-9)}
+            "images_per_s": seen / max(seconds, 1e-9), "first_loss": first}
+
+
+def _loss_error(value, x, epoch, batch):
+    """The TrainingError for a NaN or infinite loss, with its likely cause."""
+    where = f"the loss became {value} at epoch {epoch + 1}, batch {batch + 1}"
+    if not numpy.isfinite(x).all():
+        return TrainingError(f"{where}: the batch's inputs hold NaN or infinite values")
+    if epoch == 0 and batch == 0:
+        return TrainingError(f"{where}, before any update: the starting weights give it")
+    return TrainingError(f"{where}. Try a lower learning rate (--lr) or --clip-norm")
+
+
+def check_finite(model, row):
+    """TrainingError unless the model's weights and the epoch's validation loss are finite,
+    so that only finite checkpoints are written."""
+    bad = [layer.name for layer in model.layers()
+           if any(not get_array_module(w.data).isfinite(w.data).all() for w in layer.weights)]
+    if bad:
+        raise TrainingError(f"weights of {', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''} became NaN or "
+                            f"infinite in epoch {row['epoch']}. Try a lower learning rate (--lr) or --clip-norm")
+    if not math.isfinite(row.get("val_loss", 0.0)):
+        raise TrainingError(f"the validation loss became {row['val_loss']} at epoch {row['epoch']} with finite "
+                            f"weights: the validation inputs hold NaN or infinite values, or the weights grew too "
+                            f"large (try a lower learning rate, --lr)")
+
+
+def _warn_if_growing(record, row, first_loss):
+    """Warn (True) when the epoch's training loss is over LOSS_GROWTH times the run's first
+    batch loss (or over LOSS_GROWTH, when that was below 1): a diverging run, though finite."""
+    first = record.setdefault("first_loss", first_loss)
+    if first is not None and row["loss"] > LOSS_GROWTH * max(first, 1.0):
+        warnings.warn(f"the training loss of epoch {row['epoch']} is {row['loss']:.3g}, over {LOSS_GROWTH} times "
+                      f"the first batch's {first:.3g}: training is diverging; try a lower learning rate (--lr)",
+                      stacklevel=3)
+        return True
+    return False
 
 
 class EarlyStopping:
@@ -118,11 +158,11 @@ def _interrupted(run, when, log):
     raise KeyboardInterrupt from None
 
 
-def _diverged(run, error, epoch):
+def _diverged(run, error):
     run.write_record("diverged")
-    kept = f"the checkpoint of epoch {epoch} is kept in {run.path / CHECKPOINT}" \
+    kept = f"the checkpoint of epoch {run.record.get('epoch', 0)} is kept in {run.path / CHECKPOINT}" \
         if run.has(CHECKPOINT) else "no checkpoint was written"
-    raise TrainingError(f"{error}: training stopped; {kept}. Try a lower learning rate (--lr).") from None
+    raise TrainingError(f"{error}; training stopped: {kept}") from None
 
 
 def fit(model, optimizer, train_loader, val_loader=None, epochs=10, run_dir=None, record=None,
@@ -132,34 +172,40 @@ def fit(model, optimizer, train_loader, val_loader=None, epochs=10, run_dir=None
     After each epoch the weights are checkpointed (atomically) with the run record, and
     ``best.h5`` keeps the weights of the lowest validation loss (see `RunFolder.commit_epoch`).
     Early stopping ends training when the validation loss has not improved for ``patience``
-    epochs. A NaN or infinite loss stops training with ``TrainingError`` and leaves the last
-    good checkpoint in place. Ctrl-C stops after writing the record; the checkpoint of the
-    last finished epoch stays, and ``--resume`` continues from it; Ctrl-C while an epoch's
+    epochs. A NaN or infinite loss, weight or validation loss stops training with
+    ``TrainingError`` before the epoch is written, so the last checkpoint stays the last
+    finite one; a finite loss that grows over ``LOSS_GROWTH`` times the first is warned
+    about. Ctrl-C stops after writing the record; the checkpoint of the last finished epoch stays, and ``--resume`` continues from it; Ctrl-C while an epoch's
     files are written takes effect once they are all written.
     ``save_model``: the model whose weights are checkpointed, when ``model`` is only
     part of it (the head, trained on cached features). Returns the record.
     """
     run = RunFolder(run_dir, record)
     run.record.setdefault("history", [])
-    start = run.record.get("epoch", 0)
-    stopping = EarlyStopping(patience, run.record.get("best_val_loss", math.inf),
+    start, saved, warned = run.record.get("epoch", 0), model if save_model is None else save_model, False
+    best = run.record.get("best_val_loss")  # null in the record until a validation loss is seen
+    stopping = EarlyStopping(patience, math.inf if best is None else best,
                              run.record.get("epochs_without_improvement", 0))
     if schedule is not None:
         schedule.set_epoch(start)
     for epoch in range(start, epochs):
         manual_seed(seed * 1_000_003 + epoch)  # dropout masks of this epoch, the same on resume
         try:
-            row = _epoch(model, optimizer, train_loader, val_loader, epoch, epochs, device, progress)
+            with numpy.errstate(over="ignore", invalid="ignore"):  # overflows are checked for below
+                row = _epoch(model, optimizer, train_loader, val_loader, epoch, epochs, device, progress)
+            first_loss = row.pop("first_loss")
             _log_epoch(row, epochs, log)
+            check_finite(saved, row)
+            warned = warned or _warn_if_growing(run.record, row, first_loss)
             if schedule is not None:
                 schedule.step()
             improved = "val_loss" in row and stopping.update(row["val_loss"])
         except TrainingError as e:
-            _diverged(run, e, epoch)
+            _diverged(run, e)
         except KeyboardInterrupt:
             _interrupted(run, f"during epoch {epoch + 1}", log)
-        if run.commit_epoch(model if save_model is None else save_model, optimizer, row, improved,
-                            best_val_loss=stopping.best, epochs_without_improvement=stopping.waited):
+        if run.commit_epoch(saved, optimizer, row, improved, best_val_loss=stopping.best,
+                            epochs_without_improvement=stopping.waited):
             _interrupted(run, f"after epoch {epoch + 1}", log)
         if stopping.stop:
             log(f"early stopping: no improvement of the validation loss for {patience} epochs")

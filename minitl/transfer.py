@@ -17,8 +17,8 @@ from .errors import DataError, ShapeError, TrainingError
 from .io import load_weights
 from .nn import Dense, Dropout, Flatten, GlobalAvgPool2D, Sequential, manual_seed
 from .optim import SGD, Adam, CosineLR, StepLR
-from .runs import (BEST, CHECKPOINT, FEATURES, OPTIMIZER, RECORD, RunFolder, Settings, check_resume, features_key,
-                   load_optimizer, new_record, read_features, read_record, write_features)
+from .runs import (BEST, CHECKPOINT, FEATURES, OPTIMIZER, RECORD, RESUME_ENTRIES, RunFolder, Settings, check_resume,
+                   features_key, load_optimizer, new_record, read_features, read_record, write_features)
 from .train import fit, predict
 
 __all__ = ["BEST", "CHECKPOINT", "Settings", "build_head", "build_model", "base_and_head", "set_trainable_blocks",
@@ -110,10 +110,14 @@ def _check_data(train_set, image_size, settings):
                          f"image_size {settings.image_size[0]}x{settings.image_size[1]}")
 
 
-def _start(run, model, train_set, image_size, settings, weights):
-    """A new run: the pretrained base's weights and a fresh record."""
+def _start(run, model, train_set, image_size, settings, weights, allow_partial, log):
+    """A new run: the pretrained base's weights (every layer of them, unless ``allow_partial``)
+    and a fresh record."""
     if weights is not None:
-        load_weights(model[0], weights)
+        report = load_weights(model[0], weights, strict=not allow_partial)
+        log(f"loaded {len(report.loaded)} layers from {weights}")
+        if report.untouched:
+            log(f"kept their initial weights (not in {weights}): {', '.join(report.untouched)}")
     config = settings.model_config(len(train_set.classes), image_size)
     run.record = new_record(train_set.classes, image_size, config, settings.seed, type(model[0]).PREPROCESSING,
                             weights=str(Path(weights).resolve()) if weights else None, training=settings.training())
@@ -163,11 +167,12 @@ def _train(run, model, optimizer, train_set, val_set, settings, cache_features, 
 
 
 def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume=False, cache_features=True,
-             device="cpu", progress=True, log=print, **changes):
+             allow_partial_weights=False, device="cpu", progress=True, log=print, **changes):
     """The whole recipe on two datasets; returns (model, record).
 
     Builds the base without top (``settings.arch``, VGG16 by default; loading ``weights``,
-    the published notop file or any file in Keras' layouts), adds a new head, freezes the base except its last
+    the published notop file or any file in Keras' layouts, which must hold every layer of
+    the base unless ``allow_partial_weights``), adds a new head, freezes the base except its last
     ``unfreeze_blocks`` blocks, and trains with the ``optimizer``, 'sgd' or 'adam' (head
     at ``lr``, by default 0.01 for SGD and 0.001 for Adam; base at ``base_lr`` = lr/10
     by default). ``settings``: a `minitl.runs.Settings`; ``changes``: fields of it to
@@ -179,8 +184,9 @@ def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume
     run = RunFolder(run_dir)
     image_size = tuple(train_set[0][0].shape[:2]) if len(train_set) else None
     if resume:
-        run.record = read_record(run.path)
+        run.record = read_record(run.path, RESUME_ENTRIES)
         check_resume(run.path, run.record, train_set.classes, image_size)
+        run.settle()  # finish or drop what a kill left, so the checkpoint is the record's
         settings = Settings.from_record(run.record, settings.epochs)
         run.record["training"] = settings.training()
     elif settings.epochs < 1:
@@ -191,7 +197,7 @@ def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume
     if resume:
         _restore(run, model, settings, log)
     else:
-        _start(run, model, train_set, image_size, settings, weights)
+        _start(run, model, train_set, image_size, settings, weights, allow_partial_weights, log)
     set_trainable_blocks(model[0], settings.unfreeze_blocks)
     model.to(device)
     optimizer = make_optimizer(model, settings.head_lr(), settings.base_lr, settings.momentum,
@@ -200,7 +206,8 @@ def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume
         load_optimizer(run.path / OPTIMIZER, optimizer)
     if not resume:
         run.clear(log)
-    run.path.mkdir(parents=True, exist_ok=True)  # once the settings and weights are known to be good
+        run.path.mkdir(parents=True, exist_ok=True)  # once the settings and weights are known to be good
+        run.write_record("running")  # from now on, --resume can continue it
     _train(run, model, optimizer, train_set, val_set, settings, cache_features, device, progress, log)
     try:
         from .plots import plot_history

@@ -1,6 +1,9 @@
 import json
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -52,18 +55,32 @@ def test_summary_of_the_standard_vgg16_without_top(capsys):
 
 
 def test_summary_rejects_a_width_that_is_not_positive(capsys):
-    assert main(["summary", "--width", "0"]) == 1
+    with pytest.raises(SystemExit) as e:
+        main(["summary", "--width", "0"])
     err = capsys.readouterr().err
-    assert "width must be a positive" in err and len(err.strip().splitlines()) == 1
+    assert e.value.code == 2 and "argument --width: expected a number in (0, 4.0], got '0'" in err
 
 
 @pytest.mark.parametrize("args,message", [
     (["finetune", "--data", ".", "--epochs", "0"], "--epochs: expected a whole number of at least 1, got '0'"),
-    (["finetune", "--data", ".", "--hidden", "16", "0"], "--hidden: expected a whole number of at least 1"),
+    (["finetune", "--data", ".", "--hidden", "16", "0"], "--hidden: expected a whole number in [1, 65536], got '0'"),
     (["finetune", "--data", ".", "--patience", "-1"], "--patience: expected a whole number of at least 1"),
     (["finetune", "--data", ".", "--image-size", "abc"], "--image-size: image size must be N or HxW"),
     (["evaluate", "run", "--data", ".", "--batch-size", "0"], "--batch-size: expected a whole number"),
     (["predict", "run", "x.jpg", "--top", "0"], "--top: expected a whole number of at least 1"),
+    (["finetune", "--data", ".", "--width", "inf"], "--width: expected a number in (0, 4.0], got 'inf'"),
+    (["finetune", "--data", ".", "--image-size", "20000"], "--image-size: image size must be N or HxW, whole "
+                                                            "numbers from 1 to 2048, got '20000'"),
+    (["finetune", "--data", ".", "--seed", "-1"], "--seed: expected a whole number in [0, 4294967295], got '-1'"),
+    (["finetune", "--data", ".", "--momentum", "1"], "--momentum: expected a number in [0, 1), got '1'"),
+    (["finetune", "--data", ".", "--dropout", "nan"], "--dropout: expected a number in [0, 1), got 'nan'"),
+    (["finetune", "--data", ".", "--validation-split", "0"], "--validation-split: expected a number in (0, 1)"),
+    (["finetune", "--data", ".", "--lr", "inf"], "--lr: expected a number above 0, got 'inf'"),
+    (["finetune", "--data", ".", "--weight-decay", "-1"], "--weight-decay: expected a number of at least 0"),
+    (["finetune", "--data", ".", "--clip-norm", "0"], "--clip-norm: expected a number above 0, got '0'"),
+    (["finetune", "--data", ".", "--hidden", "100000"], "--hidden: expected a whole number in [1, 65536]"),
+    (["demo", "--train-per-class", "0"], "--train-per-class: expected a whole number of at least 1"),
+    (["summary", "--width", "1e400"], "--width: expected a number in (0, 4.0], got '1e400'"),
 ])
 def test_bad_numbers_are_refused_by_the_parser(args, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -119,6 +136,8 @@ def test_cli_finetune_evaluate_predict(folder, notop, tmp_path, capsys):
     (["finetune", "--data", ".", "--weights", "/no/such.h5"], "weights file /no/such.h5 does not exist"),
     (["finetune", "--data", ".", "--image-size", "16"], "too small"),
     (["evaluate", "/no/such/run", "--data", "."], "not a minitl run directory"),
+    (["finetune", "--data", ".", "--device", "tpu"], "unknown device 'tpu'"),
+    (["demo", "--weights", "/no/such.h5"], "pretrained demo weights /no/such.h5 does not exist"),
 ])
 def test_cli_errors_are_one_line_without_traceback(args, message, capsys):
     assert main(args) == 1
@@ -127,8 +146,8 @@ def test_cli_errors_are_one_line_without_traceback(args, message, capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--lr", "-0.1"], "argument --lr: must be a positive number, got -0.1"),
-    (["--base-lr", "0"], "argument --base-lr: must be a positive number, got 0"),
+    (["--lr", "-0.1"], "argument --lr: expected a number above 0, got '-0.1'"),
+    (["--base-lr", "0"], "argument --base-lr: expected a number above 0, got '0'"),
     (["--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
 ])
 def test_cli_rejects_bad_optimizer_settings_before_reading_any_data(args, message, capsys):
@@ -192,3 +211,100 @@ def test_cli_predict_folders_and_unreadable_files(folder, notop, tmp_path, capsy
     lines = err.splitlines()
     assert len(lines) == 2 and lines[0] == f"minitl predict: error: image file {tmp_path / 'missing.jpg'} does not exist"
     assert lines[1].startswith(f"minitl predict: error: cannot decode image {folder / 'red' / 'broken.jpg'}: ")
+
+
+# ---- bad files and names ---------------------------------------------------------------
+
+def one_error_line(capsys, *names):
+    """The error output: one error line (after any warnings), naming ``names``, no traceback."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len([line for line in err.splitlines() if ": error: " in line]) == 1, err
+    for name in names:
+        assert str(name) in err, err
+    return err
+
+
+@pytest.mark.parametrize("text", ['{"classes": ["a", "b"], "ima', "[1, 2]", '{"classes": "ab"}', "\xff\xfe"])
+def test_a_broken_record_is_one_line_naming_the_file(folder, tmp_path, capsys, text):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "record.json").write_bytes(text.encode("latin-1"))
+    assert main(["evaluate", str(run), "--data", str(folder)]) == 1
+    one_error_line(capsys, run / "record.json")
+    assert main(["finetune", "--data", str(folder), "--out", str(run), "--resume"]) == 1
+    one_error_line(capsys, run / "record.json")
+
+
+def test_data_that_is_a_file_is_named_as_not_a_folder(tmp_path, capsys):
+    (tmp_path / "photos").write_text("not a folder")
+    assert main(["finetune", "--data", str(tmp_path / "photos")]) == 1
+    one_error_line(capsys, f"data folder {tmp_path / 'photos'} is not a folder")
+
+
+def test_strict_loading_says_what_it_loaded_and_partial_loading_lists_what_it_did_not(folder, notop, tmp_path,
+                                                                                      capsys):
+    args = ["finetune", "--data", str(folder), "--epochs", "1", "--image-size", "32", "--width", "0.0625",
+            "--hidden", "8", "--quiet"]
+    assert main([*args, "--weights", str(notop), "--out", str(tmp_path / "full")]) == 0
+    assert f"loaded 13 layers from {notop}" in capsys.readouterr().out
+    lacking = tmp_path / "lacking.h5"  # the published layout without block5_conv3
+    io.write_keras_weights(lacking, [(e.name, list(zip(("kernel", "bias"), e.arrays)))
+                                     for e in io.read_keras_weights(notop) if e.name != "block5_conv3"])
+    assert main([*args, "--weights", str(lacking), "--out", str(tmp_path / "strict")]) == 1
+    assert "block5_conv3" in one_error_line(capsys, lacking)
+    assert not (tmp_path / "strict").exists()
+    assert main([*args, "--weights", str(lacking), "--out", str(tmp_path / "partial"), "--allow-partial-weights"]) == 0
+    out = capsys.readouterr().out
+    assert f"loaded 12 layers from {lacking}" in out
+    assert f"kept their initial weights (not in {lacking}): block5_conv3" in out
+
+
+def test_predict_reports_a_folder_without_images_and_classifies_the_rest(folder, notop, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["finetune", "--data", str(folder), "--weights", str(notop), "--out", str(run), "--epochs", "1",
+                 "--image-size", "32", "--width", "0.0625", "--hidden", "8", "--quiet"]) == 0
+    capsys.readouterr()
+    (tmp_path / "folder.jpg").mkdir()
+    image = folder / "blue" / "1.jpg"
+    assert main(["predict", str(run), str(tmp_path / "folder.jpg"), str(image), "--top", "1"]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == str(image) and len(out.splitlines()) == 2
+    assert "Traceback" not in err and len(err.splitlines()) == 1 and str(tmp_path / "folder.jpg") in err
+
+
+NAMES_SCRIPT = """
+import sys
+from minitl.cli import main
+data, run, image = sys.argv[1:]
+code = main(["finetune", "--data", data, "--out", run, "--epochs", "1", "--image-size", "32", "--width", "0.0625",
+             "--hidden", "8", "--quiet"])
+sys.exit(code or main(["predict", run, image, "--top", "3"]))
+"""
+
+
+def test_names_that_are_not_utf8_are_printed_escaped_on_a_strict_utf8_output(folder, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(folder, data)
+    odd = os.fsdecode(b"caf\xe9")  # a Latin-1 folder name: not UTF-8, so it decodes to a surrogate
+    os.rename(data / "red", data / odd)
+    image = data / odd / os.fsdecode(b"\xff.png")
+    os.rename(data / odd / "0.png", image)
+    env = dict(os.environ, PYTHONIOENCODING="utf-8:strict", PYTHONPATH=str(Path(__file__).parents[1]))
+    r = subprocess.run([sys.executable, "-c", NAMES_SCRIPT, str(data), str(tmp_path / "run"), str(image)], env=env,
+                       capture_output=True, timeout=300, check=False)
+    assert r.returncode == 0, r.stderr.decode("utf-8", "replace")
+    assert b"classes: blue, caf\\udce9, green" in r.stdout and b"\\udcff.png" in r.stdout
+    assert b"caf\\udce9" in r.stdout.split(b"\\udcff.png")[-1]  # the class is among the top 3 predicted
+    assert b"Traceback" not in r.stderr
+
+
+def test_outputs_that_are_the_wrong_kind_of_path(folder, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert main(["finetune", "--data", str(folder), "--out", str(tmp_path / "afile")]) == 1
+    one_error_line(capsys, f"run directory --out {tmp_path / 'afile'} is a file, not a folder")
+    run = tmp_path / "run"
+    assert main(["finetune", "--data", str(folder), "--out", str(run), "--epochs", "1", "--image-size", "32",
+                 "--width", "0.0625", "--hidden", "8", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--data", str(folder), "--out", str(tmp_path), "--quiet"]) == 1
+    one_error_line(capsys, f"cannot write a file: a folder has its name: '{tmp_path}'")

@@ -94,8 +94,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     rng = np.random.default_rng(0)
     data = TurnsNaN(rng.normal(0, 50, (8, 32, 32, 3)).astype(np.float32), np.arange(8) % 2)
     data.classes = ["a", "b"]
-    with pytest.raises(TrainingError, match=r"nan at epoch 2.*checkpoint of epoch 1 is kept"):
+    with pytest.raises(TrainingError, match=r"nan at epoch 2, batch 1: the batch's inputs hold NaN or infinite "
+                                            r"values; training stopped: the checkpoint of epoch 1 is kept") as e:
         transfer.finetune(data, None, tmp_path / "run", epochs=3, cache_features=False, **SMALL)
+    assert "learning rate" not in str(e.value)  # not the rate's fault
     record = json.loads((tmp_path / "run" / "record.json").read_text())
     assert record["status"] == "diverged" and record["epoch"] == 1
     model, _ = transfer.load_run(tmp_path / "run")
@@ -185,3 +187,70 @@ def test_one_class_is_refused(tmp_path):
     with pytest.raises(DataError, match="needs at least two classes, found 1: cats"):
         transfer.finetune(data, None, tmp_path / "run", epochs=1, **SMALL)
     assert not (tmp_path / "run").exists()
+
+
+def strict_record(run_dir):
+    """record.json parsed by a parser that refuses NaN and Infinity, as browsers and jq do."""
+    def refuse(name):
+        raise ValueError(f"{name} in record.json")
+    return json.loads((run_dir / "record.json").read_text(), parse_constant=refuse)
+
+
+def two_classes(n, seed=0):
+    data = ArrayDataset(np.random.default_rng(seed).normal(0, 50, (n, 32, 32, 3)).astype(np.float32), np.arange(n) % 2)
+    data.classes = ["a", "b"]
+    return data
+
+
+@pytest.mark.parametrize("lr", [1e38, float("inf")])
+def test_a_run_that_diverges_in_one_batch_writes_no_checkpoint_and_a_strict_json_record(tmp_path, lr):
+    opts = dict(SMALL, lr=lr, batch_size=8)  # one batch per epoch: its loss is finite, the update is not
+    with pytest.raises(TrainingError, match=r"became NaN or infinite in epoch 1\.|loss became (nan|inf) at epoch 1") \
+            as caught:
+        transfer.finetune(two_classes(8), two_classes(4, 1), tmp_path / "run", epochs=2, **opts)
+    assert "no checkpoint was written" in str(caught.value) and "is kept" not in str(caught.value)
+    assert not (tmp_path / "run" / "checkpoint.h5").exists() and not (tmp_path / "run" / "best.h5").exists()
+    record = strict_record(tmp_path / "run")
+    assert record["status"] == "diverged" and record["epoch"] == 0 and record["history"] == []
+    assert record["training"]["lr"] == (None if lr == float("inf") else lr)
+
+
+def test_non_finite_weights_after_an_epoch_keep_the_last_finite_checkpoint(tmp_path, monkeypatch):
+    real = T._epoch
+
+    def poisoned(model, optimizer, *args):  # the update of epoch 2 leaves one weight infinite
+        row = real(model, optimizer, *args)
+        if row["epoch"] == 2:
+            model.get_layer("head_dense1").kernel.data[0, 0] = np.inf
+        return row
+
+    monkeypatch.setattr(T, "_epoch", poisoned)
+    with pytest.raises(TrainingError, match=r"weights of head_dense1 became NaN or infinite in epoch 2\. Try a lower "
+                                            r"learning rate.*the checkpoint of epoch 1 is kept"):
+        transfer.finetune(two_classes(8), two_classes(4, 1), tmp_path / "run", epochs=3, **SMALL)
+    record = strict_record(tmp_path / "run")
+    assert record["status"] == "diverged" and record["epoch"] == 1 and len(record["history"]) == 1
+    for name in (runs.CHECKPOINT, runs.BEST):
+        model, _ = transfer.load_run(tmp_path / "run", name)
+        assert all(np.isfinite(p.data).all() for p in model.parameters())
+
+
+def test_a_loss_that_explodes_but_stays_finite_is_warned_about_once(tmp_path):
+    with pytest.warns(UserWarning, match=r"training loss of epoch 1 is .*over 100 times the first batch's") as caught:
+        _, record = transfer.finetune(two_classes(8), two_classes(4, 1), tmp_path / "run", epochs=3,
+                                      **dict(SMALL, lr=1e6))
+    assert len([w for w in caught if "diverging" in str(w.message)]) == 1
+    assert record["status"] == "finished" and all(row["loss"] > 1e5 for row in record["history"])
+    assert 0 < strict_record(tmp_path / "run")["first_loss"] < 10
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a sound rate warns of nothing
+        transfer.finetune(two_classes(8), two_classes(4, 1), tmp_path / "sound", epochs=3, **SMALL)
+
+
+def test_a_nan_validation_loss_with_finite_weights_names_the_validation_inputs(tmp_path):
+    val = two_classes(4, 1)
+    val.images[0, 0, 0, 0] = np.nan
+    with pytest.raises(TrainingError, match=r"validation loss became nan at epoch 1 with finite weights: the "
+                                            r"validation inputs hold NaN.*no checkpoint was written"):
+        transfer.finetune(two_classes(8), val, tmp_path / "run", epochs=2, **SMALL)
+    assert strict_record(tmp_path / "run")["status"] == "diverged"
