@@ -80,7 +80,8 @@ def test_feature_cache_with_a_frozen_resnet50(folder, tmp_path):
     with pytest.warns(UserWarning):
         train = ImageFolder(folder, (32, 32), validation_split=0.34, subset="training", seed=0,
                             preprocess="caffe")
-    settings = runs.Settings(arch="resnet50", width=1 / 16, hidden=(8,), batch_size=4, epochs=2, pooling="avg")
+    settings = runs.Settings(arch="resnet50", width=1 / 16, hidden=(8,), batch_size=4, epochs=2, pooling="avg",
+                             lr=1e-5)  # random ResNet features are large: a small rate keeps the head finite
     heads = []
     for cache in (True, False):
         model, record = transfer.finetune(train, None, tmp_path / str(cache), settings, cache_features=cache,
