@@ -82,10 +82,13 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-6, rtol=1e-4, seed=0):
             idx = numpy.unravel_index(k, x.shape)
             old = x.data[idx].item()
             x.data[idx] = old + eps
+            x.version += 1                      # written in place: cached transforms are stale
             plus = projected(*inputs)
             x.data[idx] = old - eps
+            x.version += 1
             minus = projected(*inputs)
             x.data[idx] = old
+            x.version += 1
             numeric[idx] = (plus - minus) / (2 * eps)
         a, n = to_numpy(analytic).astype(numpy.float64), to_numpy(numeric)
         diff = numpy.abs(a - n)
