@@ -7,11 +7,12 @@ The array work (im2col, col2im, pooling windows) is in ``minitl.kernels``.
 """
 import numpy
 
-from . import kernels
+from . import kernels, winograd
 from .backend import get_array_module
 from .errors import ShapeError
 from .ops import mean
 from .tensor import Function, as_tensor
+from .winograd import algorithm, get_algorithm, set_algorithm  # noqa: F401  (conv algorithm for students)
 
 
 def _pair(v, what):
@@ -120,6 +121,16 @@ class Conv2D(Function):
 
     def forward(self, x, w, b=None):
         xp = get_array_module(x)
+        # -- Winograd (minitl.winograd) for 3x3 stride-1 kernels, when winograd.choose says so
+        self.tile = winograd.choose(x, w, b, self.stride, self.pads)
+        if self.tile:
+            self.x, self.w, self.has_bias = x, w, b is not None
+            u = winograd.cached_kernel(getattr(self, "weight", None), w, self.tile)
+            y = winograd.forward(x, u, b, self.pads, self.relu, self.tile)
+            if self.relu:
+                self.y = y.reshape(-1, w.shape[3])
+            return y
+        # -- end of Winograd
         kh, kw, c, o = w.shape
         k = kh * kw * c
         self.x, self.w, self.has_bias = x, w, b is not None
@@ -157,6 +168,11 @@ class Conv2D(Function):
         dx = xp.empty(x.shape, dtype=xp.result_type(gy, w)) if need_dx else None
         step = _group_size(m * k * x.itemsize)
         buf = xp.empty((min(n, step) * m, k), dtype=x.dtype)
+        # -- Winograd: dX is a convolution of gY with the flipped kernel (minitl.winograd)
+        u_back = None
+        if need_dx and self.tile and gy.dtype == w.dtype == dx.dtype:
+            u_back = winograd.cached_kernel(getattr(self, "weight", None), w, self.tile, flip=True)
+        # -- end of Winograd
         for n0 in range(0, n, step):
             n1 = min(n, n0 + step)
             gi = g[n0 * m:n1 * m]
@@ -166,7 +182,10 @@ class Conv2D(Function):
                 db += gi.sum(axis=0)
             cols = kernels.im2col(x[n0:n1], kh, kw, *self.stride, self.pads, out=buf[:(n1 - n0) * m])
             dw += cols.T @ gi
-            if need_dx:                                 # dcols overwrites cols when the dtypes allow
+            if u_back is not None:                      # Winograd, see above
+                winograd.backward_input(gi.reshape(n1 - n0, ho, wo, o), u_back, dx[n0:n1].shape, self.pads,
+                                        self.tile, out=dx[n0:n1])
+            elif need_dx:                               # dcols overwrites cols when the dtypes allow
                 dcols = xp.matmul(gi, w_mat.T, out=cols) if cols.dtype == dx.dtype else gi @ w_mat.T
                 kernels.col2im(dcols, (n1 - n0,) + x.shape[1:], kh, kw, *self.stride, self.pads, out=dx[n0:n1])
         dw = dw.reshape(w.shape)
@@ -190,6 +209,7 @@ def conv2d(x, w, b=None, stride=1, padding="valid", activation=None):
     stride = _pair(stride, "stride")
     pads = resolve_padding(padding, x.shape[1:3], w.shape[:2], stride)
     fn = Conv2D(stride, pads, relu=activation == "relu")
+    fn.weight = w                                       # Winograd caches its transformed kernel on it
     return fn(x, w) if b is None else fn(x, w, b)
 
 
