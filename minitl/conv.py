@@ -125,8 +125,7 @@ class Conv2D(Function):
         self.tile = winograd.choose(x, w, b, self.stride, self.pads)
         if self.tile:
             self.x, self.w, self.has_bias = x, w, b is not None
-            u = winograd.cached_kernel(getattr(self, "weight", None), w, self.tile)
-            y = winograd.forward(x, u, b, self.pads, self.relu, self.tile)
+            y = winograd.conv_forward(x, w, b, self.pads, self.relu, self.tile, getattr(self, "weight", None))
             if self.relu:
                 self.y = y.reshape(-1, w.shape[3])
             return y
@@ -171,7 +170,7 @@ class Conv2D(Function):
         # -- Winograd: dX is a convolution of gY with the flipped kernel (minitl.winograd)
         u_back = None
         if need_dx and self.tile and gy.dtype == w.dtype == dx.dtype:
-            u_back = winograd.cached_kernel(getattr(self, "weight", None), w, self.tile, flip=True)
+            u_back = winograd.backward_kernel(getattr(self, "weight", None), w, self.tile)
         # -- end of Winograd
         for n0 in range(0, n, step):
             n1 = min(n, n0 + step)
