@@ -166,12 +166,12 @@ class Conv2D(Function):
         need_dx = self.inputs[0].requires_grad          # not for the network's input image
         dx = xp.empty(x.shape, dtype=xp.result_type(gy, w)) if need_dx else None
         step = _group_size(m * k * x.itemsize)
-        buf = xp.empty((min(n, step) * m, k), dtype=x.dtype)
-        # -- Winograd: dX is a convolution of gY with the flipped kernel (minitl.winograd)
-        u_back = None
-        if need_dx and self.tile and gy.dtype == w.dtype == dx.dtype:
-            u_back = winograd.backward_kernel(getattr(self, "weight", None), w, self.tile)
+        # -- Winograd (minitl.winograd): dW by the adjoint of F(m×m, 3×3), dX as the
+        # convolution of gY with the flipped kernel
+        wino = bool(self.tile) and gy.dtype == x.dtype == w.dtype
+        u_back = winograd.backward_kernel(getattr(self, "weight", None), w, self.tile) if wino and need_dx else None
         # -- end of Winograd
+        buf = None if wino else xp.empty((min(n, step) * m, k), dtype=x.dtype)
         for n0 in range(0, n, step):
             n1 = min(n, n0 + step)
             gi = g[n0 * m:n1 * m]
@@ -179,12 +179,15 @@ class Conv2D(Function):
                 gi = kernels.relu_backward(gi, self.y[n0 * m:n1 * m])
             if db is not None:
                 db += gi.sum(axis=0)
+            if wino:                                    # Winograd, see above
+                gi = gi.reshape(n1 - n0, ho, wo, o)
+                dw += winograd.backward_weight(x[n0:n1], gi, self.pads, self.tile).reshape(k, o)
+                if need_dx:
+                    winograd.backward_input(gi, u_back, dx[n0:n1].shape, self.pads, self.tile, out=dx[n0:n1])
+                continue
             cols = kernels.im2col(x[n0:n1], kh, kw, *self.stride, self.pads, out=buf[:(n1 - n0) * m])
             dw += cols.T @ gi
-            if u_back is not None:                      # Winograd, see above
-                winograd.backward_input(gi.reshape(n1 - n0, ho, wo, o), u_back, dx[n0:n1].shape, self.pads,
-                                        self.tile, out=dx[n0:n1])
-            elif need_dx:                               # dcols overwrites cols when the dtypes allow
+            if need_dx:                               # dcols overwrites cols when the dtypes allow
                 dcols = xp.matmul(gi, w_mat.T, out=cols) if cols.dtype == dx.dtype else gi @ w_mat.T
                 kernels.col2im(dcols, (n1 - n0,) + x.shape[1:], kh, kw, *self.stride, self.pads, out=dx[n0:n1])
         dw = dw.reshape(w.shape)

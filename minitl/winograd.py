@@ -327,6 +327,71 @@ def forward(x, u, b, pads, relu, m, out=None):
     return y
 
 
+def backward_weight(x, gy, pads, m):
+    """dW (3, 3, C, O) of y = conv2d(x, w, pads) for gY = dL/dy, by the adjoint of
+    F(m×m, 3×3): with V the input tiles as in forward and dM = A gY_tile Aᵀ (the adjoint
+    of the output transform; gY cells past Ho, Wo are zero),
+
+        dU[k] = Σ_p V[k, p]ᵀ dM[k, p]        (t² products (C × tiles) @ (tiles × O))
+        dW    = Gᵀ dU G                       (the adjoint of U = G g Gᵀ), in float64
+    """
+    xp = get_array_module(x)
+    n, _, _, c = x.shape
+    o = gy.shape[3]
+    t = m + 2
+    ho, wo, th, tw = _tile_grid(x.shape, pads, m)
+    if tuple(gy.shape) != (n, ho, wo, o):
+        raise ShapeError(f"winograd: gY shape {tuple(gy.shape)} does not fit input {tuple(x.shape)} "
+                         f"padded by {tuple(pads)}")
+    gpu = xp is not numpy
+    if not gpu:
+        x, gy = numpy.ascontiguousarray(x), numpy.ascontiguousarray(gy)
+    bt, g, at = (xp.asarray(a, dtype=x.dtype) for a in MATRICES[m])
+    a_mat = xp.ascontiguousarray(at.T)                  # A, t × m
+    workers = 1 if gpu else numba.get_num_threads()
+    chunks = _chunks(n * th, tw, tw * t * t * (c + o) * x.itemsize, gpu, workers)
+    most = max(g1 - g0 for g0, g1 in chunks) * tw
+
+    def run(chunks, parallel):
+        v_buf = xp.empty((t * t, most, c), dtype=x.dtype)
+        dm_buf = xp.empty((t * t, most, o), dtype=x.dtype)
+        du = xp.zeros((t * t, c, o), dtype=x.dtype)
+        part = xp.empty_like(du)
+        for g0, g1 in chunks:
+            tiles = (g1 - g0) * tw
+            v, dm = v_buf[:, :tiles], dm_buf[:, :tiles]
+            input_tiles(x, bt, g0, g1, th, tw, m, pads, out=v, parallel=parallel)
+            input_tiles(gy, a_mat, g0, g1, th, tw, m, (0, 0, 0, 0), out=dm, parallel=parallel)
+            xp.matmul(v.transpose(0, 2, 1), dm, out=part)
+            du += part
+        return du
+
+    blas = _blas_threads()
+    if workers == 1 or blas is None or len(chunks) == 1:
+        du = run(chunks, True)
+    else:                                               # as in forward: a chunk per worker at a time
+        queue = iter(chunks)
+        lock = threading.Lock()
+
+        def next_chunk():
+            with lock:
+                return next(queue, None)
+
+        previous = blas[1]()
+        blas[0](1)
+        try:
+            futures = [_pool(workers).submit(lambda: run(iter(next_chunk, None), False)) for _ in range(workers)]
+            du = futures[0].result()
+            for f in futures[1:]:
+                du += f.result()
+        finally:
+            blas[0](previous)
+    g64 = xp.asarray(MATRICES[m][1])
+    du = du.astype(xp.float64).reshape(t, t, c * o)
+    dw = xp.einsum("ia,ijk,jb->abk", g64, du, g64)
+    return dw.reshape(3, 3, c, o).astype(x.dtype)
+
+
 _pools = {}
 
 
@@ -380,8 +445,10 @@ def backward_input(gy, u, x_shape, pads, m, out=None):
 
 def input_tiles(x, bt, g0, g1, th, tw, m, pads, out=None, parallel=True):
     """V (t², (g1-g0)·tw, C): Bᵀ d B for every input tile d of tile rows g0 <= g < g1
-    (see the module notation), cells outside x read as zero."""
-    t = m + 2
+    (see the module notation), cells outside x read as zero. bt is t × s for tiles d of
+    s × s cells at a stride of m: Bᵀ (s = t) for input tiles, A = (Aᵀ)ᵀ (s = m) for the
+    adjoint of the output transform on gY."""
+    t = bt.shape[0]
     shape = (t * t, (g1 - g0) * tw, x.shape[3])
     if out is not None and (tuple(out.shape) != shape or out.dtype != x.dtype):
         raise ShapeError(f"input_tiles: out must be a {x.dtype} array of shape {shape}, "
@@ -400,21 +467,21 @@ def input_tiles(x, bt, g0, g1, th, tw, m, pads, out=None, parallel=True):
 
 def _input_tiles(x, bt, v, g0, th, tw, m, top, left):
     _, H, W, C = x.shape
-    t = bt.shape[0]
+    t, s = bt.shape
     rows = v.shape[1] // tw
     for r in prange(rows):
         g = g0 + r
         n = g // th
         ti = g % th
-        tmp = numpy.empty((t, t, C), dtype=x.dtype)        # (Bᵀ d)[i, b, c]
+        tmp = numpy.empty((t, s, C), dtype=x.dtype)        # (Bᵀ d)[i, b, c]
         acc = numpy.empty(C, dtype=x.dtype)
         for tj in range(tw):
             tmp[:] = 0
-            for a in range(t):
+            for a in range(s):
                 yy = ti * m + a - top
                 if yy < 0 or yy >= H:
                     continue
-                for bb in range(t):
+                for bb in range(s):
                     xx = tj * m + bb - left
                     if xx < 0 or xx >= W:
                         continue
@@ -427,7 +494,7 @@ def _input_tiles(x, bt, v, g0, th, tw, m, top, left):
             for i in range(t):
                 for j in range(t):
                     acc[:] = 0
-                    for bb in range(t):
+                    for bb in range(s):
                         f = bt[j, bb]
                         if f != 0:
                             for c in range(C):
@@ -444,15 +511,15 @@ _input_tiles_serial = _serial(_input_tiles)          # prange is range there
 def input_tiles_xp(x, bt, g0, g1, th, tw, m, pads):
     """Array-module twin of input_tiles: strided slices of a zero-padded x, then einsum."""
     xp = get_array_module(x)
-    t = m + 2
+    t, s = bt.shape
     n0, n1 = g0 // th, -(-g1 // th)                     # the images the chunk touches
     _, h, w, c = x.shape
     top, left = pads[0], pads[2]
-    hp, wp = th * m + 2, tw * m + 2                      # every tile's cells, zeros outside x
+    hp, wp = (th - 1) * m + s, (tw - 1) * m + s          # every tile's cells, zeros outside x
     xpad = xp.zeros((n1 - n0, hp, wp, c), dtype=x.dtype)
     rows, cols = min(h, hp - top), min(w, wp - left)
     xpad[:, top:top + rows, left:left + cols] = x[n0:n1, :rows, :cols]
-    d = xp.stack([xp.stack([xpad[:, a:a + th * m:m, b:b + tw * m:m] for b in range(t)]) for a in range(t)])
+    d = xp.stack([xp.stack([xpad[:, a:a + th * m:m, b:b + tw * m:m] for b in range(s)]) for a in range(s)])
     v = xp.einsum("ia,jb,abnpqc->ijnpqc", bt, bt, d)     # (t, t, images, th, tw, C)
     v = v.reshape(t * t, (n1 - n0) * th * tw, c)
     first = (g0 - n0 * th) * tw
@@ -530,6 +597,9 @@ def output_tiles_xp(mm, at, b, relu, y, g0, g1, th, tw, m):
     z = z.reshape(rows, m, tw * m, o) + b                # (tile rows, m, Wo rounded up, O)
     if relu:
         z = xp.maximum(z, 0)
+    if g0 % th == 0 and g1 % th == 0:                   # whole images: one assignment
+        y[g0 // th:g1 // th] = z.reshape(-1, th * m, tw * m, o)[:, :ho, :wo]
+        return y
     for g in range(g0, g1):
         n, ti = divmod(g, th)
         i0 = ti * m

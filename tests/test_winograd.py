@@ -156,6 +156,36 @@ def test_conv2d_gradient_through_winograd(algorithm, padding, relu, rng):
 
 
 @pytest.mark.parametrize("m", TILES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_backward_weight_matches_direct_float64(m, shape, rng):
+    n, h, w, c, o, padding = shape
+    pads = PADS[padding]
+    x, _, _ = inputs(shape, np.float64, rng)
+    ho, wo = h + pads[0] + pads[1] - 2, w + pads[2] + pads[3] - 2
+    gy = rng.standard_normal((n, ho, wo, o))
+    xp = np.pad(x, ((0, 0), pads[:2], pads[2:], (0, 0)))
+    ref = np.zeros((3, 3, c, o))                         # dW[a, b] = Σ over outputs of x window ⊗ gY
+    for a in range(3):
+        for b in range(3):
+            ref[a, b] = np.einsum("nijc,nijo->co", xp[:, a:a + ho, b:b + wo], gy)
+    for dtype, tol in ((np.float64, 1e-12), (np.float32, TOL[m])):
+        dw = winograd.backward_weight(x.astype(dtype), gy.astype(dtype), pads, m)
+        assert dw.shape == (3, 3, c, o) and dw.dtype == dtype
+        assert rel_err(dw, ref) < tol
+
+
+@pytest.mark.parametrize("m", TILES)
+def test_gy_tiles_numba_matches_twin(m, rng):
+    gy = rng.standard_normal((2, 7, 5, 3))
+    _, _, th, tw = winograd._tile_grid((2, 7, 5, 1), (1, 1, 1, 1), m)
+    a_mat = winograd.MATRICES[m][2].T.copy()
+    for g0, g1 in ((0, 2 * th), (1, 2 * th)):
+        np.testing.assert_allclose(winograd.input_tiles(gy, a_mat, g0, g1, th, tw, m, (0, 0, 0, 0)),
+                                   winograd.input_tiles_xp(gy, a_mat, g0, g1, th, tw, m, (0, 0, 0, 0)),
+                                   rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("m", TILES)
 def test_backward_input_matches_im2col(m, rng):
     for padding in ("same", "valid"):
         x, k, b = inputs((2, 7, 6, 5, 4, padding), np.float64, rng)
@@ -306,3 +336,19 @@ def test_transform_kernel_numba_matches_twin_and_definition(m, dtype, rng):
     flipped = winograd.flipped_kernel(w)
     np.testing.assert_array_equal(winograd.transform_kernel(flipped, m),
                                   winograd.transform_kernel(np.ascontiguousarray(flipped), m))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("algorithm", ["winograd", "winograd4"])
+def test_winograd_on_gpu_matches_cpu(algorithm, rng):
+    x, k, b = inputs((2, 9, 7, 64, 8, "same"), np.float32, rng)
+    gy = rng.standard_normal((2, 9, 7, 8)).astype(np.float32)
+    results = []
+    for device in ("cpu", "gpu"):
+        xt, kt, bt = (Tensor(a, requires_grad=True).to(device) for a in (x, k, b))
+        with conv.algorithm(algorithm):
+            y = F.conv2d(xt, kt, bt, padding="same", activation="relu")
+            y.backward(Tensor(gy).to(device).data)
+        results.append([minitl.backend.to_numpy(a) for a in (y.data, xt.grad, kt.grad, bt.grad)])
+    for g, c in zip(*results):
+        np.testing.assert_allclose(g, c, rtol=1e-4, atol=1e-4)
