@@ -10,6 +10,7 @@ Accuracy: one image per layer shape (block1 at --accuracy-size, 224 by default),
 the same convolution in float64, computed directly (im2col + matrix product, all in
 float64); the error is max |y - y64| / max |y64| over the layer's output, for float32
 im2col, F(2×2, 3×3) and F(4×4, 3×3). Bounds: 1e-5 for F(2×2, 3×3), 1e-4 for F(4×4, 3×3).
+With --backward, the same for dX and dW from a random N(0, 1) output gradient.
 
 Time: conv2d forward (with bias and ReLU, 'same') at BATCH x SIZE, and forward+backward
 with --modes fwd,fwdbwd; the algorithms run in turn, --rounds times, and each round
@@ -43,27 +44,43 @@ def layer_inputs(rng, batch, s, cin, cout, dtype=np.float32):
     return x, w, b
 
 
-def accuracy(size):
+def conv_and_grads(x, w, b, gy):
+    """y, and with gy given, dX and dW."""
+    xt, wt, bt = (Tensor(a, requires_grad=gy is not None) for a in (x, w, b))
+    y = F.conv2d(xt, wt, bt, padding="same")
+    if gy is None:
+        return [y.data]
+    y.backward(gy)
+    return [y.data, xt.grad, wt.grad]
+
+
+def accuracy(size, backward):
     rng = np.random.default_rng(0)
-    print(f"max |y - y64| / max |y64| per layer (1 image, block1 at {size}x{size}; float64 direct reference)")
-    print(f"{'layer':14s} {'HxW':>7s} {'C_in':>5s} {'C_out':>5s}" + "".join(f"{a:>12s}" for a in ALGORITHMS))
-    worst = dict.fromkeys(ALGORITHMS, 0.0)
+    what = ["y", "dX", "dW"] if backward else ["y"]
+    print(f"max |r - r64| / max |r64| per layer for r = {', '.join(what)} (1 image, block1 at {size}x{size}; "
+          f"float64 direct reference)")
+    print(f"{'layer':14s} {'HxW':>7s} {'C_in':>5s} {'C_out':>5s}"
+          + "".join(f"{a + ' ' + r:>14s}" for r in what for a in ALGORITHMS))
+    worst = {(a, r): 0.0 for a in ALGORITHMS for r in what}
     for name, s, cin, cout in layer_shapes(size):
         x, w, b = layer_inputs(rng, 1, s, cin, cout)
+        gy = rng.standard_normal((1, s, s, cout)).astype(np.float32) if backward else None
         with conv.algorithm("im2col"):
-            ref = F.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), padding="same").data
-        line = f"{name:14s} {s:3d}x{s:<3d} {cin:5d} {cout:5d}"
+            refs = conv_and_grads(*(a.astype(np.float64) for a in (x, w, b)), gy)
+        errs = {}
         for a in ALGORITHMS:
             with conv.algorithm(a):
-                y = F.conv2d(x, w, b, padding="same").data
-            err = float(np.abs(y - ref).max() / np.abs(ref).max())
-            worst[a] = max(worst[a], err)
-            line += f"{err:12.2e}"
-        print(line, flush=True)
+                got = conv_and_grads(x, w, b, gy)
+            for r, g, ref in zip(what, got, refs):
+                errs[a, r] = float(np.abs(g - ref).max() / np.abs(ref).max())
+                worst[a, r] = max(worst[a, r], errs[a, r])
+        line = f"{name:14s} {s:3d}x{s:<3d} {cin:5d} {cout:5d}"
+        print(line + "".join(f"{errs[a, r]:14.2e}" for r in what for a in ALGORITHMS), flush=True)
     for a in ALGORITHMS:
         bound = BOUNDS[a]
-        verdict = "" if bound is None else (f"within {bound:g}" if worst[a] <= bound else f"ABOVE {bound:g}")
-        print(f"worst {a:10s} {worst[a]:.2e} {verdict}")
+        for r in what:
+            verdict = "" if bound is None else (f"within {bound:g}" if worst[a, r] <= bound else f"ABOVE {bound:g}")
+            print(f"worst {a:10s} {r:3s} {worst[a, r]:.2e} {verdict}")
 
 
 def step_fn(algorithm, x, w, b, gy, mode):
@@ -119,6 +136,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--parts", default="accuracy,time")
     p.add_argument("--accuracy-size", type=int, default=224)
+    p.add_argument("--backward", action="store_true", help="accuracy of dX and dW too")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--modes", default="fwd")
@@ -132,7 +150,7 @@ def main():
     print(f"auto rule: F({winograd.AUTO_TILE}x{winograd.AUTO_TILE}, 3x3) from C_in = "
           f"{winograd.AUTO_MIN_CHANNELS}, im2col below")
     if "accuracy" in parts:
-        accuracy(args.accuracy_size)
+        accuracy(args.accuracy_size, args.backward)
     if "time" in parts:
         times(args.batch, args.size, args.modes.split(","), args.rounds, args.steps,
               [n for n in args.layers.split(",") if n])
