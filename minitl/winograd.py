@@ -25,15 +25,23 @@ Arrays
     V   (t², tiles, C) transformed input tiles;  U (t², C, O) transformed kernel
     M   (t², tiles, O) = V @ U, transformed output tiles
 
-The input and output transforms are Numba kernels (``_*_nb``, parallel over tile
-rows) with array-module twins (``*_xp``, written with ``xp`` slicing and einsum, so
-they also run on CuPy); the tests check that both agree. The output transform adds
-the bias and applies the ReLU in the same pass. On the CPU the tiles go in chunks of
-about CHUNK_BYTES of V and M, so the products read V from the cache the input
-transform just wrote it to.
+The input and output transforms are Numba kernels (``_*_nb`` parallel over tile
+rows, ``_*_serial`` the same code on one thread) with array-module twins (``*_xp``,
+written with ``xp`` slicing and einsum, so they also run on CuPy); the tests check
+that they agree. The output transform adds the bias and applies the ReLU in the same
+pass. On the CPU the tiles go in chunks of about CHUNK_BYTES of V and M, and each
+worker thread (one per Numba thread) takes the next chunk and runs its input
+transform, its t² products (BLAS on one thread) and its output transform on its own
+core, so the products read V from the cache the transform just wrote it to, and no
+thread waits for the other between the small products.
 
-``minitl.conv.Conv2D`` calls ``forward`` and ``backward_input`` when ``choose`` says
-so; ``set_algorithm`` and ``algorithm`` pick the algorithm for every convolution.
+Backward: dX is the convolution of gY with the flipped, transposed kernel
+(``backward_input``); dW is the adjoint of the forward (``backward_weight``):
+dU[k] = Σ_p V[k, p]ᵀ (A gY_p Aᵀ)[k], dW = Gᵀ dU G.
+
+``minitl.conv.Conv2D`` calls ``conv_forward``, ``backward_weight`` and ``backward_input``
+when ``choose`` says so; ``set_algorithm`` and ``algorithm`` pick the algorithm for
+every convolution.
 """
 import contextlib
 import ctypes
@@ -346,7 +354,7 @@ def backward_weight(x, gy, pads, m):
     gpu = xp is not numpy
     if not gpu:
         x, gy = numpy.ascontiguousarray(x), numpy.ascontiguousarray(gy)
-    bt, g, at = (xp.asarray(a, dtype=x.dtype) for a in MATRICES[m])
+    bt, _, at = (xp.asarray(a, dtype=x.dtype) for a in MATRICES[m])
     a_mat = xp.ascontiguousarray(at.T)                  # A, t × m
     workers = 1 if gpu else numba.get_num_threads()
     chunks = _chunks(n * th, tw, tw * t * t * (c + o) * x.itemsize, gpu, workers)
