@@ -148,7 +148,7 @@ def main():
     numba.set_num_threads(args.threads)
     parts = args.parts.split(",")
     print(f"auto rule: F({winograd.AUTO_TILE}x{winograd.AUTO_TILE}, 3x3) from C_in = "
-          f"{winograd.AUTO_MIN_CHANNELS}, im2col below")
+          f"{winograd.AUTO_MIN_CHANNELS} and {winograd.AUTO_MIN_PIXELS} output cells per image, im2col otherwise")
     if "accuracy" in parts:
         accuracy(args.accuracy_size, args.backward)
     if "time" in parts:

@@ -136,7 +136,11 @@ def algorithm(name):
 # forward time at batch 8 x 224). Below (block1_conv1, C_in = 3) both Winograd forms
 # were slower than im2col: with K = 3 the t² products are all overhead. (A direct
 # Numba kernel for it, the sum over the 27 kernel cells, measured no faster than im2col.)
+# On small images the products are too short: forward+backward at batch 32 x 64 took
+# 1.0x im2col's time on 8x8 outputs (block4) and 1.5-2.3x on 4x4 (block5), so 'auto'
+# also asks for at least AUTO_MIN_PIXELS output cells per image (14x14 measured 0.4x).
 AUTO_MIN_CHANNELS = 64
+AUTO_MIN_PIXELS = 100
 AUTO_TILE = 4
 
 
@@ -157,7 +161,8 @@ def choose(x, w, b, stride, pads):
         return 2
     if _algorithm == "winograd4":
         return 4
-    return AUTO_TILE if w.shape[2] >= AUTO_MIN_CHANNELS else None
+    ho, wo = x.shape[1] + pads[0] + pads[1] - 2, x.shape[2] + pads[2] + pads[3] - 2
+    return AUTO_TILE if w.shape[2] >= AUTO_MIN_CHANNELS and ho * wo >= AUTO_MIN_PIXELS else None
 
 
 def conv_forward(x, w, b, pads, relu, m, weight=None):

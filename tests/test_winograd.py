@@ -143,8 +143,9 @@ def test_nan_propagates_through_relu(rng):
     ("winograd", "same", True), ("winograd", "valid", False), ("winograd", "same", False),
     ("winograd4", "same", True), ("winograd4", "valid", False), ("winograd4", "same", False),
     ("auto", "same", True)])
-def test_conv2d_gradient_through_winograd(algorithm, padding, relu, rng):
-    # 'auto' picks Winograd from 64 input channels, so that case has 64
+def test_conv2d_gradient_through_winograd(algorithm, padding, relu, monkeypatch, rng):
+    # 'auto' picks Winograd from 64 input channels and (lowered here) 1 output cell
+    monkeypatch.setattr(winograd, "AUTO_MIN_PIXELS", 1)
     c, n = (64, 1) if algorithm == "auto" else (3, 2)
     x = Tensor(rng.standard_normal((n, 5, 4, c)), requires_grad=True)
     k = Tensor(rng.standard_normal((3, 3, c, 2)), requires_grad=True)
@@ -201,13 +202,14 @@ def test_backward_input_matches_im2col(m, rng):
 
 
 def test_choose_rule():
-    x64 = np.zeros((1, 8, 8, 64), np.float32)
-    x3 = np.zeros((1, 8, 8, 3), np.float32)
+    x64 = np.zeros((1, 10, 10, 64), np.float32)
+    x3 = np.zeros((1, 10, 10, 3), np.float32)
     w64, w3 = np.zeros((3, 3, 64, 8), np.float32), np.zeros((3, 3, 3, 8), np.float32)
     same = (1, 1, 1, 1)
     assert conv.get_algorithm() == "auto"
     assert winograd.choose(x64, w64, None, (1, 1), same) == winograd.AUTO_TILE
     assert winograd.choose(x3, w3, None, (1, 1), same) is None               # block1_conv1: im2col
+    assert winograd.choose(x64[:, :9], w64, None, (1, 1), same) is None      # 9x10 outputs: too few
     assert winograd.choose(x64, w64, None, (2, 2), same) is None             # stride 2
     assert winograd.choose(x64, np.zeros((5, 5, 64, 8), np.float32), None, (1, 1), same) is None
     assert winograd.choose(x64, w64, None, (1, 1), (3, 3, 3, 3)) is None     # dX would need pads < 0
