@@ -1,27 +1,33 @@
 """Times minitl's convolution on VGG16's conv layers and on the whole VGG16 conv stack,
-forward and forward+backward, float32 NHWC, against NumPy's own GEMM and PyTorch.
+forward and forward+backward, float32, against PyTorch on the same threads.
 
-    python benchmarks/bench_conv.py                 # 8x224 and 32x64, layers and stack
-    python benchmarks/bench_conv.py --quick         # batch 2 at 224 and 64, 1 repeat
-    python benchmarks/bench_conv.py --configs 8x224 --parts stack --repeat 3
+    python benchmarks/bench_conv.py                 # forward 8x224, forward+backward 32x64
+    python benchmarks/bench_conv.py --quick         # batch 2 at 224 and 64, 2 rounds
+    python benchmarks/bench_conv.py --runs fwd:8x224 --parts stack --rounds 9
 
-Each configuration is BATCHxSIZE (SIZE is block1's height and width).
+Each run is MODE:BATCHxSIZE (MODE fwd or fwdbwd; SIZE is block1's height and width).
 
-Tables (milliseconds: best of --repeat after one warm-up, and the median for the
-stack; on a shared machine the best is the steadier figure; GF/s = GFLOP/s with
-forward = 2·N·Ho·Wo·9·C_in·C_out and forward+backward = 3x that):
-  layers  one conv2d (3x3, 'same', with bias) per VGG16 layer shape.
-          gemm: NumPy's own matmul on fresh arrays of the same shapes (forward: cols @ W;
-          forward+backward: that plus colsᵀ @ gY and gY @ Wᵀ); gemm/conv is the share of
-          plain-GEMM speed that the whole conv op reaches (1.0 = as fast as the GEMMs alone).
-  stack   minitl.applications.VGG16(include_top=False): 13 conv + ReLU, 5 max-pools;
-          forward under no_grad, forward+backward from a random output gradient.
-  torch   the same layers in PyTorch (channels_last, float32, the same thread count,
-          nn.ReLU(inplace=True) as torchvision's VGG), and the ratio minitl / torch.
-PyTorch runs in its own subprocess, after minitl: its OpenMP threads keep spinning
-after each call and would slow minitl's kernels if interleaved, and the two share one
-OpenMP runtime when both are loaded (minitl.kernels asks for OMP_WAIT_POLICY=PASSIVE,
-which PyTorch should not inherit, nor minitl lose to PyTorch's earlier start).
+Timing. Four worker processes, one per contestant: minitl (the default conv algorithm,
+'auto'), minitl with every conv on im2col (the path before Winograd), PyTorch in its
+default layout (NCHW) and PyTorch channels-last (its conv on NHWC, like minitl's). Each
+worker builds the layer or stack once, warms it up, and answers "time STEPS steps" with
+the fastest of them. The parent asks them in turn, --rounds times, so every round times
+all four within seconds of each other, and reports for each contestant the median over
+rounds of its fastest step (ms), and for each ratio minitl / other the median over
+rounds of the ratio within the round: on a shared machine whose speed drifts between
+runs, only these alternated ratios are comparable. Each table notes the 1-minute load
+average. Threads: --threads (2 by default) for Numba, OpenBLAS, OpenMP and
+torch.set_num_threads, set in each worker's environment. Separate processes keep
+PyTorch's OpenMP runtime (whose threads spin after each call) apart from Numba's
+(minitl.kernels asks for OMP_WAIT_POLICY=PASSIVE, which PyTorch does not inherit), and
+the parent waits --pause seconds between contestants. The machine's square sgemm
+GFLOP/s (NumPy, 2048x2048, float32) is timed in the minitl worker each round, for
+context. Layers: one conv2d (3x3, 'same', bias, ReLU fused) per VGG16 layer shape;
+'total' sums the layers' times within each round. Stack: minitl.applications.VGG16(
+include_top=False), 13 conv + ReLU and 5 max-pools, and PyTorch's equivalent
+(nn.ReLU(inplace=True), as torchvision's VGG); forward under no_grad,
+forward+backward from a random output gradient. GF/s counts forward = 2·N·Ho·Wo·9·
+C_in·C_out and forward+backward = 3x that.
 
 Peak memory (--parts memory): for each framework and mode, a fresh subprocess builds
 the stack and its input, runs one step to warm up, resets the kernel's peak-RSS mark
@@ -38,6 +44,8 @@ forward+backward (every float32 kernel compiles), then a second one loads the sa
 cache (what later runs pay, since the kernels use cache=True).
 """
 import argparse
+import importlib.util
+import json
 import os
 import statistics
 import subprocess
@@ -45,21 +53,20 @@ import sys
 import tempfile
 import time
 
-import importlib.util
-import json
-
-import numba
-import numpy as np
-
 BASE_ENV = dict(os.environ)            # before minitl.kernels sets OMP_WAIT_POLICY
-TORCH_CHILD = "--child-torch" in sys.argv or sys.argv[1:3] == ["--child-memory", "torch"]
+TORCH_CHILD = (sys.argv[1:3] in (["--worker", "torch"], ["--worker", "torch_cl"])
+               or sys.argv[1:3] == ["--child-memory", "torch"] or sys.argv[1:3] == ["--child-memory", "torch_cl"]
+               or "--torch-version" in sys.argv)
 if TORCH_CHILD:
     import torch                       # first, so PyTorch's OpenMP starts with its own defaults
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import minitl.functional as F  # noqa: E402
-from minitl import Tensor, no_grad  # noqa: E402
+from minitl import Tensor, conv, no_grad  # noqa: E402
 from minitl.applications.vgg16 import VGG16, VGG16_BLOCKS  # noqa: E402
 
 # (name, input size at 224, C_in, C_out)
@@ -70,32 +77,21 @@ VGG16_CONVS = [
     ("block4_conv1", 28, 256, 512), ("block4_conv2", 28, 512, 512), ("block4_conv3", 28, 512, 512),
     ("block5_conv1", 14, 512, 512), ("block5_conv2", 14, 512, 512), ("block5_conv3", 14, 512, 512),
 ]
+CONTESTANTS = ["minitl", "im2col", "torch", "torch_cl"]
+LABELS = {"minitl": "minitl", "im2col": "im2col", "torch": "torch", "torch_cl": "torch-cl"}
 
 
 def layer_shapes(size):
     return [(name, s * size // 224, cin, cout) for name, s, cin, cout in VGG16_CONVS]
 
 
-def conv_gflop(batch, size):
-    """Forward GFLOP of the 13 convs for BATCH x SIZE x SIZE inputs."""
-    return sum(2 * batch * s * s * 9 * cin * cout for _, s, cin, cout in layer_shapes(size)) / 1e9
+def conv_gflop(batch, size, layers=None):
+    """Forward GFLOP of the convs (all 13, or those named) for BATCH x SIZE x SIZE inputs."""
+    return sum(2 * batch * s * s * 9 * cin * cout for name, s, cin, cout in layer_shapes(size)
+               if layers is None or name in layers) / 1e9
 
 
-def timings(fns, repeat):
-    """{name: (median, best) ms} of ``repeat`` rounds that call every function once, in turn,
-    after one warm-up round. Interleaving puts both sides of a ratio in the same moments."""
-    for f in fns.values():
-        f()                                   # warm-up: caches, page faults, thread pools
-    times = {name: [] for name in fns}
-    for _ in range(repeat):
-        for name, f in fns.items():
-            t = time.perf_counter()
-            f()
-            times[name].append(time.perf_counter() - t)
-    return {name: (1e3 * statistics.median(v), 1e3 * min(v)) for name, v in times.items()}
-
-
-# ---- minitl ------------------------------------------------------------------------
+# ---- what each worker times ---------------------------------------------------------
 
 def minitl_layer(batch, s, cin, cout, rng):
     x = rng.standard_normal((batch, s, s, cin), dtype=np.float32)
@@ -106,29 +102,12 @@ def minitl_layer(batch, s, cin, cout, rng):
 
     def forward():
         with no_grad():
-            F.conv2d(xt, wt, bt, padding="same")
+            F.conv2d(xt, wt, bt, padding="same", activation="relu")
 
     def forward_backward():
         for t in (xt, wt, bt):
             t.grad = None
-        F.conv2d(xt, wt, bt, padding="same").backward(gy)
-
-    return forward, forward_backward
-
-
-def gemm_refs(batch, s, cin, cout, rng):
-    m, k = batch * s * s, 9 * cin
-    a = rng.standard_normal((m, k), dtype=np.float32)
-    w = rng.standard_normal((k, cout), dtype=np.float32)
-    g = rng.standard_normal((m, cout), dtype=np.float32)
-
-    def forward():
-        a @ w
-
-    def forward_backward():
-        a @ w
-        a.T @ g
-        g @ w.T
+        F.conv2d(xt, wt, bt, padding="same", activation="relu").backward(gy)
 
     return forward, forward_backward
 
@@ -150,22 +129,20 @@ def minitl_stack(batch, size, rng):
     return forward, forward_backward
 
 
-# ---- PyTorch -----------------------------------------------------------------------
-
-def torch_layer(torch, batch, s, cin, cout):
-    cl = torch.channels_last
-    x = torch.randn(batch, cin, s, s).contiguous(memory_format=cl).requires_grad_()
-    w = (0.05 * torch.randn(cout, cin, 3, 3)).contiguous(memory_format=cl).requires_grad_()
+def torch_layer(torch, batch, s, cin, cout, layout):
+    fmt = torch.channels_last if layout == "torch_cl" else torch.contiguous_format
+    x = torch.randn(batch, cin, s, s).contiguous(memory_format=fmt).requires_grad_()
+    w = (0.05 * torch.randn(cout, cin, 3, 3)).contiguous(memory_format=fmt).requires_grad_()
     b = torch.randn(cout, requires_grad=True)
-    gy = torch.randn(batch, cout, s, s).contiguous(memory_format=cl)
+    gy = torch.randn(batch, cout, s, s).contiguous(memory_format=fmt)
 
     def forward():
         with torch.no_grad():
-            torch.nn.functional.conv2d(x, w, b, padding=1)
+            torch.relu_(torch.nn.functional.conv2d(x, w, b, padding=1))
 
     def forward_backward():
         x.grad = w.grad = b.grad = None
-        torch.nn.functional.conv2d(x, w, b, padding=1).backward(gy)
+        torch.relu(torch.nn.functional.conv2d(x, w, b, padding=1)).backward(gy)
 
     return forward, forward_backward
 
@@ -177,14 +154,15 @@ def torch_vgg_stack(torch):
             layers += [torch.nn.Conv2d(cin, filters, 3, padding=1), torch.nn.ReLU(inplace=True)]
             cin = filters
         layers.append(torch.nn.MaxPool2d(2, 2))
-    return torch.nn.Sequential(*layers).to(memory_format=torch.channels_last)
+    return torch.nn.Sequential(*layers)
 
 
-def torch_stack(torch, batch, size):
-    model = torch_vgg_stack(torch)
-    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+def torch_stack(torch, batch, size, layout):
+    fmt = torch.channels_last if layout == "torch_cl" else torch.contiguous_format
+    model = torch_vgg_stack(torch).to(memory_format=fmt)
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
     out = size // 32
-    gy = torch.randn(batch, 512, out, out).contiguous(memory_format=torch.channels_last)
+    gy = torch.randn(batch, 512, out, out).contiguous(memory_format=fmt)
 
     def forward():
         with torch.no_grad():
@@ -195,6 +173,139 @@ def torch_stack(torch, batch, size):
         model(x).backward(gy)
 
     return forward, forward_backward
+
+
+def build(contestant, what, batch, size, mode):
+    """The step function of ``what`` (a layer name or 'stack') for one contestant."""
+    rng = np.random.default_rng(0)
+    i = 0 if mode == "fwd" else 1
+    if contestant in ("torch", "torch_cl"):
+        if what == "stack":
+            return torch_stack(torch, batch, size, contestant)[i]
+        s, cin, cout = next((s, ci, co) for n, s, ci, co in layer_shapes(size) if n == what)
+        return torch_layer(torch, batch, s, cin, cout, contestant)[i]
+    if what == "stack":
+        return minitl_stack(batch, size, rng)[i]
+    s, cin, cout = next((s, ci, co) for n, s, ci, co in layer_shapes(size) if n == what)
+    return minitl_layer(batch, s, cin, cout, rng)[i]
+
+
+def sgemm_gflops(n=2048, steps=3):
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    a @ a
+    best = min(_timed(lambda: a @ a) for _ in range(steps))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(f):
+    t = time.perf_counter()
+    f()
+    return time.perf_counter() - t
+
+
+def worker(contestant, threads):
+    """Answers JSON requests on stdin, one per line: {"what", "batch", "size", "mode", "steps"}
+    -> the fastest of ``steps`` steps in ms, or {"sgemm": true} -> GFLOP/s."""
+    numba.set_num_threads(threads)
+    if contestant in ("torch", "torch_cl"):
+        torch.set_num_threads(threads)
+    if contestant == "im2col":
+        conv.set_algorithm("im2col")
+    key, step = None, None
+    for line in sys.stdin:
+        req = json.loads(line)
+        if req.get("sgemm"):
+            print(json.dumps(sgemm_gflops()), flush=True)
+            continue
+        k = (req["what"], req["batch"], req["size"], req["mode"])
+        if k != key:
+            key, step = None, None           # free the previous setup first
+            step = build(contestant, *k)
+            step()                           # warm-up: compile or load kernels, caches, page faults
+            key = k
+        best = min(_timed(step) for _ in range(req["steps"]))
+        print(json.dumps(1e3 * best), flush=True)
+
+
+class Workers:
+    """One worker process per contestant, asked in turn."""
+
+    def __init__(self, contestants, threads):
+        env = dict(NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+                   OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        self.procs = {}
+        for c in contestants:
+            base = BASE_ENV if c.startswith("torch") else os.environ
+            self.procs[c] = subprocess.Popen(
+                [sys.executable, os.path.abspath(__file__), "--worker", c, "--threads", str(threads)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=dict(base, **env))
+
+    def ask(self, contestant, **req):
+        p = self.procs[contestant]
+        p.stdin.write(json.dumps(req) + "\n")
+        p.stdin.flush()
+        line = p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker {contestant} stopped (exit code {p.wait()})")
+        return json.loads(line)
+
+    def close(self):
+        for p in self.procs.values():
+            p.stdin.close()
+            p.wait()
+
+
+def alternate(workers, contestants, items, batch, size, mode, rounds, steps, pause):
+    """{item: {contestant: [fastest ms per round]}}, and the sgemm GFLOP/s per round.
+    Each round times every item on every contestant in turn."""
+    times = {item: {c: [] for c in contestants} for item in items}
+    sgemm = []
+    for _ in range(rounds):
+        if "minitl" in contestants:
+            sgemm.append(workers.ask("minitl", sgemm=True))
+        for item in items:
+            for c in contestants:
+                times[item][c].append(workers.ask(c, what=item, batch=batch, size=size, mode=mode, steps=steps))
+                time.sleep(pause)
+    return times, sgemm
+
+
+def ratio(times, a, b):
+    """Median over rounds of a's time / b's time in the same round."""
+    return statistics.median(x / y for x, y in zip(times[a], times[b]))
+
+
+def print_table(title, times, contestants, gflop):
+    others = [c for c in contestants if c != "minitl"]
+    print(f"\n{title}   (load {os.getloadavg()[0]:.2f})")
+    head = f"{'':13s}" + "".join(f"{LABELS[c]:>10s}" for c in contestants) + f"{'GF/s':>7s}"
+    head += "".join(f"{'/' + LABELS[c]:>11s}" for c in others)
+    print(head + "   (ms: median of each round's fastest step; minitl/x: median of per-round ratios)")
+    for item, t in times.items():
+        line = f"{item:13s}" + "".join(f"{statistics.median(t[c]):10.1f}" for c in contestants)
+        line += f"{gflop[item] / statistics.median(t['minitl']) * 1e3:7.1f}"
+        line += "".join(f"{ratio(t, 'minitl', c):11.2f}" for c in others)
+        print(line, flush=True)
+
+
+def timing_run(workers, contestants, mode, batch, size, parts, rounds, steps, pause, layers):
+    mult = 1 if mode == "fwd" else 3
+    title = "forward" if mode == "fwd" else "forward+backward"
+    if "layers" in parts:
+        names = [n for n, *_ in layer_shapes(size) if not layers or n in layers]
+        times, sgemm = alternate(workers, contestants, names, batch, size, mode, rounds, steps, pause)
+        gflop = {n: mult * conv_gflop(batch, size, [n]) for n in names}
+        total = {c: [sum(times[n][c][r] for n in names) for r in range(rounds)] for c in contestants}
+        times["total"] = total
+        gflop["total"] = sum(gflop[n] for n in names)
+        print_table(f"per layer, {title}, batch {batch} x {size}x{size}, conv2d 3x3 'same' + bias + ReLU; "
+                    f"{rounds} rounds x {steps} steps; sgemm {statistics.median(sgemm):.0f} GF/s", times,
+                    contestants, gflop)
+    if "stack" in parts:
+        times, sgemm = alternate(workers, contestants, ["stack"], batch, size, mode, rounds, steps, pause)
+        print_table(f"whole VGG16 conv stack, {title}, batch {batch} x {size}x{size}; {rounds} rounds x "
+                    f"{steps} steps; sgemm {statistics.median(sgemm):.0f} GF/s", times, contestants,
+                    {"stack": mult * conv_gflop(batch, size)})
 
 
 # ---- peak memory and compile time, each in a fresh subprocess ---------------------------
@@ -214,12 +325,9 @@ def child_memory(framework, batch, size, mode, threads):
     """Runs one step and prints 'peak_rss_rise tracemalloc_peak' in bytes."""
     numba.set_num_threads(threads)
     tm_peak = -1
-    if framework == "torch":
+    if framework.startswith("torch"):
         torch.set_num_threads(threads)
-        fwd, fwdbwd = torch_stack(torch, batch, size)
-    else:
-        fwd, fwdbwd = minitl_stack(batch, size, np.random.default_rng(0))
-    step = fwd if mode == "fwd" else fwdbwd
+    step = build(framework, "stack", batch, size, mode)
     step()                                    # warm-up (kernels compiled or loaded, allocator pools)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")                          # resets VmHWM to the current RSS
@@ -237,12 +345,9 @@ def child_memory(framework, batch, size, mode, threads):
 
 
 def run_child(args, env=None):
-    """Runs this script with ``args`` in a fresh process (PyTorch children get the
-    environment minitl started with) and returns its standard output."""
-    if env is None:
-        env = BASE_ENV if "--child-torch" in args else os.environ
+    """Runs this script with ``args`` in a fresh process and returns its standard output."""
     out = subprocess.run([sys.executable, os.path.abspath(__file__)] + args, capture_output=True, text=True,
-                         env=env)
+                         env=os.environ if env is None else env)
     if out.returncode != 0:
         raise RuntimeError(f"child {args} failed:\n{out.stderr[-2000:]}")
     return out.stdout
@@ -251,8 +356,9 @@ def run_child(args, env=None):
 def memory_rise(framework, batch, size, mode, threads):
     # Every block of 128 KiB or more gets its own mapping, returned to the system when
     # freed, so the RSS follows the live buffers (glibc would otherwise keep some).
-    base = BASE_ENV if framework == "torch" else os.environ
-    env = dict(base, MALLOC_MMAP_THRESHOLD_="131072")
+    base = BASE_ENV if framework.startswith("torch") else os.environ
+    env = dict(base, MALLOC_MMAP_THRESHOLD_="131072", OMP_NUM_THREADS=str(threads),
+               OPENBLAS_NUM_THREADS=str(threads))
     out = run_child(["--child-memory", framework, str(batch), str(size), mode, "--threads", str(threads)], env)
     rise, tm = (int(v) for v in out.split())
     return rise, tm
@@ -278,159 +384,87 @@ def compile_times(threads):
 
 # ---- the run -------------------------------------------------------------------------
 
-def measure(frameworks, configs, parts, modes, repeat):
-    """{(config, layer name or 'stack', mode, framework): (median ms, best ms)}."""
-    rng = np.random.default_rng(0)
-    results = {}
-    for batch, size in configs:
-        cfg = (batch, size)
-        if "stack" in parts:
-            fw = frameworks[0]
-            f = minitl_stack(batch, size, rng) if fw == "minitl" else torch_stack(torch, batch, size)
-            for i, mode in enumerate(("fwd", "fwdbwd")):
-                if mode in modes:
-                    results[cfg, "stack", mode, fw] = timings({fw: f[i]}, repeat)[fw]
-            del f
-        if "layers" in parts:
-            for name, s, cin, cout in layer_shapes(size):
-                fns = {}
-                for fw in frameworks:
-                    if fw == "minitl":
-                        fns[fw] = minitl_layer(batch, s, cin, cout, rng)
-                    elif fw == "gemm":
-                        fns[fw] = gemm_refs(batch, s, cin, cout, rng)
-                    else:
-                        fns[fw] = torch_layer(torch, batch, s, cin, cout)
-                for i, mode in enumerate(("fwd", "fwdbwd")):
-                    if mode in modes:
-                        for fw, t in timings({fw: f[i] for fw, f in fns.items()}, repeat).items():
-                            results[cfg, name, mode, fw] = t
-                del fns
-    return results
-
-
-def child_torch(what, args):
-    """PyTorch's version, or its timings as JSON rows (batch, size, what, mode, 'torch', median, best)."""
-    if what == "version":
-        return print(torch.__version__)
-    torch.set_num_threads(args.threads)
-    results = measure(["torch"], parse_configs(args.configs), set(args.parts.split(",")),
-                      args.modes.split(","), args.repeat)
-    print(json.dumps([[*cfg, name, mode, fw, *t] for (cfg, name, mode, fw), t in results.items()]))
-
-
-def parse_configs(text):
-    configs = []
+def parse_runs(text):
+    runs = []
     for item in text.split(","):
-        b, s = item.lower().split("x")
+        mode, _, cfg = item.partition(":")
+        b, s = cfg.lower().split("x")
+        if mode not in ("fwd", "fwdbwd"):
+            raise SystemExit(f"run {item!r}: mode must be fwd or fwdbwd")
         if int(s) % 32:
             raise SystemExit(f"size {s} must be a multiple of 32 (five 2x2 poolings)")
-        configs.append((int(b), int(s)))
-    return configs
+        runs.append((mode, int(b), int(s)))
+    return runs
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--configs", default="8x224,32x64", help="comma-separated BATCHxSIZE (default 8x224,32x64)")
-    p.add_argument("--parts", default="stack,layers,memory,compile",
-                   help="any of stack, layers, memory, compile (default all)")
-    p.add_argument("--modes", default="fwd,fwdbwd", help="fwd, fwdbwd or both")
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--threads", type=int, default=numba.get_num_threads())
+    p.add_argument("--runs", default="fwd:8x224,fwdbwd:32x64",
+                   help="comma-separated MODE:BATCHxSIZE (default fwd:8x224,fwdbwd:32x64)")
+    p.add_argument("--parts", default="layers,stack,memory,compile",
+                   help="any of layers, stack, memory, compile (default all)")
+    p.add_argument("--layers", default="", help="comma-separated layer names (default all 13)")
+    p.add_argument("--rounds", type=int, default=5, help="alternated rounds (default 5)")
+    p.add_argument("--steps", type=int, default=2, help="steps per contestant and round; the fastest counts")
+    p.add_argument("--pause", type=float, default=0.2, help="seconds between contestants (default 0.2)")
+    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-torch", action="store_true")
-    p.add_argument("--quick", action="store_true", help="batch 2 at 224 and 64, --repeat 1")
+    p.add_argument("--quick", action="store_true", help="batch 2 at 224 and 64, 2 rounds of 1 step")
+    p.add_argument("--worker", choices=CONTESTANTS, help=argparse.SUPPRESS)
     p.add_argument("--child-memory", nargs=4, metavar=("FRAMEWORK", "BATCH", "SIZE", "MODE"),
                    help=argparse.SUPPRESS)
     p.add_argument("--child-compile", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--child-torch", choices=["version", "time"], help=argparse.SUPPRESS)
+    p.add_argument("--torch-version", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
 
+    if args.worker:
+        return worker(args.worker, args.threads)
     if args.child_memory:
         fw, b, s, mode = args.child_memory
         return child_memory(fw, int(b), int(s), mode, args.threads)
     if args.child_compile:
         return child_compile(args.threads)
-    if args.child_torch:
-        return child_torch(args.child_torch, args)
+    if args.torch_version:
+        return print(torch.__version__)
 
     if args.quick:
-        args.configs, args.repeat = "2x224,2x64", 1
-    configs = parse_configs(args.configs)
+        args.runs, args.rounds, args.steps = "fwd:2x224,fwdbwd:2x64", 2, 1
+    runs = parse_runs(args.runs)
     parts = set(args.parts.split(","))
-    modes = args.modes.split(",")
-    threads = min(args.threads, numba.config.NUMBA_NUM_THREADS)
-    numba.set_num_threads(threads)
+    threads = args.threads
     use_torch = importlib.util.find_spec("torch") is not None and not args.no_torch
+    contestants = CONTESTANTS if use_torch else CONTESTANTS[:2]
 
-    print(f"numpy {np.__version__}, numba {numba.__version__} ({threads} threads), "
-          f"torch {run_child(['--child-torch', 'version']).strip() if use_torch else 'not used'}, "
-          f"float32 NHWC, {args.repeat} repeats after a warm-up")
+    print(f"numpy {np.__version__}, numba {numba.__version__}, "
+          f"torch {run_child(['--torch-version'], BASE_ENV).strip() if use_torch else 'not used'}; "
+          f"{threads} threads each; float32; minitl conv algorithm '{conv.get_algorithm()}'; "
+          f"load {os.getloadavg()[0]:.2f}")
     if "compile" in parts:
         cold, warm = compile_times(threads)
         print(f"numba first call (tiny VGG16 forward+backward, every float32 kernel): "
               f"{cold:.1f} s with an empty cache, {warm:.2f} s loading the cache")
 
-    # minitl here, with NumPy's GEMMs interleaved layer by layer; then PyTorch in a subprocess.
-    results = measure(["minitl", "gemm"], configs, parts, modes, args.repeat)
-    if use_torch and parts & {"stack", "layers"}:
-        out = run_child(["--child-torch", "time", "--configs", args.configs, "--parts", args.parts,
-                         "--modes", args.modes, "--repeat", str(args.repeat), "--threads", str(threads)])
-        for batch, size, what, mode, fw, med, best in json.loads(out):
-            results[(batch, size), what, mode, fw] = (med, best)
+    if parts & {"layers", "stack"}:
+        workers = Workers(contestants, threads)
+        try:
+            for mode, batch, size in runs:
+                timing_run(workers, contestants, mode, batch, size, parts, args.rounds, args.steps, args.pause,
+                           [n for n in args.layers.split(",") if n])
+        finally:
+            workers.close()
 
-    for batch, size in configs:
-        if not parts & {"stack", "layers", "memory"}:
-            break
-        cfg = (batch, size)
-        gflop = conv_gflop(batch, size)
-        print(f"\n=== batch {batch} x {size}x{size}x3: 13 convs = {gflop:.1f} GFLOP forward ===")
-        if "layers" in parts:
-            for mode in modes:
-                mult = 1 if mode == "fwd" else 3
-                title = "forward" if mode == "fwd" else "forward+backward"
-                print(f"\nper layer, {title} (ms, best of {args.repeat})")
-                head = f"{'layer':13s} {'M x K x N':>20s} {'minitl':>8s} {'GF/s':>6s} {'gemm':>8s} {'gemm/conv':>9s}"
-                if use_torch:
-                    head += f" {'torch':>8s} {'GF/s':>6s} {'minitl/torch':>12s}"
-                print(head)
-                tot = {"minitl": 0.0, "gemm": 0.0, "torch": 0.0}
-                for name, s, cin, cout in layer_shapes(size):
-                    gf = mult * 2 * batch * s * s * 9 * cin * cout / 1e9
-                    t = {fw: results[cfg, name, mode, fw][1] for fw in tot if (cfg, name, mode, fw) in results}
-                    for fw in t:
-                        tot[fw] += t[fw]
-                    line = (f"{name:13s} {f'{batch * s * s}x{9 * cin}x{cout}':>20s} {t['minitl']:8.1f} "
-                            f"{gf / t['minitl'] * 1e3:6.1f} {t['gemm']:8.1f} {t['gemm'] / t['minitl']:9.2f}")
-                    if use_torch:
-                        line += f" {t['torch']:8.1f} {gf / t['torch'] * 1e3:6.1f} {t['minitl'] / t['torch']:12.2f}"
-                    print(line)
-                gf = mult * gflop
-                line = (f"{'total':13s} {'':>20s} {tot['minitl']:8.1f} {gf / tot['minitl'] * 1e3:6.1f} "
-                        f"{tot['gemm']:8.1f} {tot['gemm'] / tot['minitl']:9.2f}")
-                if use_torch:
-                    line += f" {tot['torch']:8.1f} {gf / tot['torch'] * 1e3:6.1f} {tot['minitl'] / tot['torch']:12.2f}"
-                print(line)
-        if "stack" in parts:
-            print("\nwhole VGG16 conv stack (13 conv + ReLU, 5 max-pools), ms: best (median); GF/s of the best")
-            for mode in modes:
-                gf = gflop * (1 if mode == "fwd" else 3)
-                med, best = results[cfg, "stack", mode, "minitl"]
-                line = f"{mode:7s} minitl {best:8.1f} ({med:8.1f}) {gf / best * 1e3:6.1f} GF/s"
-                if use_torch:
-                    tmed, tbest = results[cfg, "stack", mode, "torch"]
-                    line += (f"   torch {tbest:8.1f} ({tmed:8.1f}) {gf / tbest * 1e3:6.1f} GF/s"
-                             f"   minitl/torch {best / tbest:.2f} (medians {med / tmed:.2f})")
-                print(line)
-        if "memory" in parts:
-            print("\npeak memory of one step of the whole stack (MB above the level after building model and "
-                  "input; fresh subprocess each)")
-            for mode in modes:
-                rise, tm = memory_rise("minitl", batch, size, mode, threads)
-                line = f"{mode:7s} minitl peak RSS +{rise / 2**20:7.0f}  (tracemalloc, NumPy buffers: {tm / 2**20:7.0f})"
-                if use_torch:
-                    trise, _ = memory_rise("torch", batch, size, mode, threads)
-                    line += f"   torch peak RSS +{trise / 2**20:7.0f}   minitl/torch {rise / trise:.2f}"
-                print(line, flush=True)
+    if "memory" in parts:
+        print(f"\npeak memory of one step of the whole stack (MB above the level after building model and "
+              f"input; fresh subprocess each)   (load {os.getloadavg()[0]:.2f})")
+        for mode, batch, size in runs:
+            rise, tm = memory_rise("minitl", batch, size, mode, threads)
+            line = (f"{mode:7s} {batch}x{size}  minitl peak RSS +{rise / 2**20:6.0f} "
+                    f"(tracemalloc, NumPy buffers: {tm / 2**20:6.0f})")
+            if use_torch:
+                for c in ("torch", "torch_cl"):
+                    trise, _ = memory_rise(c, batch, size, mode, threads)
+                    line += f"   {LABELS[c]} +{trise / 2**20:6.0f}  minitl/{LABELS[c]} {rise / trise:.2f}"
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ __all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "g
 # Modules loaded on first use (PEP 562), so that `import minitl` stays light: mt.io and mt.runs
 # bring h5py, mt.data Pillow, and none of them CuPy.
 LAZY_MODULES = ("applications", "backend", "cli", "conv", "data", "datasets", "demo", "errors", "files", "hub",
-                "io", "kernels", "metrics", "nn", "plots", "runs", "tensor", "train", "transfer", "viz")
+                "io", "kernels", "metrics", "nn", "plots", "runs", "tensor", "train", "transfer", "viz", "winograd")
 
 
 def __getattr__(name):

@@ -91,10 +91,13 @@ def _numeric_gradient(projected, inputs, i, eps):
         idx = numpy.unravel_index(k, x.shape)
         old = x.data[idx].item()
         x.data[idx] = old + eps
+        x.version += 1                      # written in place: cached transforms are stale
         plus = projected(*inputs)
         x.data[idx] = old - eps
+        x.version += 1
         minus = projected(*inputs)
         x.data[idx] = old
+        x.version += 1
         numeric[idx] = (plus - minus) / (2 * eps)
     return numeric
 

@@ -7,11 +7,12 @@ The array work (im2col, col2im, pooling windows) is in ``minitl.kernels``.
 """
 import numpy
 
-from . import kernels
+from . import kernels, winograd
 from .backend import get_array_module
 from .errors import ShapeError
 from .ops import mean
 from .tensor import Function, as_tensor
+from .winograd import algorithm, get_algorithm, set_algorithm  # noqa: F401  (conv algorithm for students)
 
 __all__ = ["conv2d", "depthwise_conv2d", "zero_padding2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
            "resolve_padding", "padding_pairs", "output_hw", "conv2d_reference", "depthwise_conv2d_reference", "Conv2DFunction",
@@ -131,6 +132,16 @@ class Conv2DFunction(Function):
         self.stride, self.pads, self.relu = stride, pads, relu
 
     def forward(self, x, w, b=None):
+        xp = get_array_module(x)
+        # -- Winograd (minitl.winograd) for 3x3 stride-1 kernels, when winograd.choose says so
+        self.tile = winograd.choose(x, w, b, self.stride, self.pads)
+        if self.tile:
+            self.x, self.w, self.has_bias = x, w, b is not None
+            y = winograd.conv_forward(x, w, b, self.pads, self.relu, self.tile, getattr(self, "weight", None))
+            if self.relu:
+                self.y = y.reshape(-1, w.shape[3])
+            return y
+        # -- end of Winograd
         kh, kw, c, o = w.shape
         self.x, self.w, self.has_bias = x, w, b is not None
         n = x.shape[0]
@@ -211,7 +222,12 @@ class Conv2DFunction(Function):
         db = xp.zeros(o, dtype=gy.dtype) if self.has_bias and self.needs_grad[2] else None
         dx = xp.empty(x.shape, dtype=xp.result_type(gy, w)) if need_dx else None
         step = _group_size(m * k * x.itemsize)
-        buf = xp.empty((min(n, step) * m, k), dtype=x.dtype)
+        # -- Winograd (minitl.winograd): dW by the adjoint of F(m×m, 3×3), dX as the
+        # convolution of gY with the flipped kernel
+        wino = bool(self.tile) and gy.dtype == x.dtype == w.dtype
+        u_back = winograd.backward_kernel(getattr(self, "weight", None), w, self.tile) if wino and need_dx else None
+        # -- end of Winograd
+        buf = None if wino else xp.empty((min(n, step) * m, k), dtype=x.dtype)
         for n0 in range(0, n, step):
             n1 = min(n, n0 + step)
             gi = g[n0 * m:n1 * m]
@@ -219,6 +235,13 @@ class Conv2DFunction(Function):
                 gi = kernels.relu_backward(gi, self.y[n0 * m:n1 * m])
             if db is not None:
                 db += gi.sum(axis=0)
+            if wino:                                    # Winograd, see above
+                gi = gi.reshape(n1 - n0, ho, wo, o)
+                if need_dw:
+                    dw += winograd.backward_weight(x[n0:n1], gi, self.pads, self.tile).reshape(k, o)
+                if need_dx:
+                    winograd.backward_input(gi, u_back, dx[n0:n1].shape, self.pads, self.tile, out=dx[n0:n1])
+                continue
             cols = buf[:(n1 - n0) * m]
             if need_dw:
                 kernels.im2col(x[n0:n1], kh, kw, *self.stride, self.pads, out=cols)
@@ -262,6 +285,7 @@ def conv2d(x, w, b=None, stride=1, padding="valid", activation=None):
     stride = _pair(stride, "stride")
     pads = resolve_padding(padding, x.shape[1:3], w.shape[:2], stride)
     fn = Conv2DFunction(stride, pads, relu=activation == "relu")
+    fn.weight = w                                       # Winograd caches its transformed kernel on it
     return fn(x, w) if b is None else fn(x, w, b)
 
 

@@ -65,6 +65,7 @@ class Tensor:
     __array_priority__ = 1000
 
     def __init__(self, data, requires_grad=False, dtype=None):
+        self.version = 0
         self.data = _as_array(data, dtype)
         if requires_grad and self.data.dtype.kind != "f":
             raise MinitlError(f"only floating-point tensors can require gradients, got {self.data.dtype}")
@@ -74,6 +75,19 @@ class Tensor:
         self._creator = None
         self._node = None
         self._retain_grad = False
+
+    # ``version`` counts assignments to ``data``: ``t.data = a``, and ``t.data -= step``
+    # (an optimizer step, loading weights). Arrays derived from the data and kept for
+    # later (the Winograd-transformed kernel of a conv layer) are recomputed when it
+    # changes. Code that writes into the array in place (``t.data[i] = v``) adds 1 itself.
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        self._data = value
+        self.version += 1
 
     # ---- array-like properties -------------------------------------------------
     shape = property(lambda self: self.data.shape)

@@ -13,7 +13,7 @@ import minitl.nn
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 COVERED = ["00_seed_recipe", "01_autograd_by_hand", "02_gradcheck", "03_conv_as_matmul", "04_softmax_cross_entropy", "05_sgd",
-           "06_vgg16_weights", "07_transfer_learning", "08_gradcam"]
+           "06_vgg16_weights", "07_transfer_learning", "08_gradcam", "09_winograd"]
 
 
 @pytest.fixture
@@ -162,3 +162,17 @@ def test_08_gradcam_of_a_run_folder(run, tmp_path):
     assert "block5_conv3's (2, 2) map" in out
     assert float(re.search(r"max difference (\S+)", out).group(1)) < 1e-5
     assert_png(tmp_path / "cam.png", size=(256, 512))
+
+
+def test_09_winograd(run):
+    code, out = run("09_winograd")
+    assert code == 0
+    assert float(re.search(r"tile error: (\S+)", out).group(1)) == 0
+    rows = {m.group(1): m.group(2, 3, 4) for m in
+            re.finditer(r"^(im2col \+|Winograd F\(.x., 3x3\)).*?([\d,]+) +(\S+) +(\S+)$", out, re.M)}
+    rows = {k.replace("Winograd ", "").replace("im2col +", "im2col"): v for k, v in rows.items()}
+    mults = {k: int(v[0].replace(",", "")) for k, v in rows.items()}
+    assert mults["im2col"] == 9 * 16 * 16 * 32 * 32
+    assert mults["im2col"] / mults["F(2x2, 3x3)"] == 2.25 and mults["im2col"] / mults["F(4x4, 3x3)"] == 4
+    errors = {k: float(v[2]) for k, v in rows.items()}
+    assert errors["im2col"] < 1e-5 and errors["F(2x2, 3x3)"] < 1e-5 and errors["F(4x4, 3x3)"] < 1e-4
