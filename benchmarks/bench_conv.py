@@ -58,16 +58,16 @@ TORCH_CHILD = (sys.argv[1:3] in (["--worker", "torch"], ["--worker", "torch_cl"]
                or sys.argv[1:3] == ["--child-memory", "torch"] or sys.argv[1:3] == ["--child-memory", "torch_cl"]
                or "--torch-version" in sys.argv)
 if TORCH_CHILD:
-    import torch                       # first, so PyTorch's OpenMP starts with its own defaults
+    import torch  # first, so PyTorch's OpenMP starts with its own defaults
 
-import numba  # noqa: E402
-import numpy as np  # noqa: E402
+import numba
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import minitl.functional as F  # noqa: E402
-from minitl import Tensor, conv, no_grad  # noqa: E402
-from minitl.applications.vgg16 import VGG16, VGG16_BLOCKS  # noqa: E402
+import minitl.functional as F
+from minitl import Tensor, conv, no_grad
+from minitl.applications.vgg16 import VGG16, VGG16_BLOCKS
 
 # (name, input size at 224, C_in, C_out)
 VGG16_CONVS = [
@@ -231,8 +231,8 @@ class Workers:
     """One worker process per contestant, asked in turn."""
 
     def __init__(self, contestants, threads):
-        env = dict(NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-                   OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        env = {"NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
+                   "OPENBLAS_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         self.procs = {}
         for c in contestants:
             base = BASE_ENV if c.startswith("torch") else os.environ

@@ -105,7 +105,10 @@ def main():
     print(f"{'total':13s} {'':>22s} {totals[0]:9.1f} {totals[1]:9.1f} {totals[0] / totals[1]:6.2f} "
           f"{totals[2]:9.1f} {totals[3]:10.1f} {totals[2] / totals[3]:10.2f}")
     gflop = sum(2 * args.batch * s * s * 9 * ci * co for _, s, ci, co in layers) / 1e9
-    print(f"forward conv work {gflop:.1f} GFLOP: im2col_nb + gemm_cols {gflop / ((totals[0] + totals[2]) / 1e3):.1f} GFLOP/s")
+    print(
+        f"forward conv work {gflop:.1f} GFLOP: im2col_nb + gemm_cols "
+        f"{gflop / ((totals[0] + totals[2]) / 1e3):.1f} GFLOP/s"
+    )
 
     if torch is None:
         return
@@ -113,11 +116,14 @@ def main():
     # and would slow down the timings above.
     t_th = 0.0
     for name, size, cin, cout in layers:
-        x = torch.randn(args.batch, size, size, cin).permute(0, 3, 1, 2)     # NCHW view of NHWC memory
+        x = torch.randn(args.batch, size, size, cin).permute(0, 3, 1, 2)  # NCHW view of NHWC memory
         w = torch.randn(cout, cin, 3, 3).contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             t_th += best_ms(lambda: torch.nn.functional.conv2d(x, w, padding=1), args.repeat)
-    print(f"torch {torch.__version__} conv2d channels_last, same layers: {t_th:.1f} ms, {gflop / (t_th / 1e3):.1f} GFLOP/s")
+    print(
+        f"torch {torch.__version__} conv2d channels_last, same layers: {t_th:.1f} ms, "
+        f"{gflop / (t_th / 1e3):.1f} GFLOP/s"
+    )
 
 
 if __name__ == "__main__":

@@ -28,10 +28,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import minitl.functional as F  # noqa: E402
-from minitl import Tensor, conv, no_grad, winograd  # noqa: E402
+from bench_conv import layer_shapes
 
-from bench_conv import layer_shapes  # noqa: E402
+import minitl.functional as F
+from minitl import Tensor, conv, no_grad, winograd
 
 ALGORITHMS = ["im2col", "winograd", "winograd4"]
 BOUNDS = {"im2col": None, "winograd": 1e-5, "winograd4": 1e-4}

@@ -21,7 +21,7 @@ from minitl.kernels import col2im, im2col
 
 def conv_loops(x, w, b):
     """The definition, one output cell at a time (valid padding, stride 1)."""
-    H, W, C = x.shape
+    H, W, _C = x.shape
     kh, kw, _, O = w.shape
     y = np.zeros((H - kh + 1, W - kw + 1, O))
     for i in range(y.shape[0]):

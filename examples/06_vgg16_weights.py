@@ -18,8 +18,8 @@ import tempfile
 import h5py
 import numpy as np
 
-from minitl.io import load_weights, read_keras_weights, save_weights
 from minitl.applications import VGG16
+from minitl.io import load_weights, read_keras_weights, save_weights
 from minitl.nn import manual_seed
 
 
@@ -41,7 +41,7 @@ def show_file(path, lines=6):
     """The first datasets of an HDF5 weight file: path inside the file, shape, dtype."""
     found = []
     with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: found.append(f"  {name:<40} {str(obj.shape):<18} {obj.dtype}")
+        f.visititems(lambda name, obj: found.append(f"  {name:<40} {obj.shape!s:<18} {obj.dtype}")
                      if isinstance(obj, h5py.Dataset) else None)
     print(f"{path} ({os.path.getsize(path) / 1e6:.1f} MB), first datasets of {len(found)}:")
     print("\n".join(found[:lines]))

@@ -6,17 +6,44 @@
 """
 __version__ = "0.1.0"
 
-from . import functional, ops, optim
-from .backend import device_available, get_array_module
-from .check import gradcheck
-from .errors import (DataError, DeviceError, DownloadError, GradcheckError, MinitlError, ShapeError,
-                     TrainingError, WeightsError)
-from .tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad
+from minitl import functional, ops, optim
+from minitl.backend import device_available, get_array_module
+from minitl.check import gradcheck
+from minitl.errors import (
+    DataError,
+    DeviceError,
+    DownloadError,
+    GradcheckError,
+    MinitlError,
+    ShapeError,
+    TrainingError,
+    WeightsError,
+)
+from minitl.tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad
 
-__all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "gradcheck", "check",
-           "functional", "ops", "optim", "get_array_module", "device_available",
-           "MinitlError", "ShapeError", "GradcheckError", "WeightsError", "DownloadError", "DataError",
-           "DeviceError", "TrainingError", "__version__"]
+__all__ = [
+    "DataError",
+    "DeviceError",
+    "DownloadError",
+    "Function",
+    "GradcheckError",
+    "MinitlError",
+    "ShapeError",
+    "Tensor",
+    "TrainingError",
+    "WeightsError",
+    "__version__",
+    "check",
+    "device_available",
+    "enable_grad",
+    "functional",
+    "get_array_module",
+    "gradcheck",
+    "is_grad_enabled",
+    "no_grad",
+    "ops",
+    "optim",
+]
 
 # Modules loaded on first use (PEP 562), so that `import minitl` stays light: mt.io and mt.runs
 # bring h5py, mt.data Pillow, and none of them CuPy.

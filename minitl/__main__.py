@@ -1,6 +1,6 @@
 """python -m minitl: the same as the minitl command."""
 import sys
 
-from .cli import main
+from minitl.cli import main
 
 sys.exit(main())

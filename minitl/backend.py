@@ -6,14 +6,24 @@ so CPU-only machines never need it.
 """
 import sys
 
-import numpy
+import numpy as np
 
-from .errors import DeviceError
+from minitl.errors import DeviceError
 
-__all__ = ["DEFAULT_DTYPE", "get_array_module", "is_gpu_array", "device_of", "scatter_add", "to_numpy", "gpu_status",
-           "device_available", "normalize_device", "to_device"]
+__all__ = [
+    "DEFAULT_DTYPE",
+    "device_available",
+    "device_of",
+    "get_array_module",
+    "gpu_status",
+    "is_gpu_array",
+    "normalize_device",
+    "scatter_add",
+    "to_device",
+    "to_numpy",
+]
 
-DEFAULT_DTYPE = numpy.float32
+DEFAULT_DTYPE = np.float32
 _gpu_status = None  # cached (usable: bool, reason: str)
 
 
@@ -29,7 +39,7 @@ def get_array_module(*arrays):
         for a in arrays:
             if isinstance(a, cp.ndarray):
                 return cp
-    return numpy
+    return np
 
 
 def is_gpu_array(a):
@@ -48,7 +58,7 @@ def scatter_add(target, indices, values):
         import cupyx
         cupyx.scatter_add(target, indices, values)
     else:
-        numpy.add.at(target, indices, values)
+        np.add.at(target, indices, values)
     return target
 
 
@@ -56,7 +66,7 @@ def to_numpy(a):
     """A NumPy array (copied from the GPU when needed)."""
     if is_gpu_array(a):
         return a.get()
-    return numpy.asarray(a)
+    return np.asarray(a)
 
 
 def gpu_status():
@@ -72,8 +82,8 @@ def gpu_status():
             cupy.zeros(1).sum().item()
             name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
             name = name.decode() if isinstance(name, bytes) else name
-            _gpu_status = (True, f"CuPy {cupy.__version__}, CUDA runtime "
-                                 f"{cupy.cuda.runtime.runtimeGetVersion()}, device 0: {name}")
+            _gpu_status = (True, (f"CuPy {cupy.__version__}, CUDA runtime "
+                                 f"{cupy.cuda.runtime.runtimeGetVersion()}, device 0: {name}"))
         except ImportError:
             _gpu_status = (False, "CuPy is not installed (pip install 'minitl[gpu]')")
         except Exception as e:  # CUDARuntimeError, driver missing, no device

@@ -9,17 +9,17 @@ estimate of each element is
 computed in float64. The check passes when |analytic - numeric| <= atol + rtol·|numeric|
 for every element; the reported error is max|analytic - numeric| / max|numeric|.
 """
-import numpy
+import numpy as np
 
-from .backend import get_array_module, to_numpy
-from .errors import GradcheckError
-from .tensor import Function, Tensor, no_grad
+from minitl.backend import get_array_module, to_numpy
+from minitl.errors import GradcheckError
+from minitl.tensor import Function, Tensor, no_grad
 
-__all__ = ["gradcheck", "op_cases", "minitl_ops", "unchecked_ops"]
+__all__ = ["gradcheck", "minitl_ops", "op_cases", "unchecked_ops"]
 
 
 def _as_float64_input(i, x):
-    if isinstance(x, Tensor) and x.dtype.kind == "f" and x.dtype != numpy.float64:
+    if isinstance(x, Tensor) and x.dtype.kind == "f" and x.dtype != np.float64:
         raise GradcheckError(f"gradcheck needs float64 inputs for accurate differences; input {i} "
                              f"(shape {x.shape}) is {x.dtype}: pass x.astype('float64')")
     return x  # non-tensor arguments (labels, shapes) are passed through
@@ -61,7 +61,7 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-6, rtol=1e-4, seed=0):
         raise GradcheckError(f"gradcheck: no output of fn ({kinds}) has a gradient; it must be a floating-point "
                              f"tensor computed from an input with requires_grad=True")
     xp = get_array_module(outs[used[0]].data)
-    rng = numpy.random.default_rng(seed)
+    rng = np.random.default_rng(seed)
     r = {k: xp.asarray(rng.standard_normal(outs[k].shape)).astype(outs[k].dtype) for k in used}
     for k in used:
         outs[k].backward(r[k], retain_graph=k != used[-1])
@@ -88,7 +88,7 @@ def _numeric_gradient(projected, inputs, i, eps):
     x = inputs[i]
     numeric = get_array_module(x.data).zeros_like(x.data)
     for k in range(x.size):
-        idx = numpy.unravel_index(k, x.shape)
+        idx = np.unravel_index(k, x.shape)
         old = x.data[idx].item()
         x.data[idx] = old + eps
         x.version += 1                      # written in place: cached transforms are stale
@@ -104,12 +104,12 @@ def _numeric_gradient(projected, inputs, i, eps):
 
 def _compare(i, shape, analytic, numeric, atol, rtol):
     """max|analytic - numeric| / max|numeric|; GradcheckError naming the worst element outside the tolerance."""
-    a, n = to_numpy(analytic).astype(numpy.float64), to_numpy(numeric)
-    diff = numpy.abs(a - n)
-    scale = max(float(numpy.abs(n).max(initial=0.0)), 1e-12)
-    bad = diff > atol + rtol * numpy.abs(n)
+    a, n = to_numpy(analytic).astype(np.float64), to_numpy(numeric)
+    diff = np.abs(a - n)
+    scale = max(float(np.abs(n).max(initial=0.0)), 1e-12)
+    bad = diff > atol + rtol * np.abs(n)
     if bad.any():
-        j = numpy.unravel_index(int(numpy.argmax(numpy.where(bad, diff, -1))), n.shape)
+        j = np.unravel_index(int(np.argmax(np.where(bad, diff, -1))), n.shape)
         rel = diff[j] / max(abs(n[j]), 1e-12)
         raise GradcheckError(
             f"gradcheck failed for input {i} (shape {shape}) at element {tuple(int(v) for v in j)}: "
@@ -124,22 +124,22 @@ def op_cases(seed=0):
     The test suite checks each with ``gradcheck`` and fails if a registered op has
     no case here; examples/02_gradcheck.py prints the same table.
     """
-    from . import functional as F
-    from . import ops
+    from minitl import functional as F
+    from minitl import ops
 
-    rng = numpy.random.default_rng(seed)
+    rng = np.random.default_rng(seed)
 
     def t(*shape, low=None):
         a = rng.standard_normal(shape) if low is None else rng.uniform(low, low + 1.5, shape)
         return Tensor(a, requires_grad=True)
 
     def distinct(*shape):  # no ties, so max and max-pool are differentiable
-        return Tensor(rng.permutation(int(numpy.prod(shape))).reshape(shape) * 0.1 + 0.01, requires_grad=True)
+        return Tensor(rng.permutation(int(np.prod(shape))).reshape(shape) * 0.1 + 0.01, requires_grad=True)
 
     def kinked(*shape, kinks=(0.0, 6.0)):  # every element at least 0.2 away from each kink
         a = rng.uniform(-1.5, 7.5, shape)
         for k in kinks:
-            a = numpy.where(numpy.abs(a - k) < 0.2, a + 0.5, a)
+            a = np.where(np.abs(a - k) < 0.2, a + 0.5, a)
         return Tensor(a, requires_grad=True)
 
     stats = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3)  # moving mean and variance of 3 channels
@@ -153,9 +153,9 @@ def op_cases(seed=0):
             return F.batch_norm(x, gamma, beta, mean, var, training=training, epsilon=1e-3)
         return f
 
-    labels = numpy.array([0, 2, 1, 2])
-    soft = rng.dirichlet(numpy.ones(3), size=4)
-    unnormalised = soft * numpy.array([0.5, 2.0, 1.0, 0.5])[:, None]  # rows sum to 0.5, 2, 1, 0.5
+    labels = np.array([0, 2, 1, 2])
+    soft = rng.dirichlet(np.ones(3), size=4)
+    unnormalised = soft * np.array([0.5, 2.0, 1.0, 0.5])[:, None]  # rows sum to 0.5, 2, 1, 0.5
     return [
         ("Add", "(2,3,4) + (3,1)", ops.add, [t(2, 3, 4), t(3, 1)]),
         ("Add", "(3,) + scalar tensor", ops.add, [t(3), t()]),
@@ -165,7 +165,7 @@ def op_cases(seed=0):
         ("Neg", "(4,)", ops.neg, [t(4)]),
         ("Pow", "(3,2) ** 3", lambda x: ops.pow(x, 3), [t(3, 2)]),
         ("Pow", "(3,) ** -0.5", lambda x: ops.pow(x, -0.5), [t(3, low=0.5)]),
-        ("Abs", "(2,3), no element near 0", ops.abs, [Tensor(numpy.sign(rng.standard_normal((2, 3)))
+        ("Abs", "(2,3), no element near 0", ops.abs, [Tensor(np.sign(rng.standard_normal((2, 3)))
                                                           * rng.uniform(0.2, 1.5, (2, 3)), requires_grad=True)]),
         ("Exp", "(2,3)", ops.exp, [t(2, 3)]),
         ("Log", "(2,3)", ops.log, [t(2, 3, low=0.5)]),
@@ -185,7 +185,7 @@ def op_cases(seed=0):
         ("BroadcastTo", "(3,1) -> (2,3,4)", lambda x: ops.broadcast_to(x, (2, 3, 4)), [t(3, 1)]),
         ("GetItem", "basic slice [1:, ::2]", lambda x: ops.getitem(x, (slice(1, None), slice(None, None, 2))),
          [t(3, 5)]),
-        ("GetItem", "integer array with repeats", lambda x: ops.getitem(x, numpy.array([0, 2, 2, 1, 2])),
+        ("GetItem", "integer array with repeats", lambda x: ops.getitem(x, np.array([0, 2, 2, 1, 2])),
          [t(4, 3)]),
         ("Concatenate", "(2,3) and (4,3) on axis 0", lambda a, b: ops.concatenate([a, b], 0), [t(2, 3), t(4, 3)]),
         ("Concatenate", "channels of (1,2,2,3), (1,2,2,1), (1,2,2,2), as Keras' Concatenate",

@@ -10,22 +10,22 @@ import platform
 import sys
 import warnings
 
-from . import __version__
-from .errors import MinitlError
+from minitl import __version__
+from minitl.errors import MinitlError
 
 
 def cmd_info(args):
     import numba
-    import numpy
+    import numpy as np
 
-    from .backend import gpu_status
+    from minitl.backend import gpu_status
     usable, reason = gpu_status()
     rows = [
         ("minitl", __version__),
         ("python", platform.python_version()),
-        ("numpy", numpy.__version__),
-        ("numba", f"{numba.__version__} ({numba.get_num_threads()} threads; "
-                  f"NUMBA_DISABLE_JIT={os.environ.get('NUMBA_DISABLE_JIT', '0')})"),
+        ("numpy", np.__version__),
+        ("numba", (f"{numba.__version__} ({numba.get_num_threads()} threads; "
+                  f"NUMBA_DISABLE_JIT={os.environ.get('NUMBA_DISABLE_JIT', '0')})")),
         ("h5py", _version("h5py")),
         ("Pillow", _version("PIL")),
         ("backend", "numpy (CPU)" + (", cupy (GPU)" if usable else "")),
@@ -45,21 +45,21 @@ def _version(module):
 
 
 def _device(name):
-    from .backend import normalize_device, device_available
-    from .errors import DeviceError
+    from minitl.backend import device_available, normalize_device
+    from minitl.errors import DeviceError
     device = normalize_device(name)
     if not device_available(device):
-        from .backend import gpu_status
+        from minitl.backend import gpu_status
         raise DeviceError(f"device {name!r} is not available: {gpu_status()[1]}")
     return device
 
 
 def cmd_finetune(args):
-    from .applications import get_backbone
-    from .data import train_val_folders
-    from .errors import DataError, TrainingError, WeightsError
-    from .runs import RESUME_ENTRIES, Settings, read_record
-    from .transfer import finetune
+    from minitl.applications import get_backbone
+    from minitl.data import train_val_folders
+    from minitl.errors import DataError, TrainingError, WeightsError
+    from minitl.runs import RESUME_ENTRIES, Settings, read_record
+    from minitl.transfer import finetune
     device = _device(args.device)
     if not os.path.isdir(args.data):
         problem = "is not a folder" if os.path.exists(args.data) else "does not exist"
@@ -90,12 +90,13 @@ def cmd_finetune(args):
 
 def cmd_evaluate(args):
     from pathlib import Path
-    from .data import DataLoader, ImageFolder
-    from .metrics import format_report
-    from .files import write_json
-    from .runs import BEST, CHECKPOINT
-    from .train import evaluate
-    from .transfer import load_run
+
+    from minitl.data import DataLoader, ImageFolder
+    from minitl.files import write_json
+    from minitl.metrics import format_report
+    from minitl.runs import BEST, CHECKPOINT
+    from minitl.train import evaluate
+    from minitl.transfer import load_run
     device = _device(args.device)
     model, record = load_run(args.run_dir, BEST if args.best else CHECKPOINT, device)
     data = ImageFolder(args.data, tuple(record["image_size"]), classes=record["classes"],
@@ -105,7 +106,7 @@ def cmd_evaluate(args):
     out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
     write_json(out, report)
     try:
-        from .plots import plot_confusion
+        from minitl.plots import plot_confusion
         plot_confusion(report, out.with_suffix(".png"))
     except ImportError:
         pass
@@ -114,14 +115,15 @@ def cmd_evaluate(args):
 
 
 def cmd_predict(args):
-    import numpy
-    from .data import image_files, load_image
-    from .errors import DataError
-    from .functional import softmax
-    from .runs import BEST, CHECKPOINT
-    from .tensor import Tensor
-    from .train import predict_on_batch
-    from .transfer import load_run
+    import numpy as np
+
+    from minitl.data import image_files, load_image
+    from minitl.errors import DataError
+    from minitl.functional import softmax
+    from minitl.runs import BEST, CHECKPOINT
+    from minitl.tensor import Tensor
+    from minitl.train import predict_on_batch
+    from minitl.transfer import load_run
     device = _device(args.device)
     model, record = load_run(args.run_dir, BEST if args.best else CHECKPOINT, device)
     classes = record["classes"]
@@ -130,11 +132,11 @@ def cmd_predict(args):
         print(f"minitl predict: error: {problem}", file=sys.stderr)
 
     def show(batch):  # one forward pass for a batch of (path, image) pairs
-        logits = predict_on_batch(model, numpy.stack([x for _, x in batch]), device)
+        logits = predict_on_batch(model, np.stack([x for _, x in batch]), device)
         probs = softmax(Tensor(logits)).numpy()
         for (path, _), p in zip(batch, probs):
             print(path)
-            for i in numpy.argsort(-p)[:args.top]:
+            for i in np.argsort(-p)[:args.top]:
                 print(f"  {classes[i]:<20} {p[i]:.4f}")
 
     batch, failed = [], 0
@@ -153,10 +155,10 @@ def cmd_predict(args):
 
 
 def cmd_summary(args):
-    from .applications import get_backbone
-    from .transfer import load_run
+    from minitl.applications import get_backbone
+    from minitl.transfer import load_run
     if args.run_dir:
-        model, record = load_run(args.run_dir)
+        model, _record = load_run(args.run_dir)
         model.summary()
     else:
         backbone = get_backbone(args.arch)
@@ -171,10 +173,10 @@ def cmd_models(args):
     import time
 
     import numba
-    import numpy
+    import numpy as np
 
-    from .applications import BACKBONES, multiply_adds
-    from .tensor import Tensor, no_grad
+    from minitl.applications import BACKBONES, multiply_adds
+    from minitl.tensor import Tensor, no_grad
     size = args.image_size
     archs = args.arch or list(BACKBONES)
     print(f"{'arch':<14} {'parameters':>12} {'multiply-adds':>14} {'ms/image':>9}  preprocessing  min size  blocks")
@@ -185,8 +187,8 @@ def cmd_models(args):
         ms = "-"
         if not args.no_time:
             with no_grad():
-                model(Tensor(numpy.zeros((1, *size, 3), numpy.float32)))  # compiles the kernels, warms the caches
-                x = Tensor(numpy.random.default_rng(0).normal(size=(args.batch_size, *size, 3)).astype(numpy.float32))
+                model(Tensor(np.zeros((1, *size, 3), np.float32)))  # compiles the kernels, warms the caches
+                x = Tensor(np.random.default_rng(0).normal(size=(args.batch_size, *size, 3)).astype(np.float32))
                 best = float("inf")
                 for _ in range(args.repeat):
                     t0 = time.perf_counter()
@@ -203,7 +205,7 @@ def cmd_models(args):
 
 
 def cmd_weights(args):
-    from . import hub
+    from minitl import hub
     if args.action == "list":
         rows = hub.list_weights(args.dir, verify=args.verify)
         print(f"{'name':<30} {'file':<72} {'MB':>7}  status")
@@ -222,7 +224,7 @@ def cmd_weights(args):
 
 
 def cmd_demo(args):
-    from . import demo
+    from minitl import demo
     if args.pretrain:
         demo.pretrain(out=args.weights, progress=not args.quiet)
     else:
@@ -248,7 +250,7 @@ def _add_info(sub):
 
 
 def _add_demo(sub):
-    from .runs import positive_int
+    from minitl.runs import positive_int
     p = sub.add_parser("demo",
                        help="the offline transfer-learning demo (about 90 s of CPU time; it prints its run time)",
                        description="Pretrained base vs training from scratch on animal silhouettes, offline: "
@@ -263,7 +265,7 @@ def _add_demo(sub):
 
 
 def _add_finetune(sub):
-    from .runs import Bounded, Settings
+    from minitl.runs import Bounded, Settings
     p = sub.add_parser("finetune", help="fine-tune a pretrained backbone on a folder of images "
                                         "(one sub-folder per class)",
                        description="Replace the backbone's head (--arch, VGG16 by default), freeze the base "
@@ -288,7 +290,7 @@ def _add_finetune(sub):
 
 
 def _add_evaluate(sub):
-    from .runs import positive_int
+    from minitl.runs import positive_int
     p = sub.add_parser("evaluate", help="accuracy, precision, recall, F1 and confusion matrix of a run",
                        description="Evaluate a run directory's model on a folder of images.")
     p.add_argument("run_dir", help="run directory written by minitl finetune or minitl demo")
@@ -301,7 +303,7 @@ def _add_evaluate(sub):
 
 
 def _add_predict(sub):
-    from .runs import positive_int
+    from minitl.runs import positive_int
     p = sub.add_parser("predict", help="top-k classes with probabilities for image files",
                        description="Classify image files with a run directory's model. A file that "
                                    "cannot be read is reported and skipped (exit status 1).")
@@ -315,7 +317,7 @@ def _add_predict(sub):
 
 
 def _add_summary(sub):
-    from .runs import ARCHS, parse_image_size, width_multiplier
+    from minitl.runs import ARCHS, parse_image_size, width_multiplier
     p = sub.add_parser("summary", help="layer table of a backbone or of a run's model",
                        description="Print a Keras-like summary: layers, output shapes, parameter counts.")
     p.add_argument("run_dir", nargs="?", help="a run directory (default: the backbone --arch)")
@@ -328,7 +330,7 @@ def _add_summary(sub):
 
 
 def _add_models(sub):
-    from .runs import ARCHS, parse_image_size, positive_int
+    from minitl.runs import ARCHS, parse_image_size, positive_int
     p = sub.add_parser("models", help="compare the backbones: parameters, multiply-adds, CPU time per image",
                        description="For each backbone: its parameters, the multiply-adds of one image "
                                    "(from its layers' shapes), and the measured forward time per image on "

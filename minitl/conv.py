@@ -5,18 +5,33 @@ Notation: x is (N, H, W, C), a kernel W is (kh, kw, C, O) (Keras' HWIO), strides
 (N, Ho, Wo, O) with Ho = (H + top + bottom - kh) // sh + 1 (Wo likewise).
 The array work (im2col, col2im, pooling windows) is in ``minitl.kernels``.
 """
-import numpy
+import numpy as np
 
-from . import kernels, winograd
-from .backend import get_array_module
-from .errors import ShapeError
-from .ops import mean
-from .tensor import Function, as_tensor
-from .winograd import algorithm, get_algorithm, set_algorithm  # noqa: F401  (conv algorithm for students)
+from minitl import kernels, winograd
+from minitl.backend import get_array_module
+from minitl.errors import ShapeError
+from minitl.ops import mean
+from minitl.tensor import Function, as_tensor
+from minitl.winograd import algorithm, get_algorithm, set_algorithm  # noqa: F401  (conv algorithm for students)
 
-__all__ = ["conv2d", "depthwise_conv2d", "zero_padding2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d",
-           "resolve_padding", "padding_pairs", "output_hw", "conv2d_reference", "depthwise_conv2d_reference", "Conv2DFunction",
-           "DepthwiseConv2DFunction", "ZeroPadding2DFunction", "MaxPool2DFunction", "AvgPool2DFunction"]
+__all__ = [
+    "AvgPool2DFunction",
+    "Conv2DFunction",
+    "DepthwiseConv2DFunction",
+    "MaxPool2DFunction",
+    "ZeroPadding2DFunction",
+    "avg_pool2d",
+    "conv2d",
+    "conv2d_reference",
+    "depthwise_conv2d",
+    "depthwise_conv2d_reference",
+    "global_avg_pool2d",
+    "max_pool2d",
+    "output_hw",
+    "padding_pairs",
+    "resolve_padding",
+    "zero_padding2d",
+]
 
 
 def _pair(v, what):
@@ -132,7 +147,6 @@ class Conv2DFunction(Function):
         self.stride, self.pads, self.relu = stride, pads, relu
 
     def forward(self, x, w, b=None):
-        xp = get_array_module(x)
         # -- Winograd (minitl.winograd) for 3x3 stride-1 kernels, when winograd.choose says so
         self.tile = winograd.choose(x, w, b, self.stride, self.pads)
         if self.tile:
@@ -193,7 +207,7 @@ class Conv2DFunction(Function):
         xp = get_array_module(x)
         n, k, o = x.shape[0], *w_mat.shape
         y = xp.empty((n * ho * wo, o), dtype=xp.result_type(x, w_mat))
-        tiles = _tiles(n, ho, wo, k * x.itemsize, TILE_BYTES if xp is numpy else GROUP_BYTES)
+        tiles = _tiles(n, ho, wo, k * x.itemsize, TILE_BYTES if xp is np else GROUP_BYTES)
         buf = xp.empty((max((n1 - n0) * (i1 - i0) for n0, n1, i0, i1 in tiles) * wo, k), dtype=x.dtype)
         for n0, n1, i0, i1 in tiles:
             r0, r1 = (n0 * ho + i0) * wo, ((n1 - 1) * ho + i1) * wo   # rows of y
@@ -258,13 +272,13 @@ def conv2d_reference(x, w, b=None, stride=(1, 1), pads=(0, 0, 0, 0)):
     y[n, i, j, o] = b[o] + Σ_{a,b,c} x_pad[n, i·sh + a, j·sw + b, c] · W[a, b, c, o], for arrays."""
     kh, kw, _, o = w.shape
     top, bottom, left, right = pads
-    x_pad = numpy.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    x_pad = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
     rows = range(0, x_pad.shape[1] - kh + 1, stride[0])      # the top row of each window that fits
     cols = range(0, x_pad.shape[2] - kw + 1, stride[1])
-    y = numpy.zeros((x.shape[0], len(rows), len(cols), o), dtype=numpy.result_type(x, w))
+    y = np.zeros((x.shape[0], len(rows), len(cols), o), dtype=np.result_type(x, w))
     for i, r in enumerate(rows):
         for j, s in enumerate(cols):
-            y[:, i, j, :] = numpy.tensordot(x_pad[:, r:r + kh, s:s + kw, :], w, axes=3)
+            y[:, i, j, :] = np.tensordot(x_pad[:, r:r + kh, s:s + kw, :], w, axes=3)
     return y if b is None else y + b
 
 
@@ -374,15 +388,15 @@ def depthwise_conv2d_reference(x, w, stride=(1, 1), pads=(0, 0, 0, 0)):
     y[n, i, j, c·M + m] = Σ_{a,b} x_pad[n, i·sh + a, j·sw + b, c] · W[a, b, c, m], for arrays."""
     kh, kw, C, M = w.shape
     top, bottom, left, right = pads
-    x_pad = numpy.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    x_pad = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
     rows = range(0, x_pad.shape[1] - kh + 1, stride[0])
     cols = range(0, x_pad.shape[2] - kw + 1, stride[1])
-    y = numpy.zeros((x.shape[0], len(rows), len(cols), C * M), dtype=numpy.result_type(x, w))
+    y = np.zeros((x.shape[0], len(rows), len(cols), C * M), dtype=np.result_type(x, w))
     for i, r in enumerate(rows):
         for j, s in enumerate(cols):
             for c in range(C):
                 window = x_pad[:, r:r + kh, s:s + kw, c]                 # (N, kh, kw)
-                y[:, i, j, c * M:(c + 1) * M] = numpy.tensordot(window, w[:, :, c, :], axes=2)
+                y[:, i, j, c * M:(c + 1) * M] = np.tensordot(window, w[:, :, c, :], axes=2)
     return y
 
 

@@ -13,19 +13,19 @@ a few labelled images each. The demo compares, on one held-out test set:
 import time
 from pathlib import Path
 
-import numpy
+import numpy as np
 
-from . import io as weights_io
-from .applications.vgg16 import preprocess_input
-from .data import ArrayDataset, DataLoader
-from .datasets import load_animal_shapes
-from .errors import WeightsError
-from .files import write_json
-from .metrics import format_report
-from .nn import manual_seed
-from .runs import BEST, Settings, new_record, read_record
-from .train import evaluate, fit
-from .transfer import build_model, cached_features, make_optimizer, set_trainable_blocks
+from minitl import io as weights_io
+from minitl.applications.vgg16 import preprocess_input
+from minitl.data import ArrayDataset, DataLoader
+from minitl.datasets import load_animal_shapes
+from minitl.errors import WeightsError
+from minitl.files import write_json
+from minitl.metrics import format_report
+from minitl.nn import manual_seed
+from minitl.runs import BEST, Settings, new_record, read_record
+from minitl.train import evaluate, fit
+from minitl.transfer import build_model, cached_features, make_optimizer, set_trainable_blocks
 
 SOURCE = ("bear", "bird", "cat", "cow", "dog")
 TARGET = ("elephant", "giraffe", "horse", "sheep", "zebra")
@@ -38,23 +38,23 @@ def demo_weights_path():
     shipped = Path(__file__).resolve().parent.parent / "weights" / PRETRAINED
     if shipped.is_file():
         return shipped
-    from .hub import weights_dir
+    from minitl.hub import weights_dir
     return weights_dir() / PRETRAINED
 
 
 def to_vgg_input(images):
     """28×28 gray silhouettes → 32×32 RGB (zero border), caffe-preprocessed float32."""
-    x = numpy.zeros((len(images), SIZE, SIZE, 3), numpy.float32)
+    x = np.zeros((len(images), SIZE, SIZE, 3), np.float32)
     x[:, 2:30, 2:30, :] = images[..., None]
     return preprocess_input(x)
 
 
 def split_target(images, labels, names, per_class_train, per_class_val, per_class_test, seed):
     """Few labelled images per target class for training, a few for validation, a fixed test set."""
-    rng = numpy.random.default_rng(seed)
+    rng = np.random.default_rng(seed)
     parts = {"train": [], "val": [], "test": []}
     for new_label, name in enumerate(TARGET):
-        idx = rng.permutation(numpy.flatnonzero(labels == names.index(name)))
+        idx = rng.permutation(np.flatnonzero(labels == names.index(name)))
         counts = (per_class_train, per_class_val, per_class_test)
         start = 0
         for part, n in zip(parts, counts):
@@ -62,7 +62,7 @@ def split_target(images, labels, names, per_class_train, per_class_val, per_clas
             start += n
     out = {}
     for part, rows in parts.items():
-        idx, lab = numpy.array([r[0] for r in rows]), numpy.array([r[1] for r in rows])
+        idx, lab = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
         ds = ArrayDataset(to_vgg_input(images[idx]), lab)
         ds.classes = list(TARGET)
         out[part] = ds
@@ -77,7 +77,7 @@ def input_aware_init(model, x):
     which makes the first logits huge and training from random weights diverge.
     """
     layer = model.get_layer("block1_conv1")
-    layer.kernel.data /= numpy.float32(x.std())
+    layer.kernel.data /= np.float32(x.std())
 
 
 def config(num_classes, hidden=(1024, 512), dropout=0.5):
@@ -88,9 +88,9 @@ def config(num_classes, hidden=(1024, 512), dropout=0.5):
 def pretrain(out=None, epochs=8, batch_size=64, lr=0.01, seed=0, progress=True, log=print):
     """Train VGG16 (width 1/8) on the five source animals and save its base without top."""
     images, labels, names = load_animal_shapes()
-    keep = numpy.isin(labels, [names.index(n) for n in SOURCE])
-    x, y = images[keep], numpy.array([SOURCE.index(names[l]) for l in labels[keep]])
-    rng = numpy.random.default_rng(seed)
+    keep = np.isin(labels, [names.index(n) for n in SOURCE])
+    x, y = images[keep], np.array([SOURCE.index(names[l]) for l in labels[keep]])
+    rng = np.random.default_rng(seed)
     order = rng.permutation(len(y))
     test, train = order[:500], order[500:]
     train_set, test_set = ArrayDataset(to_vgg_input(x[train]), y[train]), ArrayDataset(to_vgg_input(x[test]), y[test])
@@ -231,7 +231,7 @@ def _save_samples(folder, images, labels, names, index, per_class=4):
         (folder / name).mkdir(parents=True, exist_ok=True)
         rows = [i for i in index if labels[i] == names.index(name)][:per_class]
         for i in rows:
-            a = numpy.zeros((SIZE, SIZE), numpy.uint8)
+            a = np.zeros((SIZE, SIZE), np.uint8)
             a[2:30, 2:30] = images[i]
             path = folder / name / f"{name}_{i}.png"
             Image.fromarray(a).convert("RGB").save(path)
@@ -240,7 +240,7 @@ def _save_samples(folder, images, labels, names, index, per_class=4):
 
 
 def _plots(out, reports):
-    from .plots import plot_confusion, plot_history
+    from minitl.plots import plot_confusion, plot_history
     try:
         for name in reports:
             record = read_record(out / name)

@@ -4,18 +4,42 @@ batch normalisation.
 Convolution and pooling live in ``minitl.conv`` and are re-exported here, so
 ``import minitl.functional as F`` gives every function a model needs.
 """
-import numpy
+import numpy as np
 
-from . import kernels
-from .backend import device_of, get_array_module, to_device
-from .errors import DeviceError, ShapeError
-from .ops import matmul, reshape
-from .tensor import Function, Tensor, as_tensor
+from minitl import kernels
+from minitl.backend import device_of, get_array_module, to_device
+from minitl.errors import DeviceError, ShapeError
+from minitl.ops import matmul, reshape
+from minitl.tensor import Function, Tensor, as_tensor
 
-__all__ = ["relu", "relu6", "clipped_relu", "sigmoid", "tanh", "softmax", "log_softmax", "softmax_cross_entropy",
-           "dense", "flatten", "dropout", "batch_norm", "conv2d", "depthwise_conv2d", "zero_padding2d", "max_pool2d",
-           "avg_pool2d", "global_avg_pool2d", "ReLUFunction", "ClippedReLUFunction", "Sigmoid", "Tanh", "Softmax",
-           "LogSoftmax", "SoftmaxCrossEntropy", "BatchNormFunction"]
+__all__ = [
+    "BatchNormFunction",
+    "ClippedReLUFunction",
+    "LogSoftmax",
+    "ReLUFunction",
+    "Sigmoid",
+    "Softmax",
+    "SoftmaxCrossEntropy",
+    "Tanh",
+    "avg_pool2d",
+    "batch_norm",
+    "clipped_relu",
+    "conv2d",
+    "dense",
+    "depthwise_conv2d",
+    "dropout",
+    "flatten",
+    "global_avg_pool2d",
+    "log_softmax",
+    "max_pool2d",
+    "relu",
+    "relu6",
+    "sigmoid",
+    "softmax",
+    "softmax_cross_entropy",
+    "tanh",
+    "zero_padding2d",
+]
 
 
 # ---- activations --------------------------------------------------------------
@@ -182,7 +206,7 @@ def _check_targets(z, targets):
         if t.size and (int(t.min()) < 0 or int(t.max()) >= k):
             raise ShapeError(f"softmax_cross_entropy: labels must lie in [0, {k}), "
                              f"got values from {int(t.min())} to {int(t.max())}")
-        return t.astype(numpy.int64, copy=False)
+        return t.astype(np.int64, copy=False)
     if t.shape != (n, k):
         raise ShapeError(f"softmax_cross_entropy: targets of shape {t.shape} do not fit logits {z.shape}")
     return t.astype(z.dtype, copy=False)
@@ -241,7 +265,7 @@ def dropout(x, rate=0.5, training=True, rng=None):
         return x
     if not 0 <= rate < 1:
         raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
-    rng = rng if rng is not None else numpy.random.default_rng()
+    rng = rng if rng is not None else np.random.default_rng()
     xp = get_array_module(x.data)
     keep = xp.asarray(rng.random(x.shape) >= rate)
     return x * (keep.astype(x.dtype) / x.dtype.type(1 - rate))
@@ -357,5 +381,4 @@ def batch_norm(x, gamma, beta, moving_mean, moving_variance, training=False, mom
     return y
 
 
-from .conv import (avg_pool2d, conv2d, depthwise_conv2d, global_avg_pool2d, max_pool2d,  # noqa: E402,F401
-                   zero_padding2d)
+from minitl.conv import avg_pool2d, conv2d, depthwise_conv2d, global_avg_pool2d, max_pool2d, zero_padding2d

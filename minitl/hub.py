@@ -32,7 +32,7 @@ from tqdm import tqdm
 from minitl.errors import DownloadError
 from minitl.files import file_digest, hash_file
 
-__all__ = ["MANIFEST", "WeightsRow", "weights_dir", "fetch", "is_verifiable", "list_weights", "file_md5"]
+__all__ = ["MANIFEST", "WeightsRow", "fetch", "file_md5", "is_verifiable", "list_weights", "weights_dir"]
 
 MANIFEST_PATH = Path(__file__).resolve().parent / "resources" / "weights_manifest.json"
 CHUNK = 1 << 20
@@ -90,8 +90,8 @@ def fetch(name, directory=None, progress=True, url=None, manifest=None, timeout=
 
     A file already there with the right size and md5 is not downloaded
     again (without an md5 in the manifest, a file there is taken as it is:
-    check `is_verifiable(name)` before calling it verified). The download goes to `<file>.part` and resumes from it with an
-    HTTP Range request (or restarts when the server ignores Range); the
+    check `is_verifiable(name)` before calling it verified). The download goes to
+    `<file>.part` and resumes from it with an HTTP Range request (or restarts when the server ignores Range); the
     final name appears only after size and md5 match. A broken connection
     keeps the `.part` for the next try; a wrong md5 deletes it.
 
@@ -186,10 +186,18 @@ def _stream(url, part: Path, offset: int, size, progress, timeout, label):
             size = offset + int(length) if length and length.isdigit() else None
         h = hash_file(part, "md5") if offset else hashlib.md5()
         got = offset
-        with open(part, "ab" if offset else "wb") as out, tqdm(
-            total=size, initial=offset, unit="B", unit_scale=True,
-            unit_divisor=1024, desc=label, disable=not progress,
-        ) as bar:
+        with (
+            open(part, "ab" if offset else "wb") as out,
+            tqdm(
+                total=size,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=label,
+                disable=not progress,
+            ) as bar,
+        ):
             while True:
                 try:
                     chunk = resp.read(CHUNK)
@@ -212,10 +220,7 @@ def _stream(url, part: Path, offset: int, size, progress, timeout, label):
         _unlink(part)
         raise DownloadError(f"{url}: the server sent more than the expected {size} bytes")
     if size is not None and got < size:
-        raise DownloadError(
-            f"{url}: incomplete download, {got} of {size} bytes; "
-            f"{part} is kept, run again to resume"
-        )
+        raise DownloadError(f"{url}: incomplete download, {got} of {size} bytes; {part} is kept, run again to resume")
     return h.hexdigest()
 
 

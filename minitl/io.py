@@ -32,11 +32,11 @@ from minitl.files import write_h5
 __all__ = [
     "KerasLayerWeights",
     "LoadReport",
-    "read_keras_weights",
-    "write_keras_weights",
-    "load_weights",
-    "save_weights",
     "keras_class_name",
+    "load_weights",
+    "read_keras_weights",
+    "save_weights",
+    "write_keras_weights",
 ]
 
 # Keras splits an attribute larger than this into name0, name1, ...

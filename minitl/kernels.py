@@ -29,18 +29,40 @@ import os
 # already set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numba  # noqa: E402
-import numpy  # noqa: E402
-from numba import prange  # noqa: E402
+import numba
+import numpy as np
+from numba import prange
 
-from .backend import get_array_module  # noqa: E402
-from .errors import ShapeError  # noqa: E402
+from minitl.backend import get_array_module
+from minitl.errors import ShapeError
 
-__all__ = ["output_size", "im2col", "im2col_xp", "col2im", "col2im_xp", "max_pool_forward", "max_pool_forward_xp",
-           "max_pool_backward", "max_pool_backward_xp", "avg_pool_forward", "avg_pool_forward_xp",
-           "avg_pool_backward", "avg_pool_backward_xp", "relu_forward", "relu_forward_xp", "bias_relu",
-           "bias_relu_xp", "relu_backward", "relu_backward_xp", "depthwise_forward", "depthwise_forward_xp",
-           "depthwise_backward", "depthwise_backward_xp", "channel_affine", "channel_affine_xp"]
+__all__ = [
+    "avg_pool_backward",
+    "avg_pool_backward_xp",
+    "avg_pool_forward",
+    "avg_pool_forward_xp",
+    "bias_relu",
+    "bias_relu_xp",
+    "channel_affine",
+    "channel_affine_xp",
+    "col2im",
+    "col2im_xp",
+    "depthwise_backward",
+    "depthwise_backward_xp",
+    "depthwise_forward",
+    "depthwise_forward_xp",
+    "im2col",
+    "im2col_xp",
+    "max_pool_backward",
+    "max_pool_backward_xp",
+    "max_pool_forward",
+    "max_pool_forward_xp",
+    "output_size",
+    "relu_backward",
+    "relu_backward_xp",
+    "relu_forward",
+    "relu_forward_xp",
+]
 
 _jit = numba.njit(parallel=True, cache=True)
 _inline = numba.njit(inline="always")
@@ -96,7 +118,7 @@ def _check_pool(x_shape, ph, pw, sh, sw, pads):
 
 
 def _is_numpy(a):
-    return isinstance(a, numpy.ndarray)
+    return isinstance(a, np.ndarray)
 
 
 # ---------------------------------------------------------------- im2col
@@ -110,15 +132,15 @@ def im2col(x, kh, kw, sh, sw, pads, out=None, rows=None):
     across calls)."""
     Ho, Wo = _out_hw(x.shape, kh, kw, sh, sw, pads)
     i0, i1 = _row_range(rows, Ho)
-    N, H, W, C = x.shape
+    N, _H, _W, C = x.shape
     shape = (N * (i1 - i0) * Wo, kh * kw * C)
     if out is not None and (tuple(out.shape) != shape or out.dtype != x.dtype or not out.flags.c_contiguous):
         raise ShapeError(f"im2col: out must be a C-contiguous {x.dtype} array of shape {shape}, "
                          f"got {out.dtype} {tuple(out.shape)}")
     if not _is_numpy(x):
         return im2col_xp(x, kh, kw, sh, sw, pads, out=out, rows=rows)
-    x = numpy.ascontiguousarray(x)
-    cols = numpy.empty(shape, dtype=x.dtype) if out is None else out
+    x = np.ascontiguousarray(x)
+    cols = np.empty(shape, dtype=x.dtype) if out is None else out
     _im2col_nb(x, cols, kh, kw, sh, sw, pads[0], pads[2], i0, i1, Wo)
     return cols
 
@@ -133,7 +155,7 @@ def _row_range(rows, Ho):
 @_jit
 def _im2col_nb(x, cols, kh, kw, sh, sw, top, left, i0, i1, Wo):
     # Parallel over rows of cols, so a tile of a few output rows still splits evenly.
-    N, H, W, C = x.shape
+    _N, H, W, C = x.shape
     for row in prange(cols.shape[0]):
         r = row // Wo
         j = row % Wo
@@ -157,7 +179,7 @@ def im2col_xp(x, kh, kw, sh, sw, pads, out=None, rows=None):
     xp = get_array_module(x)
     Ho, Wo = _out_hw(x.shape, kh, kw, sh, sw, pads)
     i0, i1 = _row_range(rows, Ho)
-    N, H, W, C = x.shape
+    N, _H, _W, C = x.shape
     top, bottom, left, right = pads
     xpad = xp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
     shape6 = (N, i1 - i0, Wo, kh, kw, C)
@@ -187,9 +209,9 @@ def col2im(cols, x_shape, kh, kw, sh, sw, pads, out=None):
                          f"got {out.dtype} {tuple(out.shape)}")
     if not _is_numpy(cols):
         return col2im_xp(cols, x_shape, kh, kw, sh, sw, pads, out=out)
-    cols = numpy.ascontiguousarray(cols)
+    cols = np.ascontiguousarray(cols)
     if out is None:
-        dx = numpy.zeros((N, H, W, C), dtype=cols.dtype)
+        dx = np.zeros((N, H, W, C), dtype=cols.dtype)
     else:
         dx = out
         dx[...] = 0
@@ -253,10 +275,10 @@ def max_pool_forward(x, ph, pw, sh, sw, pads):
     Ho, Wo = _check_pool(x.shape, ph, pw, sh, sw, pads)
     if not _is_numpy(x):
         return max_pool_forward_xp(x, ph, pw, sh, sw, pads)
-    x = numpy.ascontiguousarray(x)
-    N, H, W, C = x.shape
-    y = numpy.empty((N, Ho, Wo, C), dtype=x.dtype)
-    arg = numpy.empty((N, Ho, Wo, C), dtype=_arg_dtype(numpy, ph, pw))
+    x = np.ascontiguousarray(x)
+    N, _H, _W, C = x.shape
+    y = np.empty((N, Ho, Wo, C), dtype=x.dtype)
+    arg = np.empty((N, Ho, Wo, C), dtype=_arg_dtype(np, ph, pw))
     _max_pool_forward_nb(x, y, arg, ph, pw, sh, sw, pads[0], pads[2])
     return y, arg
 
@@ -282,7 +304,7 @@ def _max_pool_forward_nb(x, y, arg, ph, pw, sh, sw, top, left):
                     for c in range(C):
                         v = x[n, yy, xx, c]
                         best = y[n, i, j, c]
-                        if first or v > best or (v != v and best == best):
+                        if first or v > best or (v != v and best == best):  # noqa: PLR0124 (a NaN wins, as in NumPy)
                             y[n, i, j, c] = v
                             arg[n, i, j, c] = k
                     first = False
@@ -321,9 +343,9 @@ def max_pool_backward(gy, arg, x_shape, ph, pw, sh, sw, pads):
                          f"must both be {(N, Ho, Wo, C)} for x shape {tuple(x_shape)}")
     if not _is_numpy(gy):
         return max_pool_backward_xp(gy, arg, x_shape, ph, pw, sh, sw, pads)
-    gy = numpy.ascontiguousarray(gy)
-    arg = numpy.ascontiguousarray(arg)
-    dx = numpy.zeros((N, H, W, C), dtype=gy.dtype)
+    gy = np.ascontiguousarray(gy)
+    arg = np.ascontiguousarray(arg)
+    dx = np.zeros((N, H, W, C), dtype=gy.dtype)
     _max_pool_backward_nb(gy, arg, dx, ph, pw, sh, sw, pads[0], pads[2])
     return dx
 
@@ -383,10 +405,10 @@ def avg_pool_forward(x, ph, pw, sh, sw, pads):
     Ho, Wo = _check_pool(x.shape, ph, pw, sh, sw, pads)
     if not _is_numpy(x):
         return avg_pool_forward_xp(x, ph, pw, sh, sw, pads)
-    x = numpy.ascontiguousarray(x)
+    x = np.ascontiguousarray(x)
     N, H, W, C = x.shape
-    counts = _real_counts(numpy, H, W, ph, pw, sh, sw, pads, Ho, Wo, x.dtype)
-    y = numpy.empty((N, Ho, Wo, C), dtype=x.dtype)
+    counts = _real_counts(np, H, W, ph, pw, sh, sw, pads, Ho, Wo, x.dtype)
+    y = np.empty((N, Ho, Wo, C), dtype=x.dtype)
     _avg_pool_forward_nb(x, counts, y, ph, pw, sh, sw, pads[0], pads[2])
     return y
 
@@ -438,9 +460,9 @@ def avg_pool_backward(gy, x_shape, ph, pw, sh, sw, pads):
                          f"for x shape {tuple(x_shape)}")
     if not _is_numpy(gy):
         return avg_pool_backward_xp(gy, x_shape, ph, pw, sh, sw, pads)
-    gy = numpy.ascontiguousarray(gy)
-    counts = _real_counts(numpy, H, W, ph, pw, sh, sw, pads, Ho, Wo, gy.dtype)
-    dx = numpy.zeros((N, H, W, C), dtype=gy.dtype)
+    gy = np.ascontiguousarray(gy)
+    counts = _real_counts(np, H, W, ph, pw, sh, sw, pads, Ho, Wo, gy.dtype)
+    dx = np.zeros((N, H, W, C), dtype=gy.dtype)
     _avg_pool_backward_nb(gy, counts, dx, ph, pw, sh, sw, pads[0], pads[2])
     return dx
 
@@ -487,8 +509,8 @@ def relu_forward(x):
     """y = max(x, 0), any shape; NaN stays NaN."""
     if not _is_numpy(x):
         return relu_forward_xp(x)
-    x = numpy.ascontiguousarray(x)
-    y = numpy.empty_like(x)
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
     _relu_forward_nb(x.reshape(-1), y.reshape(-1))
     return y
 
@@ -497,7 +519,7 @@ def relu_forward(x):
 def _relu_forward_nb(x, y):
     for i in prange(x.size):
         v = x[i]
-        y[i] = 0 if v < 0 else v
+        y[i] = max(v, 0)
 
 
 def relu_forward_xp(x):
@@ -519,7 +541,7 @@ def bias_relu(y, b=None):
     if b is None:
         _relu_forward_nb(y.reshape(-1), y.reshape(-1))
     else:
-        _bias_relu_nb(y, numpy.ascontiguousarray(b))
+        _bias_relu_nb(y, np.ascontiguousarray(b))
     return y
 
 
@@ -529,7 +551,7 @@ def _bias_relu_nb(y, b):
     for r in prange(M):
         for o in range(O):
             v = y[r, o] + b[o]
-            y[r, o] = 0 if v < 0 else v
+            y[r, o] = max(v, 0)
 
 
 def bias_relu_xp(y, b=None):
@@ -546,9 +568,9 @@ def relu_backward(gy, x):
         raise ShapeError(f"relu_backward: gy {tuple(gy.shape)} and x {tuple(x.shape)} differ")
     if not _is_numpy(gy):
         return relu_backward_xp(gy, x)
-    gy = numpy.ascontiguousarray(gy)
-    x = numpy.ascontiguousarray(x)
-    dx = numpy.empty_like(gy)
+    gy = np.ascontiguousarray(gy)
+    x = np.ascontiguousarray(x)
+    dx = np.empty_like(gy)
     _relu_backward_nb(gy.reshape(-1), x.reshape(-1), dx.reshape(-1))
     return dx
 
@@ -575,9 +597,9 @@ def depthwise_forward(x, w, sh, sw, pads):
     _check_depthwise(x.shape, w.shape)
     if not _is_numpy(x):
         return depthwise_forward_xp(x, w, sh, sw, pads)
-    x = numpy.ascontiguousarray(x)
-    w = numpy.ascontiguousarray(w, dtype=x.dtype)
-    y = numpy.empty((x.shape[0], Ho, Wo, C * M), dtype=x.dtype)
+    x = np.ascontiguousarray(x)
+    w = np.ascontiguousarray(w, dtype=x.dtype)
+    y = np.empty((x.shape[0], Ho, Wo, C * M), dtype=x.dtype)
     _depthwise_forward_nb(x, w, y, sh, sw, pads[0], pads[2])
     return y
 
@@ -645,15 +667,15 @@ def depthwise_backward(gy, x, w, sh, sw, pads, need_dx=True, need_dw=True):
         raise ShapeError(f"depthwise_backward: gy {tuple(gy.shape)} must be {(x.shape[0], Ho, Wo, C * M)}")
     if not _is_numpy(gy):
         return depthwise_backward_xp(gy, x, w, sh, sw, pads, need_dx, need_dw)
-    gy = numpy.ascontiguousarray(gy)
-    x = numpy.ascontiguousarray(x)
-    w = numpy.ascontiguousarray(w)
+    gy = np.ascontiguousarray(gy)
+    x = np.ascontiguousarray(x)
+    w = np.ascontiguousarray(w)
     dx = dw = None
     if need_dx:
-        dx = numpy.zeros(x.shape, dtype=numpy.result_type(gy, w))
+        dx = np.zeros(x.shape, dtype=np.result_type(gy, w))
         _depthwise_dx_nb(gy, w.astype(dx.dtype, copy=False), dx, sh, sw, pads[0], pads[2])
     if need_dw:
-        dw = numpy.zeros(w.shape, dtype=numpy.result_type(gy, x))
+        dw = np.zeros(w.shape, dtype=np.result_type(gy, x))
         _depthwise_dw_nb(gy, x, dw, sh, sw, pads[0], pads[2])
     return dx, dw
 
@@ -751,9 +773,9 @@ def channel_affine(x, mean, scale, shift):
             raise ShapeError(f"channel_affine: {what} has shape {tuple(a.shape)}, x {tuple(x.shape)} has {C} channels")
     if not _is_numpy(x):
         return channel_affine_xp(x, mean, scale, shift)
-    x = numpy.ascontiguousarray(x)
-    y = numpy.empty_like(x)
-    args = [numpy.ascontiguousarray(a, dtype=x.dtype) for a in (mean, scale, shift)]
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    args = [np.ascontiguousarray(a, dtype=x.dtype) for a in (mean, scale, shift)]
     _channel_affine_nb(x.reshape(-1, C), *args, y.reshape(-1, C))
     return y
 
@@ -768,4 +790,5 @@ def _channel_affine_nb(x, mean, scale, shift, y):
 
 def channel_affine_xp(x, mean, scale, shift):
     """Array-module twin of channel_affine."""
-    return (x - mean.astype(x.dtype, copy=False)) * scale.astype(x.dtype, copy=False) + shift.astype(x.dtype, copy=False)
+    dtype = x.dtype
+    return (x - mean.astype(dtype, copy=False)) * scale.astype(dtype, copy=False) + shift.astype(dtype, copy=False)

@@ -5,25 +5,25 @@
 A class that is never predicted (or never present) gets 0 for the undefined ratio,
 as scikit-learn does with zero_division=0.
 """
-import numpy
+import numpy as np
 
 
 def confusion_matrix(y_true, y_pred, num_classes):
     """C[i, j] = number of samples of true class i predicted as class j."""
-    c = numpy.zeros((num_classes, num_classes), dtype=numpy.int64)
-    numpy.add.at(c, (numpy.asarray(y_true), numpy.asarray(y_pred)), 1)
+    c = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(c, (np.asarray(y_true), np.asarray(y_pred)), 1)
     return c
 
 
 def _ratio(num, den):
-    return numpy.divide(num, den, out=numpy.zeros(len(num)), where=den > 0)
+    return np.divide(num, den, out=np.zeros(len(num)), where=den > 0)
 
 
 def classification_report(y_true, y_pred, class_names):
     """A dict with accuracy, per-class precision/recall/F1/support, macro averages and the confusion matrix."""
     k = len(class_names)
     c = confusion_matrix(y_true, y_pred, k)
-    tp = numpy.diag(c).astype(numpy.float64)
+    tp = np.diag(c).astype(np.float64)
     precision = _ratio(tp, c.sum(axis=0))
     recall = _ratio(tp, c.sum(axis=1))
     f1 = _ratio(2 * precision * recall, precision + recall)

@@ -8,27 +8,48 @@ follow Keras (``block1_conv1``, ``fc1``), which is how weight files are matched.
 import math
 from collections import OrderedDict
 
-import numpy
+import numpy as np
 
-from . import functional as F
-from .backend import device_of, to_device, to_numpy
-from .conv import _pair, output_hw, padding_pairs, resolve_padding
-from .errors import ShapeError, WeightsError
-from .ops import add, concatenate
-from .tensor import Tensor
+from minitl import functional as F
+from minitl.backend import device_of, to_device, to_numpy
+from minitl.conv import _pair, output_hw, padding_pairs, resolve_padding
+from minitl.errors import ShapeError, WeightsError
+from minitl.ops import add, concatenate
+from minitl.tensor import Tensor
 
-__all__ = ["Module", "Layer", "Parameter", "Buffer", "Sequential", "Conv2D", "DepthwiseConv2D", "Dense",
-           "BatchNormalization", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "GlobalMaxPool2D", "Flatten",
-           "ZeroPadding2D", "ReLU", "Add", "Concatenate", "Dropout", "manual_seed", "he_normal", "glorot_uniform",
-           "ACTIVATIONS"]
+__all__ = [
+    "ACTIVATIONS",
+    "Add",
+    "AvgPool2D",
+    "BatchNormalization",
+    "Buffer",
+    "Concatenate",
+    "Conv2D",
+    "Dense",
+    "DepthwiseConv2D",
+    "Dropout",
+    "Flatten",
+    "GlobalAvgPool2D",
+    "GlobalMaxPool2D",
+    "Layer",
+    "MaxPool2D",
+    "Module",
+    "Parameter",
+    "ReLU",
+    "Sequential",
+    "ZeroPadding2D",
+    "glorot_uniform",
+    "he_normal",
+    "manual_seed",
+]
 
-_rng = numpy.random.default_rng(0)
+_rng = np.random.default_rng(0)
 
 
 def manual_seed(seed):
     """Seed the generator that initialises weights and draws dropout masks."""
     global _rng
-    _rng = numpy.random.default_rng(seed)
+    _rng = np.random.default_rng(seed)
 
 
 def he_normal(shape, fan_in, rng):
@@ -38,16 +59,16 @@ def he_normal(shape, fan_in, rng):
     Var(W) = 2 / fan_in exactly and |W| ≤ 2σ / c.
     """
     std = math.sqrt(2.0 / fan_in) / 0.87962566103423978  # Keras' truncated-normal correction
-    w = rng.standard_normal(shape, dtype=numpy.float32)
-    while (bad := numpy.abs(w) > 2).any():
-        w[bad] = rng.standard_normal(int(bad.sum()), dtype=numpy.float32)
-    return w * numpy.float32(std)
+    w = rng.standard_normal(shape, dtype=np.float32)
+    while (bad := np.abs(w) > 2).any():
+        w[bad] = rng.standard_normal(int(bad.sum()), dtype=np.float32)
+    return w * np.float32(std)
 
 
 def glorot_uniform(shape, fan_in, fan_out, rng):
     """U(-a, a) with a = √(6 / (fan_in + fan_out))."""
-    a = numpy.float32(math.sqrt(6.0 / (fan_in + fan_out)))
-    return (rng.random(shape, dtype=numpy.float32) * 2 - 1) * a
+    a = np.float32(math.sqrt(6.0 / (fan_in + fan_out)))
+    return (rng.random(shape, dtype=np.float32) * 2 - 1) * a
 
 
 ACTIVATIONS = {None: None, "linear": None, "relu": F.relu, "sigmoid": F.sigmoid, "tanh": F.tanh,
@@ -269,13 +290,13 @@ class Module:
         if shape is None:
             raise ShapeError("summary() needs an input shape: pass input_shape=(H, W, C)")
         rows = []
-        for layer, shape in self.layer_shapes((None,) + tuple(shape)):
+        for layer, out_shape in self.layer_shapes((None,) + tuple(shape)):
             if not layer.built:
                 raise ShapeError(f"layer {layer.name} is not built yet")
-            rows.append((layer.name, type(layer).__name__, str(shape), f"{layer.count_params():,}"))
+            rows.append((layer.name, type(layer).__name__, str(out_shape), f"{layer.count_params():,}"))
         head = ("Layer", "Type", "Output shape", "Param #")
         widths = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
-        line = "  ".join("{:<%d}" % w for w in widths[:3]) + "  {:>%d}" % widths[3]
+        line = "  ".join(f"{{:<{w}}}" for w in widths[:3]) + f"  {{:>{widths[3]}}}"
         rule = "-" * (sum(widths) + 6)
         total = self.count_params()
         trainable = sum(p.size for p in self.parameters() if p.requires_grad)
@@ -315,9 +336,9 @@ class Layer(Module):
         else:
             raise ValueError(f"layer {self.name}: unknown kernel_initializer {self.kernel_initializer!r}; "
                              f"use 'glorot_uniform' or 'he_normal'")
-        self.kernel = Parameter(w.astype(numpy.float32))
+        self.kernel = Parameter(w.astype(np.float32))
         if self.use_bias:
-            self.bias = Parameter(numpy.zeros(shape[-1], numpy.float32))
+            self.bias = Parameter(np.zeros(shape[-1], np.float32))
         self.built = True
 
 
@@ -412,7 +433,7 @@ class DepthwiseConv2D(Layer):
         self._create_weights((kh, kw, channels, m), kh * kw * channels, kh * kw * m)
         self.kernel.name = "depthwise_kernel"
         if self.use_bias:
-            self.bias = Parameter(numpy.zeros(channels * m, numpy.float32))
+            self.bias = Parameter(np.zeros(channels * m, np.float32))
 
     def output_shape(self, input_shape):
         n, h, w, c = input_shape
@@ -452,14 +473,14 @@ class BatchNormalization(Layer):
 
     def build(self, channels):
         if self.scale:
-            self.gamma = Parameter(numpy.ones(channels, numpy.float32))
+            self.gamma = Parameter(np.ones(channels, np.float32))
             self.gamma.name = "gamma"
         if self.center:
-            self.beta = Parameter(numpy.zeros(channels, numpy.float32))
+            self.beta = Parameter(np.zeros(channels, np.float32))
             self.beta.name = "beta"
-        self.moving_mean = Buffer(numpy.zeros(channels, numpy.float32))
+        self.moving_mean = Buffer(np.zeros(channels, np.float32))
         self.moving_mean.name = "moving_mean"
-        self.moving_variance = Buffer(numpy.ones(channels, numpy.float32))
+        self.moving_variance = Buffer(np.ones(channels, np.float32))
         self.moving_variance.name = "moving_variance"
         self.built = True
 
@@ -526,7 +547,7 @@ class Flatten(Layer):
     default_name = "flatten"
 
     def output_shape(self, input_shape):
-        return input_shape[0], int(numpy.prod(input_shape[1:]))
+        return input_shape[0], int(np.prod(input_shape[1:]))
 
     def forward(self, x):
         return F.flatten(x)
@@ -619,7 +640,7 @@ class Dropout(Layer):
     def __init__(self, rate, seed=None, name=None):
         super().__init__(name)
         self.rate = rate
-        self.rng = numpy.random.default_rng(seed) if seed is not None else None
+        self.rng = np.random.default_rng(seed) if seed is not None else None
 
     def forward(self, x):
         return F.dropout(x, self.rate, self.training, self.rng or _rng)

@@ -8,14 +8,51 @@ gradients in the broadcast shape.
 import itertools
 import math
 
-from .backend import get_array_module, scatter_add
-from .errors import ShapeError
-from .tensor import Function, Tensor
+from minitl.backend import get_array_module, scatter_add
+from minitl.errors import ShapeError
+from minitl.tensor import Function, Tensor
 
-__all__ = ["add", "sub", "mul", "div", "neg", "abs", "pow", "rpow", "exp", "log", "sqrt", "matmul", "sum", "mean",
-           "max", "reshape", "transpose", "broadcast_to", "getitem", "concatenate",
-           "Add", "Sub", "Mul", "Div", "Neg", "Pow", "Abs", "Exp", "Log", "Sqrt", "MatMul", "Sum", "Mean", "Max",
-           "Reshape", "Transpose", "BroadcastTo", "GetItem", "Concatenate"]
+__all__ = [
+    "Abs",
+    "Add",
+    "BroadcastTo",
+    "Concatenate",
+    "Div",
+    "Exp",
+    "GetItem",
+    "Log",
+    "MatMul",
+    "Max",
+    "Mean",
+    "Mul",
+    "Neg",
+    "Pow",
+    "Reshape",
+    "Sqrt",
+    "Sub",
+    "Sum",
+    "Transpose",
+    "abs",
+    "add",
+    "broadcast_to",
+    "concatenate",
+    "div",
+    "exp",
+    "getitem",
+    "log",
+    "matmul",
+    "max",
+    "mean",
+    "mul",
+    "neg",
+    "pow",
+    "reshape",
+    "rpow",
+    "sqrt",
+    "sub",
+    "sum",
+    "transpose",
+]
 
 
 # ---- elementwise arithmetic ---------------------------------------------------

@@ -22,7 +22,7 @@ StepLR η_0·γ^⌊e/s⌋, CosineLR η_min + (η_0 − η_min)(1 + cos(πe/T))/2
 """
 import math
 
-from .backend import device_of, to_device, to_numpy
+from minitl.backend import device_of, to_device, to_numpy
 
 
 class Optimizer:
@@ -137,7 +137,7 @@ class SGD(Optimizer):
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         if nesterov and momentum <= 0:
             raise ValueError("Nesterov momentum needs momentum > 0")
-        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay),
+        super().__init__(params, {"lr": lr, "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay},
                          clip_norm)
 
     def update(self, p, g, group, state):
@@ -164,7 +164,7 @@ class Adam(Optimizer):
             raise ValueError(f"Adam betas must be two numbers in [0, 1), got {betas}")
         if eps <= 0:
             raise ValueError(f"Adam eps must be positive, got {eps}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay), clip_norm)
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}, clip_norm)
 
     def update(self, p, g, group, state):
         lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]

@@ -14,7 +14,7 @@ def _pyplot():
 
 def _save(fig, path):
     """Write the figure as PNG atomically (no half-written picture on Ctrl-C), then close it."""
-    from .files import atomic_write
+    from minitl.files import atomic_write
     try:
         with atomic_write(path) as tmp:
             fig.savefig(tmp, format="png", dpi=100)

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import h5py
-import numpy
+import numpy as np
 
-from .backend import to_numpy
-from .errors import TrainingError
-from .files import file_digest, remove_stale_temporaries, write_h5, write_json
-from .io import save_weights
+from minitl.backend import to_numpy
+from minitl.errors import TrainingError
+from minitl.files import file_digest, remove_stale_temporaries, write_h5, write_json
+from minitl.io import save_weights
 
 RECORD, CHECKPOINT, BEST, OPTIMIZER, FEATURES = "record.json", "checkpoint.h5", "best.h5", "optimizer.h5", "features.h5"
 RUN_FILES = (RECORD, CHECKPOINT, BEST, OPTIMIZER, "curves.png", "evaluation.json", "evaluation.png")
@@ -367,7 +367,7 @@ def _dataset_key(dataset):
     h = hashlib.sha256(str(len(dataset)).encode())
     for k in ("labels", "images"):
         if getattr(dataset, k, None) is not None:
-            h.update(numpy.ascontiguousarray(getattr(dataset, k)).tobytes())
+            h.update(np.ascontiguousarray(getattr(dataset, k)).tobytes())
     return h.digest()
 
 
@@ -376,7 +376,7 @@ def features_key(base, loaders):
     reused only when it matches."""
     h = hashlib.sha256()
     for p in [*base.parameters(), *base.buffers()]:
-        a = numpy.ascontiguousarray(to_numpy(p.data))
+        a = np.ascontiguousarray(to_numpy(p.data))
         h.update(f"{a.shape}{a.dtype.str}".encode())
         h.update(a.tobytes())
     for name in sorted(loaders):

@@ -11,12 +11,12 @@ topological order makes that sum complete before x's own creator runs backward.
 import contextlib
 import weakref
 
-import numpy
+import numpy as np
 
-from .backend import DEFAULT_DTYPE, device_of, get_array_module, to_device, to_numpy
-from .errors import DeviceError, MinitlError, ShapeError
+from minitl.backend import DEFAULT_DTYPE, device_of, get_array_module, to_device, to_numpy
+from minitl.errors import DeviceError, MinitlError, ShapeError
 
-__all__ = ["Tensor", "Function", "as_tensor", "no_grad", "enable_grad", "is_grad_enabled"]
+__all__ = ["Function", "Tensor", "as_tensor", "enable_grad", "is_grad_enabled", "no_grad"]
 
 _grad_enabled = True
 
@@ -52,9 +52,9 @@ def _as_array(data, dtype=None):
     if isinstance(data, Tensor):
         data = data.data
     xp = get_array_module(data)
-    if isinstance(data, (numpy.ndarray, numpy.generic)) or xp is not numpy:
+    if isinstance(data, (np.ndarray, np.generic)) or xp is not np:
         return data.astype(dtype, copy=False) if dtype is not None else xp.asarray(data)
-    return numpy.asarray(data, dtype=dtype or DEFAULT_DTYPE)
+    return np.asarray(data, dtype=dtype or DEFAULT_DTYPE)
 
 
 class Tensor:
@@ -107,7 +107,7 @@ class Tensor:
         return float(self.item())
 
     def __repr__(self):
-        body = numpy.array2string(to_numpy(self.data), precision=4, threshold=20, prefix="Tensor(")
+        body = np.array2string(to_numpy(self.data), precision=4, threshold=20, prefix="Tensor(")
         grad = ", requires_grad=True" if self.requires_grad else ""
         dev = ", device='gpu'" if self.device == "gpu" else ""
         return f"Tensor({body}, dtype={self.dtype}{dev}{grad})"
@@ -228,8 +228,8 @@ class Tensor:
                 raise DeviceError(f"cannot compare a tensor on {self.device} with one on {other.device}; "
                                   f"move one with .to('cpu') or .to('gpu') first")
             other = other.data
-        elif isinstance(other, (numpy.ndarray, list, tuple)) and self.device == "gpu":
-            other = to_device(numpy.asarray(other), "gpu")  # CuPy refuses host arrays, as arithmetic moves them
+        elif isinstance(other, (np.ndarray, list, tuple)) and self.device == "gpu":
+            other = to_device(np.asarray(other), "gpu")  # CuPy refuses host arrays, as arithmetic moves them
         return Tensor(op(self.data, other))
 
     def __lt__(self, other): return self._compare(other, lambda a, b: a < b)
@@ -265,7 +265,7 @@ class _Node:
     before a ReLU, say), as in PyTorch.
     """
 
-    __slots__ = ("_creator", "shape", "dtype", "tensor")
+    __slots__ = ("_creator", "dtype", "shape", "tensor")
     requires_grad, is_leaf = True, False
 
     def __init__(self, tensor):
@@ -338,7 +338,7 @@ def _unbroadcast(grad, shape):
 def _broadcasts(tensors):
     """Whether the tensors' shapes broadcast together (NumPy's rule)."""
     try:
-        numpy.broadcast_shapes(*(t.shape for t in tensors))
+        np.broadcast_shapes(*(t.shape for t in tensors))
     except ValueError:
         return False
     return True
@@ -378,7 +378,7 @@ class Function:
     together is reported as one.
     """
 
-    registry = {}
+    registry = {}  # noqa: RUF012 (one registry shared by every Function class)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -426,4 +426,4 @@ class Function:
         self.__dict__.clear()
 
 
-from . import ops  # noqa: E402  (ops needs Tensor and Function defined above)
+from minitl import ops

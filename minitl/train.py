@@ -8,15 +8,15 @@ import math
 import time
 import warnings
 
-import numpy
+import numpy as np
 
-from . import functional as F
-from .backend import get_array_module, to_device, to_numpy
-from .errors import TrainingError
-from .metrics import classification_report
-from .nn import manual_seed
-from .runs import CHECKPOINT, RunFolder
-from .tensor import Tensor, no_grad
+from minitl import functional as F
+from minitl.backend import get_array_module, to_device, to_numpy
+from minitl.errors import TrainingError
+from minitl.metrics import classification_report
+from minitl.nn import manual_seed
+from minitl.runs import CHECKPOINT, RunFolder
+from minitl.tensor import Tensor, no_grad
 
 LOSS_GROWTH = 100  # warn when an epoch's training loss is this many times the run's first (or above 100)
 
@@ -36,7 +36,7 @@ def predict(model, loader, device="cpu", progress=False, desc="predict"):
     for x, y in tqdm(loader.batches(0), total=len(loader), desc=desc, disable=not progress, leave=False):
         outs.append(predict_on_batch(model, x, device))
         labels.append(y)
-    return numpy.concatenate(outs), numpy.concatenate(labels)
+    return np.concatenate(outs), np.concatenate(labels)
 
 
 def evaluate(model, loader, class_names, device="cpu"):
@@ -82,7 +82,7 @@ def train_epoch(model, loader, optimizer, epoch, device="cpu", progress=True, de
 def _loss_error(value, x, epoch, batch):
     """The TrainingError for a NaN or infinite loss, with its likely cause."""
     where = f"the loss became {value} at epoch {epoch + 1}, batch {batch + 1}"
-    if not numpy.isfinite(x).all():
+    if not np.isfinite(x).all():
         return TrainingError(f"{where}: the batch's inputs hold NaN or infinite values")
     if epoch == 0 and batch == 0:
         return TrainingError(f"{where}, before any update: the starting weights give it")
@@ -175,8 +175,9 @@ def fit(model, optimizer, train_loader, val_loader=None, epochs=10, run_dir=None
     epochs. A NaN or infinite loss, weight or validation loss stops training with
     ``TrainingError`` before the epoch is written, so the last checkpoint stays the last
     finite one; a finite loss that grows over ``LOSS_GROWTH`` times the first is warned
-    about. Ctrl-C stops after writing the record; the checkpoint of the last finished epoch stays, and ``--resume`` continues from it; Ctrl-C while an epoch's
-    files are written takes effect once they are all written.
+    about. Ctrl-C stops after writing the record; the checkpoint of the last finished epoch
+    stays, and ``--resume`` continues from it; Ctrl-C while an epoch's files are written
+    takes effect once they are all written.
     ``save_model``: the model whose weights are checkpointed, when ``model`` is only
     part of it (the head, trained on cached features). Returns the record.
     """
@@ -184,14 +185,15 @@ def fit(model, optimizer, train_loader, val_loader=None, epochs=10, run_dir=None
     run.record.setdefault("history", [])
     start, saved, warned = run.record.get("epoch", 0), model if save_model is None else save_model, False
     best = run.record.get("best_val_loss")  # null in the record until a validation loss is seen
-    stopping = EarlyStopping(patience, math.inf if best is None else best,
-                             run.record.get("epochs_without_improvement", 0))
+    stopping = EarlyStopping(
+        patience, math.inf if best is None else best, run.record.get("epochs_without_improvement", 0)
+    )
     if schedule is not None:
         schedule.set_epoch(start)
     for epoch in range(start, epochs):
         manual_seed(seed * 1_000_003 + epoch)  # dropout masks of this epoch, the same on resume
         try:
-            with numpy.errstate(over="ignore", invalid="ignore"):  # overflows are checked for below
+            with np.errstate(over="ignore", invalid="ignore"):  # overflows are checked for below
                 row = _epoch(model, optimizer, train_loader, val_loader, epoch, epochs, device, progress)
             first_loss = row.pop("first_loss")
             _log_epoch(row, epochs, log)
@@ -204,8 +206,9 @@ def fit(model, optimizer, train_loader, val_loader=None, epochs=10, run_dir=None
             _diverged(run, e)
         except KeyboardInterrupt:
             _interrupted(run, f"during epoch {epoch + 1}", log)
-        if run.commit_epoch(saved, optimizer, row, improved, best_val_loss=stopping.best,
-                            epochs_without_improvement=stopping.waited):
+        if run.commit_epoch(
+            saved, optimizer, row, improved, best_val_loss=stopping.best, epochs_without_improvement=stopping.waited
+        ):
             _interrupted(run, f"after epoch {epoch + 1}", log)
         if stopping.stop:
             log(f"early stopping: no improvement of the validation loss for {patience} epochs")

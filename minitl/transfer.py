@@ -10,19 +10,46 @@ import dataclasses
 import time
 from pathlib import Path
 
-from .applications import get_backbone
-from .backend import normalize_device
-from .data import ArrayDataset, DataLoader
-from .errors import DataError, ShapeError, TrainingError
-from .io import load_weights
-from .nn import Dense, Dropout, Flatten, GlobalAvgPool2D, Sequential, manual_seed
-from .optim import SGD, Adam, CosineLR, StepLR
-from .runs import (BEST, CHECKPOINT, FEATURES, OPTIMIZER, RECORD, RESUME_ENTRIES, RunFolder, Settings, check_resume,
-                   features_key, load_optimizer, new_record, read_features, read_record, write_features)
-from .train import fit, predict
+from minitl.applications import get_backbone
+from minitl.backend import normalize_device
+from minitl.data import ArrayDataset, DataLoader
+from minitl.errors import DataError, ShapeError, TrainingError
+from minitl.io import load_weights
+from minitl.nn import Dense, Dropout, Flatten, GlobalAvgPool2D, Sequential, manual_seed
+from minitl.optim import SGD, Adam, CosineLR, StepLR
+from minitl.runs import (
+    BEST,
+    CHECKPOINT,
+    FEATURES,
+    OPTIMIZER,
+    RECORD,
+    RESUME_ENTRIES,
+    RunFolder,
+    Settings,
+    check_resume,
+    features_key,
+    load_optimizer,
+    new_record,
+    read_features,
+    read_record,
+    write_features,
+)
+from minitl.train import fit, predict
 
-__all__ = ["BEST", "CHECKPOINT", "Settings", "build_head", "build_model", "base_and_head", "set_trainable_blocks",
-           "make_optimizer", "make_schedule", "cached_features", "finetune", "load_run"]
+__all__ = [
+    "BEST",
+    "CHECKPOINT",
+    "Settings",
+    "base_and_head",
+    "build_head",
+    "build_model",
+    "cached_features",
+    "finetune",
+    "load_run",
+    "make_optimizer",
+    "make_schedule",
+    "set_trainable_blocks",
+]
 
 
 # ---- model surgery ------------------------------------------------------------
@@ -150,8 +177,8 @@ def _train(run, model, optimizer, train_set, val_set, settings, cache_features, 
     schedule = make_schedule(optimizer, settings.schedule, settings.epochs)
     use_cache = cache_features and settings.unfreeze_blocks == 0 and not settings.augment
     run.record["feature_cache"] = use_cache
-    fit_args = dict(run_dir=run.path, record=run.record, schedule=schedule, patience=settings.patience,
-                    device=device, progress=progress, seed=settings.seed, log=log)
+    fit_args = {"run_dir": run.path, "record": run.record, "schedule": schedule, "patience": settings.patience,
+                    "device": device, "progress": progress, "seed": settings.seed, "log": log}
     if not use_cache:
         return fit(model, optimizer, train_loader, val_loader, settings.epochs, **fit_args)
     base, head = base_and_head(model)
@@ -210,7 +237,7 @@ def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume
         run.write_record("running")  # from now on, --resume can continue it
     _train(run, model, optimizer, train_set, val_set, settings, cache_features, device, progress, log)
     try:
-        from .plots import plot_history
+        from minitl.plots import plot_history
         plot_history(run.record["history"], run.path / "curves.png")
     except ImportError:  # matplotlib is optional
         pass

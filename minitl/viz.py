@@ -11,11 +11,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy
+import numpy as np
 
-from .backend import get_array_module, to_device, to_numpy
-from .errors import MinitlError, ShapeError
-from .tensor import Tensor, no_grad
+from minitl.backend import get_array_module, to_device, to_numpy
+from minitl.errors import MinitlError, ShapeError
+from minitl.tensor import Tensor, no_grad
 
 # ---- the computational graph ----------------------------------------------------
 
@@ -111,7 +111,7 @@ def render(dot_or_tensor, path, format=None):
     if exe is None:
         raise MinitlError(f"render: Graphviz's `dot` program is not on PATH, so {path} cannot be drawn. "
                           f"{_INSTALL_HINT} The DOT text is in {dot_file}.")
-    done = subprocess.run([exe, f"-T{fmt}", "-o", str(path)], input=text, capture_output=True, text=True)
+    done = subprocess.run([exe, f"-T{fmt}", "-o", str(path)], input=text, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise MinitlError(f"render: `dot -T{fmt}` failed for {path}: {done.stderr.strip()}")
     return path
@@ -122,12 +122,12 @@ def render(dot_or_tensor, path, format=None):
 
 def upsample(maps, height, width):
     """Bilinear resize of (N, h, w) to (N, height, width), sampling at pixel centres."""
-    n, h, w = maps.shape
+    _n, h, w = maps.shape
 
     def grid(size, out):
-        pos = numpy.clip((numpy.arange(out) + 0.5) * size / out - 0.5, 0, size - 1)
-        lo = numpy.floor(pos).astype(int)
-        hi = numpy.minimum(lo + 1, size - 1)
+        pos = np.clip((np.arange(out) + 0.5) * size / out - 0.5, 0, size - 1)
+        lo = np.floor(pos).astype(int)
+        hi = np.minimum(lo + 1, size - 1)
         return lo, hi, pos - lo
 
     r0, r1, fr = grid(h, height)
@@ -152,7 +152,7 @@ def grad_cam(model, x, class_index=None, layer="block5_conv3"):
     a batch, with values in [0, 1]. The model's parameters, gradients and
     train/eval mode are left as they were.
     """
-    data = x.data if isinstance(x, Tensor) else get_array_module(x).asarray(x, dtype=numpy.float32)
+    data = x.data if isinstance(x, Tensor) else get_array_module(x).asarray(x, dtype=np.float32)
     single = data.ndim == 3
     if single:
         data = data[None]
@@ -187,31 +187,31 @@ def grad_cam(model, x, class_index=None, layer="block5_conv3"):
             raise ShapeError(f"grad_cam: the model's output has shape {y.shape}; it needs (N, classes)")
         scores = y.numpy()
         n = len(data)
-        c = scores.argmax(axis=1) if class_index is None else numpy.broadcast_to(to_numpy(class_index), (n,))
+        c = scores.argmax(axis=1) if class_index is None else np.broadcast_to(to_numpy(class_index), (n,))
         if (c < 0).any() or (c >= y.shape[1]).any():
             raise MinitlError(f"grad_cam: class_index {class_index} is outside the model's {y.shape[1]} classes")
         xp = get_array_module(y.data)
-        y[xp.asarray(numpy.arange(n)), xp.asarray(c)].sum().backward()
+        y[xp.asarray(np.arange(n)), xp.asarray(c)].sum().backward()
     finally:
         for p, flag in params:
             p.requires_grad = flag
         for m, flag in modes:
             m.training = flag
 
-    A, g = to_numpy(a.data).astype(numpy.float64), to_numpy(a.grad).astype(numpy.float64)
+    A, g = to_numpy(a.data).astype(np.float64), to_numpy(a.grad).astype(np.float64)
     weights = g.mean(axis=(1, 2))                                  # (N, K)
-    cam = numpy.maximum((A * weights[:, None, None, :]).sum(axis=3), 0)  # (N, h, w)
+    cam = np.maximum((A * weights[:, None, None, :]).sum(axis=3), 0)  # (N, h, w)
     cam = upsample(cam, data.shape[1], data.shape[2])
     top = cam.max(axis=(1, 2), keepdims=True)
-    cam = numpy.divide(cam, top, out=numpy.zeros_like(cam), where=top > 0)
-    cam = cam.astype(numpy.float32)
+    cam = np.divide(cam, top, out=np.zeros_like(cam), where=top > 0)
+    cam = cam.astype(np.float32)
     return cam[0] if single else cam
 
 
 def _jet(v):
     """A blue → cyan → yellow → red colour map: values in [0, 1] -> RGB in [0, 1]."""
-    v = numpy.clip(v, 0, 1)[..., None]
-    return numpy.clip(1.5 - numpy.abs(4 * v - numpy.array([3.0, 2.0, 1.0])), 0, 1)
+    v = np.clip(v, 0, 1)[..., None]
+    return np.clip(1.5 - np.abs(4 * v - np.array([3.0, 2.0, 1.0])), 0, 1)
 
 
 def overlay(image, cam, alpha=0.45):
@@ -220,16 +220,16 @@ def overlay(image, cam, alpha=0.45):
     ``image`` is either uint8 or floats, which are stretched to 0..255.
     """
     image, cam = to_numpy(image), to_numpy(cam)  # NumPy or CuPy arrays
-    img = image.astype(numpy.float64)
+    img = image.astype(np.float64)
     if img.ndim == 2:
-        img = numpy.repeat(img[..., None], 3, axis=2)
-    if img.shape[:2] != numpy.shape(cam):
-        raise ShapeError(f"overlay: image {img.shape[:2]} and heat map {numpy.shape(cam)} differ in size")
-    if image.dtype != numpy.uint8:
+        img = np.repeat(img[..., None], 3, axis=2)
+    if img.shape[:2] != np.shape(cam):
+        raise ShapeError(f"overlay: image {img.shape[:2]} and heat map {np.shape(cam)} differ in size")
+    if image.dtype != np.uint8:
         lo, hi = img.min(), img.max()
-        img = (img - lo) / (hi - lo) * 255 if hi > lo else numpy.zeros_like(img)
-    blend = (1 - alpha) * img + alpha * 255 * _jet(numpy.asarray(cam, dtype=numpy.float64))
-    return numpy.clip(blend + 0.5, 0, 255).astype(numpy.uint8)
+        img = (img - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(img)
+    blend = (1 - alpha) * img + alpha * 255 * _jet(np.asarray(cam, dtype=np.float64))
+    return np.clip(blend + 0.5, 0, 255).astype(np.uint8)
 
 
-__all__ = ["to_dot", "render", "grad_cam", "upsample", "overlay"]
+__all__ = ["grad_cam", "overlay", "render", "to_dot", "upsample"]

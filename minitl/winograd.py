@@ -49,46 +49,46 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
-import numpy
+import numpy as np
 from numba import prange
 
-from . import kernels  # noqa: F401  (sets OMP_WAIT_POLICY before Numba starts its threads)
-from .backend import get_array_module
-from .errors import ShapeError
-from .tensor import is_grad_enabled
+from minitl import kernels  # noqa: F401  (sets OMP_WAIT_POLICY before Numba starts its threads)
+from minitl.backend import get_array_module
+from minitl.errors import ShapeError
+from minitl.tensor import is_grad_enabled
 
 _jit = numba.njit(parallel=True, cache=True)
 _serial = numba.njit(nogil=True, cache=True)    # one thread's chunk, without the GIL
 
 # Bᵀ, G and Aᵀ for F(2×2, 3×3) (interpolation points 0, 1, -1 and ∞) ...
-BT2 = numpy.array([[1, 0, -1, 0],
+BT2 = np.array([[1, 0, -1, 0],
                    [0, 1, 1, 0],
                    [0, -1, 1, 0],
-                   [0, 1, 0, -1]], dtype=numpy.float64)
-G2 = numpy.array([[1, 0, 0],
+                   [0, 1, 0, -1]], dtype=np.float64)
+G2 = np.array([[1, 0, 0],
                   [0.5, 0.5, 0.5],
                   [0.5, -0.5, 0.5],
-                  [0, 0, 1]], dtype=numpy.float64)
-AT2 = numpy.array([[1, 1, 1, 0],
-                   [0, 1, -1, -1]], dtype=numpy.float64)
+                  [0, 0, 1]], dtype=np.float64)
+AT2 = np.array([[1, 1, 1, 0],
+                   [0, 1, -1, -1]], dtype=np.float64)
 
 # ... and for F(4×4, 3×3) (points 0, ±1, ±2 and ∞), as in Lavin & Gray.
-BT4 = numpy.array([[4, 0, -5, 0, 1, 0],
+BT4 = np.array([[4, 0, -5, 0, 1, 0],
                    [0, -4, -4, 1, 1, 0],
                    [0, 4, -4, -1, 1, 0],
                    [0, -2, -1, 2, 1, 0],
                    [0, 2, -1, -2, 1, 0],
-                   [0, 4, 0, -5, 0, 1]], dtype=numpy.float64)
-G4 = numpy.array([[1 / 4, 0, 0],
+                   [0, 4, 0, -5, 0, 1]], dtype=np.float64)
+G4 = np.array([[1 / 4, 0, 0],
                   [-1 / 6, -1 / 6, -1 / 6],
                   [-1 / 6, 1 / 6, -1 / 6],
                   [1 / 24, 1 / 12, 1 / 6],
                   [1 / 24, -1 / 12, 1 / 6],
-                  [0, 0, 1]], dtype=numpy.float64)
-AT4 = numpy.array([[1, 1, 1, 1, 1, 0],
+                  [0, 0, 1]], dtype=np.float64)
+AT4 = np.array([[1, 1, 1, 1, 1, 0],
                    [0, 1, -1, 2, -2, 0],
                    [0, 1, 1, 4, 4, 0],
-                   [0, 1, -1, 8, -8, 1]], dtype=numpy.float64)
+                   [0, 1, -1, 8, -8, 1]], dtype=np.float64)
 
 MATRICES = {2: (BT2, G2, AT2), 4: (BT4, G4, AT4)}
 
@@ -184,10 +184,10 @@ def transform_kernel(w, m):
     c, o = w.shape[2], w.shape[3]
     t = m + 2
     g = MATRICES[m][1]
-    if not isinstance(w, numpy.ndarray):
+    if not isinstance(w, np.ndarray):
         return transform_kernel_xp(w, m)
-    u = numpy.empty((t * t, c, o), dtype=w.dtype)
-    _transform_kernel_nb(numpy.ascontiguousarray(w), g, u)
+    u = np.empty((t * t, c, o), dtype=w.dtype)
+    _transform_kernel_nb(np.ascontiguousarray(w), g, u)
     return u
 
 
@@ -196,7 +196,7 @@ def _transform_kernel_nb(w, g, u):
     _, _, C, O = w.shape
     t = g.shape[0]
     for c in prange(C):
-        gw = numpy.zeros((t, 3, O))                     # (G g)[i, b, o], float64
+        gw = np.zeros((t, 3, O))                     # (G g)[i, b, o], float64
         for i in range(t):
             for a in range(3):
                 f = g[i, a]
@@ -204,7 +204,7 @@ def _transform_kernel_nb(w, g, u):
                     for b in range(3):
                         for o in range(O):
                             gw[i, b, o] += f * w[a, b, c, o]
-        acc = numpy.empty(O)
+        acc = np.empty(O)
         for i in range(t):
             for j in range(t):
                 acc[:] = 0
@@ -293,9 +293,9 @@ def forward(x, u, b, pads, relu, m, out=None):
         raise ShapeError(f"winograd: out must be a C-contiguous {x.dtype} array of shape {(n, ho, wo, o)}, "
                          f"got {out.dtype} {tuple(out.shape)}")
     y = xp.empty((n, ho, wo, o), dtype=x.dtype) if out is None else out
-    gpu = xp is not numpy
+    gpu = xp is not np
     if not gpu:
-        x = numpy.ascontiguousarray(x)
+        x = np.ascontiguousarray(x)
     bias = xp.zeros(o, dtype=x.dtype) if b is None else b
     bt, _, at = (xp.asarray(a, dtype=x.dtype) for a in MATRICES[m])
     workers = 1 if gpu else numba.get_num_threads()
@@ -356,9 +356,9 @@ def backward_weight(x, gy, pads, m):
     if tuple(gy.shape) != (n, ho, wo, o):
         raise ShapeError(f"winograd: gY shape {tuple(gy.shape)} does not fit input {tuple(x.shape)} "
                          f"padded by {tuple(pads)}")
-    gpu = xp is not numpy
+    gpu = xp is not np
     if not gpu:
-        x, gy = numpy.ascontiguousarray(x), numpy.ascontiguousarray(gy)
+        x, gy = np.ascontiguousarray(x), np.ascontiguousarray(gy)
     bt, _, at = (xp.asarray(a, dtype=x.dtype) for a in MATRICES[m])
     a_mat = xp.ascontiguousarray(at.T)                  # A, t × m
     workers = 1 if gpu else numba.get_num_threads()
@@ -466,15 +466,15 @@ def input_tiles(x, bt, g0, g1, th, tw, m, pads, out=None, parallel=True):
     if out is not None and (tuple(out.shape) != shape or out.dtype != x.dtype):
         raise ShapeError(f"input_tiles: out must be a {x.dtype} array of shape {shape}, "
                          f"got {out.dtype} {tuple(out.shape)}")
-    if not isinstance(x, numpy.ndarray):
+    if not isinstance(x, np.ndarray):
         v = input_tiles_xp(x, bt, g0, g1, th, tw, m, pads)
         if out is None:
             return v
         out[...] = v
         return out
-    v = numpy.empty(shape, dtype=x.dtype) if out is None else out
+    v = np.empty(shape, dtype=x.dtype) if out is None else out
     kernel = _input_tiles_nb if parallel else _input_tiles_serial
-    kernel(numpy.ascontiguousarray(x), numpy.asarray(bt, dtype=x.dtype), v, g0, th, tw, m, pads[0], pads[2])
+    kernel(np.ascontiguousarray(x), np.asarray(bt, dtype=x.dtype), v, g0, th, tw, m, pads[0], pads[2])
     return v
 
 
@@ -486,8 +486,8 @@ def _input_tiles(x, bt, v, g0, th, tw, m, top, left):
         g = g0 + r
         n = g // th
         ti = g % th
-        tmp = numpy.empty((t, s, C), dtype=x.dtype)        # (Bᵀ d)[i, b, c]
-        acc = numpy.empty(C, dtype=x.dtype)
+        tmp = np.empty((t, s, C), dtype=x.dtype)        # (Bᵀ d)[i, b, c]
+        acc = np.empty(C, dtype=x.dtype)
         for tj in range(tw):
             tmp[:] = 0
             for a in range(s):
@@ -544,12 +544,12 @@ def input_tiles_xp(x, bt, g0, g1, th, tw, m, pads):
 def output_tiles(mm, at, b, relu, y, g0, g1, th, tw, m, parallel=True):
     """Writes Aᵀ M A + b (then max(·, 0) if relu) of every tile of tile rows g0 <= g < g1
     into y (N, Ho, Wo, O), dropping the cells past Ho and Wo. mm (t², (g1-g0)·tw, O)."""
-    if not isinstance(mm, numpy.ndarray):
+    if not isinstance(mm, np.ndarray):
         return output_tiles_xp(mm, at, b, relu, y, g0, g1, th, tw, m)
     if not y.flags.c_contiguous:
         raise ShapeError("output_tiles: y must be C-contiguous")
     kernel = _output_tiles_nb if parallel else _output_tiles_serial
-    kernel(mm, numpy.asarray(at, dtype=mm.dtype), b, relu, y, g0, th, tw, m)
+    kernel(mm, np.asarray(at, dtype=mm.dtype), b, relu, y, g0, th, tw, m)
     return y
 
 
@@ -561,8 +561,8 @@ def _output_tiles(mm, at, b, relu, y, g0, th, tw, m):
         g = g0 + r
         n = g // th
         ti = g % th
-        tmp = numpy.empty((m, t, O), dtype=mm.dtype)       # (Aᵀ M)[p, j, o]
-        acc = numpy.empty(O, dtype=mm.dtype)
+        tmp = np.empty((m, t, O), dtype=mm.dtype)       # (Aᵀ M)[p, j, o]
+        acc = np.empty(O, dtype=mm.dtype)
         for tj in range(tw):
             p = r * tw + tj
             tmp[:] = 0
@@ -590,7 +590,7 @@ def _output_tiles(mm, at, b, relu, y, g0, th, tw, m):
                     if relu:
                         for o in range(O):
                             s = acc[o] + b[o]
-                            y[n, yy, xx, o] = 0 if s < 0 else s
+                            y[n, yy, xx, o] = max(s, 0)
                     else:
                         for o in range(O):
                             y[n, yy, xx, o] = acc[o] + b[o]

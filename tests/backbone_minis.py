@@ -6,7 +6,7 @@ legacy files' layer_names and of the native file's ``<class>_k`` numbering), whi
 branching model is Keras' topological order, not the order the layers were created in.
 ``forward`` follows the graph; ``taps`` (when a dict) receives every layer's output by name.
 """
-import numpy
+import numpy as np
 
 from minitl import Tensor, nn, no_grad
 
@@ -213,5 +213,5 @@ def build(fixture, input_shape=(32, 32, 3)):
     """The minitl model of a fixture, built for ``input_shape`` (random weights until loaded)."""
     model = MODELS[fixture]()
     with no_grad():
-        model.eval()(Tensor(numpy.zeros((1, *input_shape), numpy.float32)))
+        model.eval()(Tensor(np.zeros((1, *input_shape), np.float32)))
     return model.train()

@@ -12,8 +12,15 @@ from minitl.applications import VGG16
 from minitl.data import ImageFolder
 from minitl.nn import manual_seed
 
-
-SMALL = dict(width=1 / 16, hidden=(16, 8), batch_size=4, lr=0.01, seed=0, progress=False, log=lambda *a: None)
+SMALL = {
+    "width": 1 / 16,
+    "hidden": (16, 8),
+    "batch_size": 4,
+    "lr": 0.01,
+    "seed": 0,
+    "progress": False,
+    "log": lambda *a: None,
+}
 
 
 def make_folder(root, per_class=6, size=40):

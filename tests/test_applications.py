@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minitl.applications import imagenet_utils, vgg16
+from minitl.applications import imagenet_utils
 from minitl.applications.vgg16 import decode_predictions, load_class_index, preprocess_input
 from minitl.errors import DataError, ShapeError
 

@@ -200,7 +200,7 @@ def test_truth_value_and_float_of_one_element_tensors():
     with pytest.raises(ValueError, match="ambiguous"):
         bool(Tensor(np.array([1.0, 2.0])) > 0)
     with pytest.raises(ValueError, match="ambiguous"):
-        Tensor(np.ones(3)) in [Tensor(1.0)]
+        _ = Tensor(np.ones(3)) in [Tensor(1.0)]
 
 
 def test_integer_tensor_with_python_numbers():

@@ -186,17 +186,22 @@ def test_full_manifest_is_consistent(stem):
         assert all(i in earlier for i in r["inbound"]), r["name"]
         earlier.add(r["name"])
         if r["class"] == "BatchNormalization":
-            expected = ["gamma"] * r["config"]["scale"] + ["beta"] * r["config"]["center"] + ["moving_mean", "moving_variance"]
+            expected = ["gamma"] * r["config"]["scale"] + ["beta"] * r["config"]["center"]
+            expected += ["moving_mean", "moving_variance"]
             assert [w for w, _ in r["weights"]] == expected
             assert r["config"]["momentum"] == m["batchnorm"]["momentum"]
             assert r["config"]["epsilon"] == m["batchnorm"]["epsilon"]
             assert r["trainable_weights"] == len(expected) - 2
     count = [sum(prod(s) for _, s in r["weights"]) for r in layers]
     assert sum(count) == m["include_top"]["count_params"]
-    assert sum(count[:m["notop"]["layers"]]) == m["notop"]["count_params"]
+    assert sum(count[: m["notop"]["layers"]]) == m["notop"]["count_params"]
     # the parameter counts Keras' documentation gives for these models
-    documented = {"vgg19": 143_667_240, "resnet50": 25_636_712, "inception_v3": 23_851_784,
-                  "mobilenet_v2_1.0_224": 3_538_984}
+    documented = {
+        "vgg19": 143_667_240,
+        "resnet50": 25_636_712,
+        "inception_v3": 23_851_784,
+        "mobilenet_v2_1.0_224": 3_538_984,
+    }
     if stem in documented:
         assert m["include_top"]["count_params"] == documented[stem]
     assert layers[-1]["name"] == "predictions" and layers[-1]["output_shape"] == [None, 1000]
@@ -218,7 +223,11 @@ def test_weight_file_table():
         else:
             assert re.fullmatch(r"[0-9a-f]{32}", e["md5"]), key
     assert {k: v["preprocess_input_mode"] for k, v in t["models"].items()} == {
-        "vgg19": "caffe", "resnet50": "caffe", "inception_v3": "tf", "mobilenet_v2": "tf"}
+        "vgg19": "caffe",
+        "resnet50": "caffe",
+        "inception_v3": "tf",
+        "mobilenet_v2": "tf",
+    }
 
 
 def _conv_numpy(x, kernel, bias, strides, padding):
@@ -246,8 +255,10 @@ def test_first_batchnorm_matches_a_numpy_reference(fixture):
     conv = by_name[bn["inbound"][0]]
     source = by_name[conv["inbound"][0]]
     assert conv["class"] == "Conv2D"
-    weights = {name: dict(zip([w.split("/")[-1] for w in names], arrays))
-               for name, names, arrays in read_legacy(DATA / f"{fixture}.keras3_legacy.h5")}
+    weights = {
+        name: dict(zip([w.split("/")[-1] for w in names], arrays))
+        for name, names, arrays in read_legacy(DATA / f"{fixture}.keras3_legacy.h5")
+    }
     data = np.load(DATA / f"{fixture}.npz")
     x = data["x"].astype(np.float64)
     if source["class"] == "ZeroPadding2D":
@@ -269,7 +280,15 @@ def test_first_batchnorm_matches_a_numpy_reference(fixture):
         got = data[f"{mode}.{bn['name']}"]
         assert got.shape == ref.shape
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
-    np.testing.assert_allclose(data[f"training.moving_mean.{bn['name']}"],
-                               b["moving_mean"] * momentum + mean * (1 - momentum), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(data[f"training.moving_variance.{bn['name']}"],
-                               b["moving_variance"] * momentum + var * (1 - momentum), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        data[f"training.moving_mean.{bn['name']}"],
+        b["moving_mean"] * momentum + mean * (1 - momentum),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        data[f"training.moving_variance.{bn['name']}"],
+        b["moving_variance"] * momentum + var * (1 - momentum),
+        rtol=1e-5,
+        atol=1e-6,
+    )

@@ -6,14 +6,14 @@ import json
 
 import numpy as np
 import pytest
+from finetune_fixtures import params
 
+from minitl import functional as F
 from minitl import io, runs, transfer
 from minitl.applications import BACKBONES, MobileNetV2, ResNet50, imagenet_utils
 from minitl.cli import main
-from minitl import functional as F
 from minitl.data import ImageFolder, load_image
 from minitl.nn import manual_seed
-from finetune_fixtures import params
 
 
 @pytest.fixture(scope="module")

@@ -159,7 +159,7 @@ def test_named_blocks():
     assert list(resnet.blocks()) == ["conv1", "conv2", "conv3", "conv4", "conv5"]
     mobilenet = applications.MobileNetV2(include_top=False, input_shape=(32, 32, 3), alpha=0.35)
     assert list(mobilenet.blocks()) == ["conv1", *(f"bottleneck{i}" for i in range(1, 8)), "conv_1"]
-    assert [layer.name for layer in mobilenet.blocks()["bottleneck7"]][0] == "block_16_expand"
+    assert next(layer.name for layer in mobilenet.blocks()["bottleneck7"]) == "block_16_expand"
     inception = applications.InceptionV3(include_top=False, input_shape=(75, 75, 3), width=1 / 16)
     assert list(inception.blocks()) == ["stem", *(f"mixed{i}" for i in range(11))]
     assert inception.blocks()["mixed9"][-1].name == "mixed9"

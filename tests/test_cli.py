@@ -8,13 +8,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from finetune_fixtures import interrupt_at, params
 
 import minitl
 from minitl import io, transfer
 from minitl.applications import VGG16
 from minitl.cli import main
 from minitl.nn import manual_seed
-from finetune_fixtures import interrupt_at, params
 
 
 def test_version_and_info(capsys):
@@ -69,8 +69,8 @@ def test_summary_rejects_a_width_that_is_not_positive(capsys):
     (["evaluate", "run", "--data", ".", "--batch-size", "0"], "--batch-size: expected a whole number"),
     (["predict", "run", "x.jpg", "--top", "0"], "--top: expected a whole number of at least 1"),
     (["finetune", "--data", ".", "--width", "inf"], "--width: expected a number in (0, 4.0], got 'inf'"),
-    (["finetune", "--data", ".", "--image-size", "20000"], "--image-size: image size must be N or HxW, whole "
-                                                            "numbers from 1 to 2048, got '20000'"),
+    (["finetune", "--data", ".", "--image-size", "20000"], ("--image-size: image size must be N or HxW, whole "
+                                                            "numbers from 1 to 2048, got '20000'")),
     (["finetune", "--data", ".", "--seed", "-1"], "--seed: expected a whole number in [0, 4294967295], got '-1'"),
     (["finetune", "--data", ".", "--momentum", "1"], "--momentum: expected a number in [0, 1), got '1'"),
     (["finetune", "--data", ".", "--dropout", "nan"], "--dropout: expected a number in [0, 1), got 'nan'"),
@@ -209,11 +209,13 @@ def test_cli_predict_folders_and_unreadable_files(folder, notop, tmp_path, capsy
                  "--batch-size", "4"]) == 1
     assert capsys.readouterr() == (out, err)  # in batches of 4: the same lines
     lines = err.splitlines()
-    assert len(lines) == 2 and lines[0] == f"minitl predict: error: image file {tmp_path / 'missing.jpg'} does not exist"
+    missing = tmp_path / "missing.jpg"
+    assert len(lines) == 2 and lines[0] == f"minitl predict: error: image file {missing} does not exist"
     assert lines[1].startswith(f"minitl predict: error: cannot decode image {folder / 'red' / 'broken.jpg'}: ")
 
 
 # ---- bad files and names ---------------------------------------------------------------
+
 
 def one_error_line(capsys, *names):
     """The error output: one error line (after any warnings), naming ``names``, no traceback."""
@@ -241,15 +243,32 @@ def test_data_that_is_a_file_is_named_as_not_a_folder(tmp_path, capsys):
     one_error_line(capsys, f"data folder {tmp_path / 'photos'} is not a folder")
 
 
-def test_strict_loading_says_what_it_loaded_and_partial_loading_lists_what_it_did_not(folder, notop, tmp_path,
-                                                                                      capsys):
-    args = ["finetune", "--data", str(folder), "--epochs", "1", "--image-size", "32", "--width", "0.0625",
-            "--hidden", "8", "--quiet"]
+def test_strict_loading_says_what_it_loaded_and_partial_loading_lists_what_it_did_not(folder, notop, tmp_path, capsys):
+    args = [
+        "finetune",
+        "--data",
+        str(folder),
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--width",
+        "0.0625",
+        "--hidden",
+        "8",
+        "--quiet",
+    ]
     assert main([*args, "--weights", str(notop), "--out", str(tmp_path / "full")]) == 0
     assert f"loaded 13 layers from {notop}" in capsys.readouterr().out
     lacking = tmp_path / "lacking.h5"  # the published layout without block5_conv3
-    io.write_keras_weights(lacking, [(e.name, list(zip(("kernel", "bias"), e.arrays)))
-                                     for e in io.read_keras_weights(notop) if e.name != "block5_conv3"])
+    io.write_keras_weights(
+        lacking,
+        [
+            (e.name, list(zip(("kernel", "bias"), e.arrays)))
+            for e in io.read_keras_weights(notop)
+            if e.name != "block5_conv3"
+        ],
+    )
     assert main([*args, "--weights", str(lacking), "--out", str(tmp_path / "strict")]) == 1
     assert "block5_conv3" in one_error_line(capsys, lacking)
     assert not (tmp_path / "strict").exists()
@@ -261,8 +280,29 @@ def test_strict_loading_says_what_it_loaded_and_partial_loading_lists_what_it_di
 
 def test_predict_reports_a_folder_without_images_and_classifies_the_rest(folder, notop, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["finetune", "--data", str(folder), "--weights", str(notop), "--out", str(run), "--epochs", "1",
-                 "--image-size", "32", "--width", "0.0625", "--hidden", "8", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--data",
+                str(folder),
+                "--weights",
+                str(notop),
+                "--out",
+                str(run),
+                "--epochs",
+                "1",
+                "--image-size",
+                "32",
+                "--width",
+                "0.0625",
+                "--hidden",
+                "8",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     (tmp_path / "folder.jpg").mkdir()
     image = folder / "blue" / "1.jpg"
@@ -290,8 +330,13 @@ def test_names_that_are_not_utf8_are_printed_escaped_on_a_strict_utf8_output(fol
     image = data / odd / os.fsdecode(b"\xff.png")
     os.rename(data / odd / "0.png", image)
     env = dict(os.environ, PYTHONIOENCODING="utf-8:strict", PYTHONPATH=str(Path(__file__).parents[1]))
-    r = subprocess.run([sys.executable, "-c", NAMES_SCRIPT, str(data), str(tmp_path / "run"), str(image)], env=env,
-                       capture_output=True, timeout=300, check=False)
+    r = subprocess.run(
+        [sys.executable, "-c", NAMES_SCRIPT, str(data), str(tmp_path / "run"), str(image)],
+        env=env,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr.decode("utf-8", "replace")
     assert b"classes: blue, caf\\udce9, green" in r.stdout and b"\\udcff.png" in r.stdout
     assert b"caf\\udce9" in r.stdout.split(b"\\udcff.png")[-1]  # the class is among the top 3 predicted
@@ -303,8 +348,27 @@ def test_outputs_that_are_the_wrong_kind_of_path(folder, tmp_path, capsys):
     assert main(["finetune", "--data", str(folder), "--out", str(tmp_path / "afile")]) == 1
     one_error_line(capsys, f"run directory --out {tmp_path / 'afile'} is a file, not a folder")
     run = tmp_path / "run"
-    assert main(["finetune", "--data", str(folder), "--out", str(run), "--epochs", "1", "--image-size", "32",
-                 "--width", "0.0625", "--hidden", "8", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--data",
+                str(folder),
+                "--out",
+                str(run),
+                "--epochs",
+                "1",
+                "--image-size",
+                "32",
+                "--width",
+                "0.0625",
+                "--hidden",
+                "8",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["evaluate", str(run), "--data", str(folder), "--out", str(tmp_path), "--quiet"]) == 1
     one_error_line(capsys, f"cannot write a file: a folder has its name: '{tmp_path}'")

@@ -11,8 +11,7 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 import minitl.functional as F
-from minitl import conv, kernels
-from minitl import ShapeError, Tensor, gradcheck
+from minitl import ShapeError, Tensor, conv, gradcheck, kernels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -92,7 +91,7 @@ CONV_IDS = [c[0] for c in CONV_CASES]
 
 
 def conv_inputs(case, dtype, rng):
-    _, n, h, w, cin, kh, kw, cout, stride, padding, bias = case
+    _, n, h, w, cin, kh, kw, cout, _stride, _padding, bias = case
     x = rng.standard_normal((n, h, w, cin)).astype(dtype)
     k = rng.standard_normal((kh, kw, cin, cout)).astype(dtype)
     b = rng.standard_normal(cout).astype(dtype) if bias else None
@@ -130,7 +129,7 @@ def test_conv2d_gradient_of_non_contiguous_input(view, rng):
 @pytest.mark.parametrize("dtype,rtol", [(np.float32, 1e-5), (np.float64, 1e-12)])
 @pytest.mark.parametrize("case", CONV_CASES, ids=CONV_IDS)
 def test_conv2d_forward_matches_einsum(case, dtype, rtol, rng):
-    _, n, h, w, cin, kh, kw, cout, stride, padding, _ = case
+    _, n, h, w, _cin, kh, kw, cout, stride, padding, _ = case
     sh, sw = pair(stride)
     x, k, b = conv_inputs(case, dtype, rng)
     y = F.conv2d(Tensor(x), Tensor(k), None if b is None else Tensor(b), stride=stride, padding=padding).data
@@ -147,7 +146,7 @@ def test_conv2d_forward_matches_einsum(case, dtype, rtol, rng):
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=CONV_IDS)
 def test_conv2d_matches_the_plain_loop_reference(case, rng):
-    _, n, h, w, cin, kh, kw, cout, stride, padding, _ = case
+    _, _n, h, w, _cin, kh, kw, _cout, stride, padding, _ = case
     sh, sw = pair(stride)
     x, k, b = conv_inputs(case, np.float64, rng)
     pads = expected_pads(padding, h, w, kh, kw, sh, sw)

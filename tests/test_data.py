@@ -1,5 +1,7 @@
 """minitl.data: decoding, ImageFolder, splits, transforms, DataLoader. Images are made in tmp_path."""
 
+import functools
+import operator
 import os
 import threading
 import tracemalloc
@@ -9,8 +11,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minitl.data import (ArrayDataset, DataLoader, ImageFolder, find_splits, image_files, load_image,
-                         open_image, random_flip, resize_and_crop, stratified_split, train_val_folders)
+from minitl.data import (
+    ArrayDataset,
+    DataLoader,
+    ImageFolder,
+    find_splits,
+    image_files,
+    load_image,
+    open_image,
+    random_flip,
+    resize_and_crop,
+    stratified_split,
+    train_val_folders,
+)
 from minitl.errors import DataError
 
 RED, BLUE = (220, 20, 20), (20, 20, 220)
@@ -533,7 +546,7 @@ def test_shuffle_reproducible_per_epoch():
     assert first == batch_ids(b)
     assert first != second
     for ids in (first, second):
-        assert sorted(sum(ids, [])) == list(range(20))
+        assert sorted(functools.reduce(operator.iadd, ids, [])) == list(range(20))
     assert first != [list(range(i, min(i + 6, 20))) for i in range(0, 20, 6)]
     a.set_epoch(1)
     assert batch_ids(a) == second
@@ -548,9 +561,9 @@ def test_loader_sets_dataset_epoch(tmp_path):
         rgb_image(40, 60, seed=i).save(tmp_path / "a" / f"{i}.png")
     ds = ImageFolder(tmp_path, image_size=16, resize=32, crop="random", flip=True, preprocess=None)
     loader = DataLoader(ds, batch_size=3)
-    e0, e1 = list(loader)[0][0], list(loader)[0][0]
+    e0, e1 = next(iter(loader))[0], next(iter(loader))[0]
     assert not np.array_equal(e0, e1)
-    np.testing.assert_array_equal(list(loader.batches(0))[0][0], e0)
+    np.testing.assert_array_equal(next(iter(loader.batches(0)))[0], e0)
 
 
 def test_prefetch_gives_same_batches_and_stops():

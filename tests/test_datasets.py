@@ -7,6 +7,7 @@ import os
 import pickle
 import shutil
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,7 +50,7 @@ def test_corrupt_or_missing_copy_raises(tmp_path):
 
 def test_default_path_is_checked(tmp_path, monkeypatch):
     truncated = tmp_path / "short.npz"
-    truncated.write_bytes(open(datasets.ANIMAL_SHAPES_PATH, "rb").read()[:1000])
+    truncated.write_bytes(Path(datasets.ANIMAL_SHAPES_PATH).read_bytes()[:1000])
     monkeypatch.setattr(datasets, "ANIMAL_SHAPES_PATH", str(truncated))
     with pytest.raises(DataError, match="short.npz"):
         datasets.load_animal_shapes()

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ["docs/math.md", "docs/architecture.md", "README.md"]
 NAME = re.compile(r"`(minitl(?:\.[A-Za-z_]\w*)+)(?:\(\))?`")
 PATH = re.compile(r"`(minitl/[\w/]+\.py)`")
-FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
 
 
 def references(text):

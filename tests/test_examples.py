@@ -12,8 +12,18 @@ import minitl
 import minitl.nn
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-COVERED = ["00_seed_recipe", "01_autograd_by_hand", "02_gradcheck", "03_conv_as_matmul", "04_softmax_cross_entropy", "05_sgd",
-           "06_vgg16_weights", "07_transfer_learning", "08_gradcam", "09_winograd"]
+COVERED = [
+    "00_seed_recipe",
+    "01_autograd_by_hand",
+    "02_gradcheck",
+    "03_conv_as_matmul",
+    "04_softmax_cross_entropy",
+    "05_sgd",
+    "06_vgg16_weights",
+    "07_transfer_learning",
+    "08_gradcam",
+    "09_winograd",
+]
 
 
 @pytest.fixture
@@ -29,6 +39,7 @@ def run(tmp_path, monkeypatch, capsys):
         capsys.readouterr()
         result = module.main(["--quick", *map(str, args)])
         return result, capsys.readouterr().out
+
     return run_example
 
 
@@ -112,14 +123,16 @@ def test_06_vgg16_weights(run, tmp_path):
     assert "block1_conv1: kernel (3, 3, 3, 4)" in out
     from minitl.applications import VGG16
     from minitl.nn import manual_seed
+
     manual_seed(0)
     first = VGG16(width=1 / 16, input_shape=(32, 32, 3), classes=10).get_layer("block1_conv1").kernel.numpy()[..., 0]
     rows = re.findall(r"\[([^\[\]]+)\]", out.split("first filter")[1].split("\n", 1)[1])
     printed = np.array([row.split() for row in rows], dtype=float).reshape(3, 3, 3)
     np.testing.assert_allclose(printed, first.transpose(2, 0, 1), atol=6e-4)  # one 3×3 slice per channel
 
-    from minitl.io import save_weights
     from minitl.applications import VGG16
+    from minitl.io import save_weights
+
     notop = VGG16(include_top=False, width=1 / 8, input_shape=(32, 32, 3))
     save_weights(notop, tmp_path / "notop.h5")
     _, out = run("06_vgg16_weights", "--weights", tmp_path / "notop.h5")
@@ -134,7 +147,7 @@ def test_07_transfer_learning(run):
     assert "new head: head_flatten" in out
     assert "epoch 1/1" in out and "confusion matrix" in out
     for name in ("frozen", "fine-tuned"):
-        acc, f1 = map(float, re.search(rf"^{name}\s+(\S+)\s+(\S+)$", out, re.M).groups())
+        acc, f1 = map(float, re.search(rf"^{name}\s+(\S+)\s+(\S+)$", out, re.MULTILINE).groups())
         assert 0 <= f1 <= 1 and acc in {i / 20 for i in range(21)}  # 20 test images
 
 
@@ -148,14 +161,17 @@ def test_08_gradcam_on_the_synthetic_task(run, tmp_path):
 
 def test_08_gradcam_of_a_run_folder(run, tmp_path):
     from minitl.demo import TARGET, config
-    from minitl.io import save_weights
     from minitl.files import write_json
+    from minitl.io import save_weights
     from minitl.transfer import build_model
+
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     save_weights(build_model(config(5)), run_dir / "checkpoint.h5")
-    write_json(run_dir / "record.json", {"model": config(5), "classes": list(TARGET), "image_size": [32, 32],
-                                         "preprocessing": "caffe"})
+    write_json(
+        run_dir / "record.json",
+        {"model": config(5), "classes": list(TARGET), "image_size": [32, 32], "preprocessing": "caffe"},
+    )
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "a.png")
     _, out = run("08_gradcam", "--run", run_dir, "--image", tmp_path / "a.png", "--out", tmp_path / "cam.png")
     assert re.search(r"predicted (elephant|giraffe|horse|sheep|zebra)", out)
@@ -168,8 +184,10 @@ def test_09_winograd(run):
     code, out = run("09_winograd")
     assert code == 0
     assert float(re.search(r"tile error: (\S+)", out).group(1)) == 0
-    rows = {m.group(1): m.group(2, 3, 4) for m in
-            re.finditer(r"^(im2col \+|Winograd F\(.x., 3x3\)).*?([\d,]+) +(\S+) +(\S+)$", out, re.M)}
+    rows = {
+        m.group(1): m.group(2, 3, 4)
+        for m in re.finditer(r"^(im2col \+|Winograd F\(.x., 3x3\)).*?([\d,]+) +(\S+) +(\S+)$", out, re.MULTILINE)
+    }
     rows = {k.replace("Winograd ", "").replace("im2col +", "im2col"): v for k, v in rows.items()}
     mults = {k: int(v[0].replace(",", "")) for k, v in rows.items()}
     assert mults["im2col"] == 9 * 16 * 16 * 32 * 32

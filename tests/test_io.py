@@ -6,6 +6,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+from keras_fixtures import CONV_NAMES, DATA, DENSE_NAMES, LAYOUTS, VARIANTS, file_arrays, fixture
 
 from minitl.errors import WeightsError
 from minitl.io import (
@@ -16,8 +17,6 @@ from minitl.io import (
     save_weights,
     write_keras_weights,
 )
-
-from keras_fixtures import CONV_NAMES, DATA, DENSE_NAMES, LAYOUTS, VARIANTS, file_arrays, fixture
 
 
 def all_layer_names(variant):
@@ -380,7 +379,8 @@ def test_load_every_layout(layout):
 def test_notop_file_into_model_with_a_new_head(layout):
     model = mini_vgg(classes=7)
     before = snapshot(model)
-    with pytest.raises(WeightsError, match=r"no weights for 3 of the model's 16 layers[\s\S]*fc1\n  fc2\n  predictions"):
+    missing = r"no weights for 3 of the model's 16 layers[\s\S]*fc1\n  fc2\n  predictions"
+    with pytest.raises(WeightsError, match=missing):
         load_weights(model, fixture("vgg16mini_notop_32", layout))
     assert_unchanged(model, before)
     head = [p.data.copy() for n in DENSE_NAMES for p in model.layer(n).weights]
@@ -425,6 +425,7 @@ def test_shape_mismatch_is_all_or_nothing(layout):
 
 def test_many_mismatches_are_listed_briefly(tmp_path):
     from minitl.applications import VGG16
+
     path = tmp_path / "wide.h5"
     save_weights(VGG16(include_top=False, input_shape=(32, 32, 3), width=1 / 8), path)
     with pytest.raises(WeightsError) as err:  # 13 layers x 2 weights of another width
@@ -435,7 +436,9 @@ def test_many_mismatches_are_listed_briefly(tmp_path):
 
 def test_shape_mismatch_names_the_weight():
     model = mini_vgg(classes=10)
-    with pytest.raises(WeightsError, match=r"weight 0 'predictions_W_1:0': model expects shape \(32, 10\), file has \(32, 5\)"):
+    with pytest.raises(
+        WeightsError, match=r"weight 0 'predictions_W_1:0': model expects shape \(32, 10\), file has \(32, 5\)"
+    ):
         load_weights(model, fixture("vgg16mini_top_64_c5", "official_like.h5"))
 
 
@@ -499,8 +502,10 @@ def test_native_matches_by_order_within_each_class(tmp_path):
     # No name attributes; conv2d_10 must come after conv2d_9 (not after conv2d_1),
     # and Dense layers count separately from Conv2D layers.
     path = tmp_path / "m.weights.h5"
-    groups = {("conv2d" if k == 0 else f"conv2d_{k}"): [np.full((1, 1, 2, 2), float(k)), np.zeros(2)]
-              for k in (10, 0, 2, 1, 9, 3, 4, 5, 6, 7, 8)}
+    groups = {
+        ("conv2d" if k == 0 else f"conv2d_{k}"): [np.full((1, 1, 2, 2), float(k)), np.zeros(2)]
+        for k in (10, 0, 2, 1, 9, 3, 4, 5, 6, 7, 8)
+    }
     groups.update({"dense": [np.full((2, 3), 50.0), np.zeros(3)], "max_pooling2d": []})
     write_native(path, groups)
     names = [f"c{k}" for k in range(11)]
@@ -513,8 +518,9 @@ def test_native_matches_by_order_within_each_class(tmp_path):
 
 def test_native_gap_in_numbering_is_an_error(tmp_path):
     path = tmp_path / "gap.weights.h5"
-    write_native(path, {"conv2d": [np.zeros((1, 1, 2, 2)), np.zeros(2)],
-                        "conv2d_2": [np.ones((1, 1, 2, 2)), np.zeros(2)]})
+    write_native(
+        path, {"conv2d": [np.zeros((1, 1, 2, 2)), np.zeros(2)], "conv2d_2": [np.ones((1, 1, 2, 2)), np.zeros(2)]}
+    )
     model = Model([Conv2D("a", (1, 1, 2, 2), (2,)), Conv2D("b", (1, 1, 2, 2), (2,))])
     before = [p.data.copy() for layer in model.layers() for p in layer.weights]
     with pytest.raises(WeightsError, match="conv2d_1 is missing"):
@@ -569,7 +575,10 @@ def test_save_refuses_the_native_suffix(tmp_path):
 
 def test_keras_class_names():
     assert [keras_class_name(c("x")) for c in (Conv2D, Dense, MaxPool2D, Flatten)] == [
-        "conv2d", "dense", "max_pooling2d", "flatten",
+        "conv2d",
+        "dense",
+        "max_pooling2d",
+        "flatten",
     ]
 
     class BatchNormalization(Layer):
@@ -589,8 +598,15 @@ def test_entry_type():
 # models, block5 trainable (TRANSFER_MINI.md); the head has build_head's names.
 
 TRANSFER = "vgg16mini_transfer_32"
-TRANSFER_CONFIG = {"arch": "vgg16", "input_shape": [32, 32, 3], "width": 1 / 32, "num_classes": 3,
-                   "hidden": [16, 8], "dropout": 0.0, "pooling": "flatten"}
+TRANSFER_CONFIG = {
+    "arch": "vgg16",
+    "input_shape": [32, 32, 3],
+    "width": 1 / 32,
+    "num_classes": 3,
+    "hidden": [16, 8],
+    "dropout": 0.0,
+    "pooling": "flatten",
+}
 HEAD_NAMES = ["head_dense1", "head_dense2", "head_predictions"]
 
 
@@ -599,8 +615,7 @@ def test_nested_legacy_groups_split_by_layer():
     # Keras lists the nested base's trainable layers (block5) first.
     assert [e.name for e in entries] == CONV_NAMES[10:] + CONV_NAMES[:10] + HEAD_NAMES
     assert entries[0].weight_names == ["block5_conv1/kernel", "block5_conv1/bias"]
-    assert entries[-1].weight_names == ["transfer/head/head_predictions/kernel",
-                                        "transfer/head/head_predictions/bias"]
+    assert entries[-1].weight_names == ["transfer/head/head_predictions/kernel", "transfer/head/head_predictions/bias"]
     assert entries[3].arrays[0].shape == (3, 3, 3, 2) and entries[-1].arrays[0].shape == (8, 3)
 
 
@@ -608,6 +623,7 @@ def test_nested_legacy_groups_split_by_layer():
 def test_keras_transfer_model_reproduces_keras_logits(tmp_path, layout):
     from minitl.tensor import Tensor, no_grad
     from minitl.transfer import build_model
+
     path = DATA / f"{TRANSFER}.{layout}"
     if layout == "full.h5":  # Keras' model.save('x.h5') keeps the same groups under model_weights
         src, path = DATA / f"{TRANSFER}.keras3_legacy.h5", tmp_path / "full.h5"
@@ -631,6 +647,7 @@ def test_keras_transfer_model_reproduces_keras_logits(tmp_path, layout):
 
 def test_keras_transfer_legacy_by_order_refuses_the_trainable_first_order():
     from minitl.transfer import build_model
+
     model = build_model(TRANSFER_CONFIG)
     before = [np.array(p.data, copy=True) for p in model.parameters()]
     with pytest.raises(WeightsError, match="block5_conv1"):

@@ -9,12 +9,11 @@ import zlib
 import h5py
 import numpy as np
 import pytest
+from keras_fixtures import fixture
 
 from minitl import nn
 from minitl.errors import WeightsError
 from minitl.io import load_weights, read_keras_weights, save_weights
-
-from keras_fixtures import fixture
 
 KERNEL = "fc1/fc1/kernel:0"  # where save_weights puts fc1's kernel (3, 4)
 

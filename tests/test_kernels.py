@@ -49,14 +49,14 @@ def make_x(rng, shape, dtype, layout):
 
 
 def tol(dtype):
-    return dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    return {"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-12}
 
 
 # ---------------------------------------------------------------- naive references
 
 def conv_ref(x, w, s, pads):
     """Direct convolution by loops, zero padding."""
-    N, H, W, C = x.shape
+    N, H, W, _C = x.shape
     kh, kw, _, O = w.shape
     top, bottom, left, right = pads
     Ho, Wo = (H + top + bottom - kh) // s + 1, (W + left + right - kw) // s + 1

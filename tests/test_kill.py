@@ -23,20 +23,32 @@ import h5py
 import numpy as np
 
 TIMINGS = ("seconds", "images_per_s")  # the only entries of a history row allowed to differ
-RUN = dict(weights=None, epochs=3, width=1 / 16, hidden=(8,), batch_size=4, lr=0.05, seed=0, progress=False,
-           log=lambda *a: None)
+RUN = {
+    "weights": None,
+    "epochs": 3,
+    "width": 1 / 16,
+    "hidden": (8,),
+    "batch_size": 4,
+    "lr": 0.05,
+    "seed": 0,
+    "progress": False,
+    "log": lambda *a: None,
+}
 
 
 def _datasets(folder):
     from minitl.data import ImageFolder
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return [ImageFolder(folder, (32, 32), validation_split=0.34, subset=s, seed=0)
-                for s in ("training", "validation")]
+        return [
+            ImageFolder(folder, (32, 32), validation_split=0.34, subset=s, seed=0) for s in ("training", "validation")
+        ]
 
 
 def _finetune(folder, run_dir, resume=False):
     from minitl import transfer
+
     transfer.finetune(*_datasets(folder), run_dir, resume=resume, **RUN)
 
 
@@ -153,11 +165,13 @@ def drive(folder, out, random_kills):
 
 
 def test_resume_after_kill_9_at_every_write_and_at_random_equals_the_uninterrupted_run(folder, tmp_path):
-    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue",
-               PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), str(Path(__file__).parent)]))
+    env = dict(
+        os.environ,
+        NUMBA_THREADING_LAYER="workqueue",
+        PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), str(Path(__file__).parent)]),
+    )
     code = f"import test_kill; test_kill.drive({str(folder)!r}, {str(tmp_path)!r}, random_kills=3)"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env,
-                       check=False)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env, check=False)
     lines = r.stdout.splitlines()
     assert r.returncode == 0, r.stdout + r.stderr
     renames = int(lines[0].split(": ")[1])

@@ -20,7 +20,7 @@ def test_every_public_module_is_an_attribute_of_the_package():
 
 def test_an_unknown_attribute_is_an_attribute_error():
     try:
-        minitl.no_such_module
+        _ = minitl.no_such_module
     except AttributeError as e:
         assert "no_such_module" in str(e)
     else:

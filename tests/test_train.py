@@ -3,13 +3,13 @@ import re
 
 import numpy as np
 import pytest
+from finetune_fixtures import SMALL, datasets
 
 import minitl.train as T
 from minitl import transfer
 from minitl.applications import VGG16
 from minitl.data import ArrayDataset, DataLoader
 from minitl.nn import Sequential, manual_seed
-from finetune_fixtures import SMALL, datasets
 
 
 def test_evaluate_metrics(folder, notop, tmp_path):

@@ -8,6 +8,7 @@ import warnings
 import h5py
 import numpy as np
 import pytest
+from finetune_fixtures import SMALL, datasets, interrupt_at, params
 
 import minitl.train as T
 from minitl import DataError, TrainingError, io, runs, transfer
@@ -15,7 +16,6 @@ from minitl.applications import VGG16
 from minitl.data import ArrayDataset, ImageFolder
 from minitl.files import write_json
 from minitl.nn import manual_seed
-from finetune_fixtures import SMALL, datasets, interrupt_at, params
 
 
 def test_corrupt_file_is_skipped_with_one_warning(folder):
@@ -27,7 +27,7 @@ def test_corrupt_file_is_skipped_with_one_warning(folder):
 
 def test_finetune_writes_a_complete_run(folder, notop, tmp_path):
     train, val = datasets(folder)
-    model, record = transfer.finetune(train, val, tmp_path / "run", weights=notop, epochs=2, **SMALL)
+    model, _record = transfer.finetune(train, val, tmp_path / "run", weights=notop, epochs=2, **SMALL)
     for name in ("record.json", "checkpoint.h5", "best.h5", "optimizer.h5", "features.h5"):
         assert (tmp_path / "run" / name).is_file(), name
     saved = json.loads((tmp_path / "run" / "record.json").read_text())
@@ -111,7 +111,7 @@ def test_best_of_a_run_without_validation_is_an_error_naming_the_file(tmp_path):
     transfer.finetune(data, None, tmp_path / "run", epochs=1, **SMALL)  # no validation: no best.h5
     with pytest.raises(TrainingError, match=r"has no best\.h5: .*best\.h5 does not exist"):
         transfer.load_run(tmp_path / "run", runs.BEST)
-    model, record = transfer.load_run(tmp_path / "run")  # the last checkpoint is there
+    _model, record = transfer.load_run(tmp_path / "run")  # the last checkpoint is there
     assert record["epoch"] == 1
 
 
@@ -145,7 +145,7 @@ def test_resume_after_ctrl_c_in_the_first_epoch_starts_from_the_pretrained_base(
         transfer.finetune(train, val, tmp_path / "run", weights=notop, epochs=1, **SMALL)
     assert not (tmp_path / "run" / "checkpoint.h5").exists()
     restore()
-    model, record = transfer.finetune(train, val, tmp_path / "run", weights=notop, epochs=1, resume=True, **SMALL)
+    model, _record = transfer.finetune(train, val, tmp_path / "run", weights=notop, epochs=1, resume=True, **SMALL)
     stored = {e.name: e.arrays for e in io.read_keras_weights(notop)}
     np.testing.assert_array_equal(model[0].get_layer("block1_conv1").kernel.data, stored["block1_conv1"][0])
 

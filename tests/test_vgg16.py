@@ -14,16 +14,16 @@ import time
 import h5py
 import numpy as np
 import pytest
+from keras_fixtures import CONV_NAMES, DATA, DENSE_NAMES, LAYOUTS, NOTOP, TOP, VARIANTS, file_arrays, fixture
 
 import minitl.functional as F
-from minitl.applications.vgg16 import preprocess_input
 from minitl import ShapeError, WeightsError, nn
-from minitl.io import LoadReport, load_weights, read_keras_weights, save_weights, write_keras_weights
 from minitl.applications import VGG16
+from minitl.applications.vgg16 import preprocess_input
+from minitl.io import LoadReport, load_weights, read_keras_weights, save_weights, write_keras_weights
 from minitl.nn import Conv2D, Dense, Flatten, Sequential, manual_seed
 from minitl.tensor import Tensor, no_grad
 
-from keras_fixtures import CONV_NAMES, DATA, DENSE_NAMES, LAYOUTS, NOTOP, TOP, VARIANTS, file_arrays, fixture
 ACTIVATIONS = ["block1_conv1", "block1_pool", "block3_conv3", "block5_pool"]
 TOP_ACTIVATIONS = ["flatten", "fc1", "fc2"]
 GRADS = [("predictions", 0, "grad_predictions_kernel"), ("predictions", 1, "grad_predictions_bias"),
@@ -564,7 +564,7 @@ def test_vgg16_too_small_input():
 
 
 def test_vgg16_classifier_activation(keep_global_rng):
-    kw = dict(width=1 / 16, fc_units=(8, 8), classes=5, input_shape=(32, 32, 3))
+    kw = {"width": 1 / 16, "fc_units": (8, 8), "classes": 5, "input_shape": (32, 32, 3)}
     x = x_batch((2, 32, 32, 3))
     manual_seed(0)
     logits_model = VGG16(classifier_activation=None, **kw)

@@ -11,8 +11,8 @@ import minitl.functional as F
 from minitl import MinitlError, Tensor, viz
 from minitl.nn import Conv2D, Dense, GlobalAvgPool2D, MaxPool2D, Sequential
 
-NODE = re.compile(r'^\s*(\w+) \[label="((?:[^"\\]|\\.)*)"', re.M)
-EDGE = re.compile(r"^\s*(\w+) -> (\w+);", re.M)
+NODE = re.compile(r'^\s*(\w+) \[label="((?:[^"\\]|\\.)*)"', re.MULTILINE)
+EDGE = re.compile(r"^\s*(\w+) -> (\w+);", re.MULTILINE)
 
 
 def parse(dot):
@@ -209,7 +209,8 @@ def test_grad_cam_on_the_transfer_model_and_on_a_batch():
     x = np.random.default_rng(1).standard_normal((2, 32, 32, 3)).astype(np.float32)
     cams = viz.grad_cam(model, x)  # layer block5_conv3 inside the base, head after it
     assert cams.shape == (2, 32, 32) and cams.min() >= 0 and cams.max() <= 1
-    np.testing.assert_allclose(cams[1], viz.grad_cam(model, x[1]), atol=1e-5)  # float32 round-off differs between batch sizes
+    # float32 round-off differs between batch sizes
+    np.testing.assert_allclose(cams[1], viz.grad_cam(model, x[1]), atol=1e-5)
     with pytest.raises(MinitlError, match="no layer 'conv9'.*block5_conv3"):
         viz.grad_cam(model, x, layer="conv9")
     with pytest.raises(MinitlError, match="outside the model's 3 classes"):
@@ -228,8 +229,8 @@ def test_overlay_blends_the_heat_map():
     cam[0, 0] = 1
     out = viz.overlay(image, cam, alpha=0.5)
     assert out.shape == (4, 4, 3) and out.dtype == np.uint8
-    assert out[0, 0, 0] > 50 and out[0, 0, 1] == out[0, 0, 2] == 0   # 1 is (dark) red
-    assert out[3, 3, 2] > 50 and out[3, 3, 0] == out[3, 3, 1] == 0   # 0 is (dark) blue
+    assert out[0, 0, 0] > 50 and out[0, 0, 1] == out[0, 0, 2] == 0  # 1 is (dark) red
+    assert out[3, 3, 2] > 50 and out[3, 3, 0] == out[3, 3, 1] == 0  # 0 is (dark) blue
     np.testing.assert_array_equal(viz.overlay(np.full((4, 4, 3), 7, np.uint8), cam, alpha=0), 7)
     with pytest.raises(Exception, match="differ in size"):
         viz.overlay(image, np.zeros((3, 4)))

@@ -7,9 +7,8 @@ import pytest
 import minitl
 import minitl.functional as F
 import minitl.nn
-from minitl import Tensor, conv, no_grad, winograd
+from minitl import Tensor, conv, gradcheck, no_grad, winograd
 from minitl.errors import ShapeError
-from minitl import gradcheck
 from minitl.io import load_weights, save_weights
 from minitl.optim import SGD
 

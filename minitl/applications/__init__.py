@@ -19,8 +19,22 @@ from minitl.applications.resnet50 import ResNet50
 from minitl.applications.vgg16 import VGG16
 from minitl.applications.vgg19 import VGG19
 
-__all__ = ["VGG16", "VGG19", "ResNet50", "InceptionV3", "MobileNetV2", "BACKBONES", "get_backbone",
-           "multiply_adds", "imagenet_utils", "vgg16", "vgg19", "resnet50", "inception_v3", "mobilenet_v2"]
+__all__ = [
+    "BACKBONES",
+    "VGG16",
+    "VGG19",
+    "InceptionV3",
+    "MobileNetV2",
+    "ResNet50",
+    "get_backbone",
+    "imagenet_utils",
+    "inception_v3",
+    "mobilenet_v2",
+    "multiply_adds",
+    "resnet50",
+    "vgg16",
+    "vgg19",
+]
 
 BACKBONES = {"vgg16": VGG16, "vgg19": VGG19, "resnet50": ResNet50, "inception_v3": InceptionV3,
              "mobilenet_v2": MobileNetV2}

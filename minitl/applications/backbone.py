@@ -11,7 +11,7 @@ which, and sorts its layers into that order, so that ``layers()``, ``save_weight
 loading by order agree with Keras' files. Nothing else depends on the recording:
 ``forward`` is the model.
 """
-import numpy
+import numpy as np
 
 from minitl import functional as F
 from minitl.backend import device_of, to_device
@@ -149,7 +149,7 @@ def record_graph(model, shape):
     try:
         with no_grad():
             device = device_of(params[0].data) if (params := model.parameters()) else "cpu"
-            out = model.logits(Tensor(to_device(numpy.zeros(shape, numpy.float32), device)))
+            out = model.logits(Tensor(to_device(np.zeros(shape, np.float32), device)))
     finally:
         for layer in layers:
             del layer.__dict__["forward"]

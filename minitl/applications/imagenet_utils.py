@@ -14,7 +14,7 @@ import numpy as np
 from minitl.backend import get_array_module, to_numpy
 from minitl.errors import DataError, ShapeError
 
-__all__ = ["MEAN_BGR", "preprocess_caffe", "preprocess_tf", "decode_predictions", "load_class_index"]
+__all__ = ["MEAN_BGR", "decode_predictions", "load_class_index", "preprocess_caffe", "preprocess_tf"]
 
 # Per-channel ImageNet means in BGR order, subtracted by Keras' 'caffe' mode.
 MEAN_BGR = (103.939, 116.779, 123.68)

@@ -15,7 +15,7 @@ from minitl.applications.backbone import Backbone
 from minitl.applications.imagenet_utils import decode_predictions, load_class_index, preprocess_tf
 from minitl.nn import AvgPool2D, BatchNormalization, Concatenate, Conv2D, MaxPool2D, Module, ReLU
 
-__all__ = ["InceptionV3", "preprocess_input", "decode_predictions", "load_class_index"]
+__all__ = ["InceptionV3", "decode_predictions", "load_class_index", "preprocess_input"]
 
 
 class Names:

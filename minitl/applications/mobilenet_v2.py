@@ -14,8 +14,15 @@ from minitl.applications.backbone import Backbone
 from minitl.applications.imagenet_utils import decode_predictions, load_class_index, preprocess_tf
 from minitl.nn import Add, BatchNormalization, Conv2D, DepthwiseConv2D, Module, ReLU, ZeroPadding2D
 
-__all__ = ["MobileNetV2", "InvertedResidual", "MOBILENET_V2_BLOCKS", "make_divisible", "preprocess_input",
-           "decode_predictions", "load_class_index"]
+__all__ = [
+    "MOBILENET_V2_BLOCKS",
+    "InvertedResidual",
+    "MobileNetV2",
+    "decode_predictions",
+    "load_class_index",
+    "make_divisible",
+    "preprocess_input",
+]
 
 # (expansion t, output channels c, blocks n, first stride s) per bottleneck sequence (the paper's Table 2)
 MOBILENET_V2_BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),

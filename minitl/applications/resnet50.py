@@ -13,8 +13,15 @@ from minitl.applications.backbone import Backbone
 from minitl.applications.imagenet_utils import MEAN_BGR, decode_predictions, load_class_index, preprocess_caffe
 from minitl.nn import Add, BatchNormalization, Conv2D, MaxPool2D, Module, ReLU, ZeroPadding2D
 
-__all__ = ["ResNet50", "ResidualBlock", "RESNET50_STAGES", "MEAN_BGR", "preprocess_input", "decode_predictions",
-           "load_class_index"]
+__all__ = [
+    "MEAN_BGR",
+    "RESNET50_STAGES",
+    "ResNet50",
+    "ResidualBlock",
+    "decode_predictions",
+    "load_class_index",
+    "preprocess_input",
+]
 
 RESNET50_STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))  # (filters, blocks, first stride): conv2..5
 EPSILON = 1.001e-5  # Keras' ResNet batch normalization epsilon

@@ -7,7 +7,7 @@ from minitl.applications.imagenet_utils import MEAN_BGR, decode_predictions, loa
 from minitl.errors import ShapeError
 from minitl.nn import Conv2D, Dense, Flatten, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D, Sequential
 
-__all__ = ["VGG16", "VGG16_BLOCKS", "MEAN_BGR", "preprocess_input", "decode_predictions", "load_class_index"]
+__all__ = ["MEAN_BGR", "VGG16", "VGG16_BLOCKS", "decode_predictions", "load_class_index", "preprocess_input"]
 
 VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))  # (convolutions, filters) per block
 
@@ -77,8 +77,10 @@ class VGG16(Sequential):
         h, w = input_shape[:2]
         if h < cls.MIN_SIZE or w < cls.MIN_SIZE:
             given = given or f"input_shape {tuple(input_shape)}"
-            raise ShapeError(f"{cls.__name__}'s five 2x2 poolings need inputs of at least {cls.MIN_SIZE}x{cls.MIN_SIZE} "
-                             f"pixels: {given} is too small")
+            raise ShapeError(
+                f"{cls.__name__}'s five 2x2 poolings need inputs of at least {cls.MIN_SIZE}x{cls.MIN_SIZE} "
+                f"pixels: {given} is too small"
+            )
 
     def blocks(self):
         """The base's blocks in input order: {'block1': [block1_conv1, ..., block1_pool], ...}.

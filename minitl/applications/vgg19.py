@@ -5,7 +5,7 @@ each of its last three blocks (``block3_conv4``, ``block4_conv4``, ``block5_conv
 from minitl.applications.imagenet_utils import MEAN_BGR, decode_predictions, load_class_index, preprocess_caffe
 from minitl.applications.vgg16 import VGG16
 
-__all__ = ["VGG19", "VGG19_BLOCKS", "MEAN_BGR", "preprocess_input", "decode_predictions", "load_class_index"]
+__all__ = ["MEAN_BGR", "VGG19", "VGG19_BLOCKS", "decode_predictions", "load_class_index", "preprocess_input"]
 
 VGG19_BLOCKS = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))  # (convolutions, filters) per block
 

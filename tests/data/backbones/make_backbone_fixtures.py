@@ -272,15 +272,31 @@ def weight_file_table():
         assert len(table) == 2, table
         for fname, (url, h) in table.items():
             top = not fname.endswith("_notop.h5")
-            add(key + ("" if top else "-notop"), fname, url, h, model, top,
-                f"Keras {pretty} ImageNet weights " + ("with the classifier" if top else "without the classifier (include_top=False)"),
-                f"{APPS}.{module.__name__.split('.')[-1]}: get_file(..., file_hash=...)")
+            add(
+                key + ("" if top else "-notop"),
+                fname,
+                url,
+                h,
+                model,
+                top,
+                f"Keras {pretty} ImageNet weights "
+                + ("with the classifier" if top else "without the classifier (include_top=False)"),
+                f"{APPS}.{module.__name__.split('.')[-1]}: get_file(..., file_hash=...)",
+            )
     top_hash, notop_hash = resnet.WEIGHTS_HASHES["resnet50"]
     for top, h in ((True, top_hash), (False, notop_hash)):
         fname = "resnet50_weights_tf_dim_ordering_tf_kernels" + ("" if top else "_notop") + ".h5"
-        add("resnet50" + ("" if top else "-notop"), fname, resnet.BASE_WEIGHTS_PATH + fname, h,
-            "ResNet50", top, "Keras ResNet50 ImageNet weights " + ("with the classifier" if top else "without the classifier (include_top=False)"),
-            f"{APPS}.resnet: BASE_WEIGHTS_PATH + file name, WEIGHTS_HASHES['resnet50']")
+        add(
+            "resnet50" + ("" if top else "-notop"),
+            fname,
+            resnet.BASE_WEIGHTS_PATH + fname,
+            h,
+            "ResNet50",
+            top,
+            "Keras ResNet50 ImageNet weights "
+            + ("with the classifier" if top else "without the classifier (include_top=False)"),
+            f"{APPS}.resnet: BASE_WEIGHTS_PATH + file name, WEIGHTS_HASHES['resnet50']",
+        )
     src = inspect.getsource(mobilenet_v2)
     alphas = [float(a) for a in re.search(r"alpha not in \[([^\]]+)\]", src).group(1).split(",")]
     rows_all = [int(r) for r in re.search(r"rows not in \[([^\]]+)\]", src).group(1).split(",")]
@@ -288,23 +304,43 @@ def weight_file_table():
     for alpha in alphas:
         for rows in rows_all:
             for top in (True, False):
-                fname = ("mobilenet_v2_weights_tf_dim_ordering_tf_kernels"
-                         + (f"_{float(alpha)}_{rows}.h5" if top else f"_{float(alpha)}_{rows}_no_top.h5"))
-                add(f"mobilenet_v2_{float(alpha)}_{rows}" + ("" if top else "-notop"), fname,
-                    mobilenet_v2.BASE_WEIGHT_PATH + fname, None, "MobileNetV2", top,
+                fname = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels" + (
+                    f"_{float(alpha)}_{rows}.h5" if top else f"_{float(alpha)}_{rows}_no_top.h5"
+                )
+                add(
+                    f"mobilenet_v2_{float(alpha)}_{rows}" + ("" if top else "-notop"),
+                    fname,
+                    mobilenet_v2.BASE_WEIGHT_PATH + fname,
+                    None,
+                    "MobileNetV2",
+                    top,
                     f"Keras MobileNetV2 ImageNet weights, alpha {float(alpha)}, {rows}x{rows} input, "
                     + ("with the classifier" if top else "without the classifier (include_top=False)"),
                     f"{APPS}.mobilenet_v2: BASE_WEIGHT_PATH + file name (no file_hash given)",
-                    alpha=float(alpha), rows=rows)
+                    alpha=float(alpha),
+                    rows=rows,
+                )
     url = imagenet_utils.CLASS_INDEX_PATH
-    h = re.search(r'CLASS_INDEX_PATH,.*?file_hash="([0-9a-f]{32})"', inspect.getsource(imagenet_utils), re.DOTALL).group(1)
+    h = re.search(
+        r'CLASS_INDEX_PATH,.*?file_hash="([0-9a-f]{32})"', inspect.getsource(imagenet_utils), re.DOTALL
+    ).group(1)
     entries["imagenet-class-index"] = {
-        "file": url.rsplit("/", 1)[1], "url": url, "bytes": None, "md5": h, "model": None,
-        "include_top": None, "description": "ImageNet class index used by decode_predictions",
-        "source": f"{APPS}.imagenet_utils: CLASS_INDEX_PATH, file_hash"}
+        "file": url.rsplit("/", 1)[1],
+        "url": url,
+        "bytes": None,
+        "md5": h,
+        "model": None,
+        "include_top": None,
+        "description": "ImageNet class index used by decode_predictions",
+        "source": f"{APPS}.imagenet_utils: CLASS_INDEX_PATH, file_hash",
+    }
     modes = {}
-    for key, module in (("vgg19", vgg19), ("resnet50", resnet), ("inception_v3", inception_v3),
-                        ("mobilenet_v2", mobilenet_v2)):
+    for key, module in (
+        ("vgg19", vgg19),
+        ("resnet50", resnet),
+        ("inception_v3", inception_v3),
+        ("mobilenet_v2", mobilenet_v2),
+    ):
         found = set(re.findall(r'def preprocess_input\(.*?mode="(\w+)"', inspect.getsource(module), re.DOTALL))
         assert len(found) == 1, (key, found)
         modes[key] = found.pop()
@@ -330,29 +366,36 @@ def full_manifests(modes):
         counts = {}
         for top in (True, False):
             keras.backend.clear_session()
-            m = getattr(keras.applications, ctor)(weights=None, include_top=top,
-                                                   input_shape=(size, size, 3), **kwargs)
+            m = getattr(keras.applications, ctor)(weights=None, include_top=top, input_shape=(size, size, 3), **kwargs)
             recs[top] = [layer_record(layer) for layer in m.layers]
-            counts[top] = {"model_name": m.name, "layers": len(m.layers), "count_params": int(m.count_params()),
-                           "trainable_params": int(sum(np.prod(w.shape) for w in m.trainable_weights)),
-                           "non_trainable_params": int(sum(np.prod(w.shape) for w in m.non_trainable_weights))}
+            counts[top] = {
+                "model_name": m.name,
+                "layers": len(m.layers),
+                "count_params": int(m.count_params()),
+                "trainable_params": int(sum(np.prod(w.shape) for w in m.trainable_weights)),
+                "non_trainable_params": int(sum(np.prod(w.shape) for w in m.non_trainable_weights)),
+            }
         n = counts[False]["layers"]
         assert recs[True][:n] == recs[False], f"{stem}: notop is not a prefix of top"
-        bns = {(r["config"]["momentum"], r["config"]["epsilon"], r["config"]["center"], r["config"]["scale"])
-               for r in recs[True] if r["class"] == "BatchNormalization"}
+        bns = {
+            (r["config"]["momentum"], r["config"]["epsilon"], r["config"]["center"], r["config"]["scale"])
+            for r in recs[True]
+            if r["class"] == "BatchNormalization"
+        }
         family = stem.split("_1.0")[0].split("_0.35")[0]
         bn = [{"momentum": b[0], "epsilon": b[1], "center": b[2], "scale": b[3]} for b in sorted(bns)]
         batchnorm[family] = bn[0] if len(bn) == 1 else (bn or None)
         head = {
-            "model": ctor, "kwargs": {**kwargs, "weights": None, "input_shape": [size, size, 3]},
+            "model": ctor,
+            "kwargs": {**kwargs, "weights": None, "input_shape": [size, size, 3]},
             "written_by": f"keras {keras.__version__} ({keras.backend.backend()} backend), model.layers in order",
             "include_top": counts[True],
             "notop": {**counts[False], "note": f"include_top=False is the first {n} layers below"},
             "preprocess_input_mode": modes[family],
             "batchnorm": batchnorm[family],
             "weight_order": "each layer's 'weights' lists layer.weights in Keras' order "
-                            "(Keras' legacy .h5 writer stores trainable then non-trainable weights; "
-                            "the same order for these models)",
+            "(Keras' legacy .h5 writer stores trainable then non-trainable weights; "
+            "the same order for these models)",
         }
         dump_manifest(OUT / f"manifest_{stem}.json", head, recs[True])
         print(stem, counts)
@@ -360,6 +403,7 @@ def full_manifests(modes):
 
 
 # ------------------------------------------------ step 1c: small models, Keras 3
+
 
 def preprocess(family, x_raw):
     return getattr(keras.applications, family).preprocess_input(x_raw.copy())
@@ -390,7 +434,7 @@ def init_weights(model, rng, x):
                 "gamma": rng.uniform(0.5, 2.5, c),
                 "beta": rng.normal(0.3, 0.7, c),
                 "moving_mean": mean + 0.3 * std * rng.normal(0, 1, c),
-                "moving_variance": std ** 2 * rng.uniform(0.5, 2.0, c),
+                "moving_variance": std**2 * rng.uniform(0.5, 2.0, c),
             }
             for w in layer.weights:
                 w.assign(values[w.name].astype("float32"))
@@ -410,6 +454,7 @@ def watched_layers(model):
 def run_keras3(model, x, loss_w, training):
     """One call of the model: watched outputs, sum(output * loss_w), gradients by autograd."""
     import torch
+
     names = watched_layers(model)
     tap = keras.Model(model.input, [model.get_layer(n).output for n in names])
     xt = torch.tensor(x)
@@ -427,8 +472,12 @@ def run_keras3(model, x, loss_w, training):
 def margins(model, x, training):
     """Smallest distance of a ReLU / ReLU6 input to its kink, relative to the tensor's max |value|."""
     out = {}
-    acts = [l for l in model.layers if l.__class__.__name__ == "ReLU"
-            or (l.__class__.__name__ == "Activation" and l.get_config()["activation"] == "relu")]
+    acts = [
+        l
+        for l in model.layers
+        if l.__class__.__name__ == "ReLU"
+        or (l.__class__.__name__ == "Activation" and l.get_config()["activation"] == "relu")
+    ]
     tap = keras.Model(model.input, [l.input for l in acts])
     vals = tap(x, training=training)
     if not isinstance(vals, (list, tuple)):
@@ -481,6 +530,7 @@ def keras3_minis():
         # the weight files hold the weights before any training-mode call
         with h5py.File(OUT / f"{name}.keras3_legacy.h5", "w") as f:
             from keras.src.legacy.saving import legacy_h5_format
+
             legacy_h5_format.save_weights_to_hdf5_group(f, model)
         model.save_weights(OUT / f"{name}.weights.h5")
         data = {"x_raw": x_raw.astype(np.uint8), "x": x, "loss_weights": loss_w}
@@ -497,9 +547,18 @@ def keras3_minis():
         np.savez_compressed(OUT / f"{name}.npz", **data)
         keras.backend.clear_session()
         recs = [layer_record(layer) for layer in model.layers]
-        (OUT / f"{name}.layers.tmp.json").write_text(json.dumps(
-            {"seed": seed, "input": [N_IMAGES, size, size, 3], "preprocess": family,
-             "count_params": int(model.count_params()), "margins": info, "layers": recs}))
+        (OUT / f"{name}.layers.tmp.json").write_text(
+            json.dumps(
+                {
+                    "seed": seed,
+                    "input": [N_IMAGES, size, size, 3],
+                    "preprocess": family,
+                    "count_params": int(model.count_params()),
+                    "margins": info,
+                    "layers": recs,
+                }
+            )
+        )
         print(name, "params", model.count_params(), "loss", data["inference.loss"], data["training.loss"], info)
 
 
@@ -509,12 +568,15 @@ def step_keras3():
     batchnorm = full_manifests(modes)
     table = {
         "about": "Keras' published ImageNet weight files for VGG19, ResNet50, InceptionV3 and MobileNetV2, "
-                 f"with URL and md5 (the file_hash passed to get_file) as given in keras {keras.__version__}'s "
-                 "keras/src/applications/*.py. 'bytes' is null: the source gives no sizes. 'md5' is null "
-                 "where the source gives no hash (MobileNetV2).",
+        f"with URL and md5 (the file_hash passed to get_file) as given in keras {keras.__version__}'s "
+        "keras/src/applications/*.py. 'bytes' is null: the source gives no sizes. 'md5' is null "
+        "where the source gives no hash (MobileNetV2).",
         "keras_version": keras.__version__,
-        "mobilenet_v2_grid": {"alpha": alphas, "rows": rows_all,
-                              "default": "mobilenet_v2_1.0_224 (alpha 1.0, 224x224)"},
+        "mobilenet_v2_grid": {
+            "alpha": alphas,
+            "rows": rows_all,
+            "default": "mobilenet_v2_1.0_224 (alpha 1.0, 224x224)",
+        },
         "aliases": {"mobilenet_v2": "mobilenet_v2_1.0_224", "mobilenet_v2-notop": "mobilenet_v2_1.0_224-notop"},
         "models": {k: {"preprocess_input_mode": modes[k], "batchnorm": batchnorm.get(k)} for k in modes},
         "files": entries,
@@ -525,6 +587,7 @@ def step_keras3():
 
 
 # ------------------------------------------------ step 2: Keras 2 writer (tf_keras)
+
 
 def read_legacy(path):
     """{layer name: [arrays]} from a legacy .h5, in weight_names order."""
@@ -554,15 +617,22 @@ def step_keras2():
         report[name] = {"tf_keras_vs_keras3_inference_rel": rel}
         print(name, "tf_keras output vs Keras 3 (torch) output: max|diff|/max|ref| =", rel)
     import tensorflow as tf
-    report["versions"] = {"tf_keras": keras.__version__, "tensorflow": tf.__version__,
-                          "h5py": h5py.__version__, "numpy": np.__version__}
+
+    report["versions"] = {
+        "tf_keras": keras.__version__,
+        "tensorflow": tf.__version__,
+        "h5py": h5py.__version__,
+        "numpy": np.__version__,
+    }
     (OUT / "keras2.tmp.json").write_text(json.dumps(report))
 
 
 # ------------------------------------------------ step 3: reload checks, manifest
 
+
 def step_check():
     import torch
+
     k2 = json.loads((OUT / "keras2.tmp.json").read_text())
     fixtures = {}
     for name in MINI:
@@ -588,7 +658,7 @@ def step_check():
             "output": last,
             "keras3_reload_max_abs_diff": reload,
             "keras3_reload_checks": "load_weights into a fresh model; the output in inference mode, the output "
-                                    "in training mode and the moving statistics after it, against the npz",
+            "in training mode and the moving statistics after it, against the npz",
             "tf_keras_vs_keras3_inference_rel": k2[name]["tf_keras_vs_keras3_inference_rel"],
             "relu_margins": info["margins"],
             "files": {},
@@ -601,11 +671,21 @@ def step_check():
     pooled = to_numpy(keras.layers.AveragePooling2D(3, strides=1, padding="same")(np.ones((1, 3, 3, 1), "float32")))
     files = {}
     for p in sorted(OUT.iterdir()):
-        if p.suffix in (".h5", ".npz", ".json") and not p.name.endswith(".tmp.json") and p.name != "fixtures_manifest.json":
+        if (
+            p.suffix in (".h5", ".npz", ".json")
+            and not p.name.endswith(".tmp.json")
+            and p.name != "fixtures_manifest.json"
+        ):
             files[p.name] = {"bytes": p.stat().st_size, "md5": md5(p)}
     manifest = {
-        "versions": {"keras": keras.__version__, "backend": keras.backend.backend(), "torch": torch.__version__,
-                     "h5py": h5py.__version__, "numpy": np.__version__, "keras2_writer": k2["versions"]},
+        "versions": {
+            "keras": keras.__version__,
+            "backend": keras.backend.backend(),
+            "torch": torch.__version__,
+            "h5py": h5py.__version__,
+            "numpy": np.__version__,
+            "keras2_writer": k2["versions"],
+        },
         "layouts": list(LAYOUTS),
         "average_pooling_same_of_ones_3x3": pooled[0, :, :, 0].tolist(),
         "files": files,
