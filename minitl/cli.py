@@ -330,14 +330,14 @@ def _add_summary(sub):
 
 
 def _add_models(sub):
-    from minitl.runs import ARCHS, parse_image_size, positive_int
+    from minitl.runs import ARCHS, parse_image_size, positive_int, width_multiplier
     p = sub.add_parser("models", help="compare the backbones: parameters, multiply-adds, CPU time per image",
                        description="For each backbone: its parameters, the multiply-adds of one image "
                                    "(from its layers' shapes), and the measured forward time per image on "
                                    "this machine's CPU threads.")
     p.add_argument("--arch", nargs="+", choices=ARCHS, help="only these backbones (default: all)")
     p.add_argument("--image-size", type=parse_image_size, default=(224, 224), help="input size (224)")
-    p.add_argument("--width", type=float, default=1.0, help="width multiplier (MobileNetV2's alpha); 1.0")
+    p.add_argument("--width", type=width_multiplier, default=1.0, help="width multiplier (MobileNetV2's alpha); 1.0")
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per timed forward pass (8)")
     p.add_argument("--repeat", type=positive_int, default=3, help="timed passes; the best is shown (3)")
     p.add_argument("--no-time", action="store_true", help="skip the timing")

@@ -23,6 +23,18 @@ CLASS_INDEX_FILE = "imagenet_class_index.json"
 PACKAGED_CLASS_INDEX = Path(__file__).resolve().parent.parent / "resources" / CLASS_INDEX_FILE
 
 
+def _rgb_input(x):
+    """(xp, x as an array, the float dtype to compute in) for channels-last RGB input; a
+    ShapeError for anything else."""
+    xp = get_array_module(x)
+    x = xp.asarray(x)
+    if x.ndim < 3 or x.shape[-1] != 3:
+        raise ShapeError(f"preprocess_input expects channels-last RGB (..., H, W, 3), got shape {x.shape}")
+    if x.dtype.kind not in "biuf":
+        raise ShapeError(f"preprocess_input expects numbers, got dtype {x.dtype}")
+    return xp, x, (x.dtype if x.dtype == np.float64 else np.dtype(np.float32))
+
+
 def preprocess_caffe(x):
     """Keras 'caffe' preprocessing: RGB 0..255 -> BGR minus the ImageNet mean.
 
@@ -31,15 +43,7 @@ def preprocess_caffe(x):
     float64 input and in float32 otherwise. The input is not modified (Keras
     modifies a float NumPy input in place; this does not).
     """
-    xp = get_array_module(x)
-    x = xp.asarray(x)
-    if x.ndim < 3 or x.shape[-1] != 3:
-        raise ShapeError(
-            f"preprocess_input expects channels-last RGB (..., H, W, 3), got shape {x.shape}"
-        )
-    if x.dtype.kind not in "biuf":
-        raise ShapeError(f"preprocess_input expects numbers, got dtype {x.dtype}")
-    dtype = x.dtype if x.dtype == np.float64 else np.dtype(np.float32)
+    xp, x, dtype = _rgb_input(x)
     out = xp.empty(x.shape, dtype=dtype)
     out[...] = x[..., ::-1]
     out -= xp.asarray(MEAN_BGR, dtype=dtype)
@@ -52,15 +56,7 @@ def preprocess_tf(x):
     `x`: (..., H, W, 3) channels-last RGB. Returns a new array, computed in float64 for
     a float64 input and in float32 otherwise, as Keras computes it (divide, then subtract).
     """
-    xp = get_array_module(x)
-    x = xp.asarray(x)
-    if x.ndim < 3 or x.shape[-1] != 3:
-        raise ShapeError(
-            f"preprocess_input expects channels-last RGB (..., H, W, 3), got shape {x.shape}"
-        )
-    if x.dtype.kind not in "biuf":
-        raise ShapeError(f"preprocess_input expects numbers, got dtype {x.dtype}")
-    dtype = x.dtype if x.dtype == np.float64 else np.dtype(np.float32)
+    _, x, dtype = _rgb_input(x)
     out = x.astype(dtype, copy=True)
     out /= dtype.type(127.5)
     out -= dtype.type(1.0)
