@@ -9,7 +9,12 @@ Each step runs in its own interpreter (WORK is a scratch folder shared by the st
     PYTHONPATH=<minitl checkout> python3 check_with_keras.py minitl WORK
     KERAS_BACKEND=torch /work/kvenv/bin/python check_with_keras.py keras3-read WORK
     /work/tfvenv/bin/python check_with_keras.py keras2-read WORK
+    KERAS_BACKEND=torch /work/kvenv/bin/python check_with_keras.py keras3-f64 WORK
+    PYTHONPATH=<minitl checkout> python3 check_with_keras.py minitl-f64 WORK
+    KERAS_BACKEND=torch /work/kvenv/bin/python check_with_keras.py keras3-f64-written WORK
     python3 check_with_keras.py report WORK
+
+A third argument limits a step to some of CONFIGS (comma-separated names).
 
 1. keras3: each model of CONFIGS, built by keras.applications with weights=None and seeded
    random weights (BatchNorm gamma, beta and moving statistics non-trivial, set from the
@@ -26,7 +31,9 @@ Each step runs in its own interpreter (WORK is a scratch folder shared by the st
 4. keras3-read / keras2-read: Keras loads minitl's file into the same architecture
    (model.load_weights: by order; and the legacy reader by name), its arrays are compared
    with minitl's bit for bit and its outputs with minitl's.
-5. report: the tables, as markdown.
+5. keras3-f64, minitl-f64, keras3-f64-written: Keras 3 in float64 on the same weights and
+   input, against which Keras 3's and minitl's float32 outputs are measured.
+6. report: the tables, as markdown.
 
 Differences are max |Δ| / max |reference| over the whole tensor.
 """
@@ -336,7 +343,7 @@ def step_keras2_read():
     save_json("keras2_reads.json", result)
 
 
-# ------------------------------------------------ 6. float64 reference
+# ------------------------------------------------ 5. float64 reference
 
 def step_keras3_f64():
     """Keras 3 in float64 (floatx) on the same weights and input: the reference that tells
@@ -400,7 +407,7 @@ def step_minitl_f64():
     save_json("float64_reference.json", table)
 
 
-# ------------------------------------------------ 5. tables
+# ------------------------------------------------ 6. tables
 
 def step_report():
     """Markdown tables. The six loads of a model (three layouts, by name and by order) are one
