@@ -437,7 +437,8 @@ def step_report():
             continue
         print(f"Against Keras 3 in float64 ({what}):")
         print()
-        print("| model | Keras 3 float32, inference | minitl, inference | Keras 3 float32, training | minitl, training |")
+        print("| model | Keras 3 float32, inference | minitl, inference | Keras 3 float32, training "
+              "| minitl, training |")
         print("| --- | ---: | ---: | ---: | ---: |")
         for cfg, r in table.items():
             k, m = r["keras3_float32"], r["minitl_float32"]
@@ -450,10 +451,23 @@ def step_report():
             figures = {json.dumps(r, sort_keys=True) for r in rows.values()}
             groups = [(" / ".join(rows), next(iter(rows.values())))] if len(figures) == 1 else list(rows.items())
             for how, r in groups:
-                same = f"{r['arrays'] - len(r['arrays_not_bit_identical'])} of {r['arrays']} (file {r['arrays_in_file']})"
-                print(f"| {cfg} | {reader}: {how} | {same} | {f(r['inference'])} | {f(r['training'])} "
-                      f"| {f(r['moving_stats'])} |")
+                same = (
+                    f"{r['arrays'] - len(r['arrays_not_bit_identical'])} of {r['arrays']} (file {r['arrays_in_file']})"
+                )
+                print(
+                    f"| {cfg} | {reader}: {how} | {same} | {f(r['inference'])} | {f(r['training'])} "
+                    f"| {f(r['moving_stats'])} |"
+                )
 
-{"keras3": step_keras3, "keras2": step_keras2, "minitl": step_minitl, "keras3-read": step_keras3_read,
- "keras2-read": step_keras2_read, "keras3-f64": step_keras3_f64, "keras3-f64-written": step_keras3_f64_written, "minitl-f64": step_minitl_f64,
- "report": step_report}[MODE]()
+
+{
+    "keras3": step_keras3,
+    "keras2": step_keras2,
+    "minitl": step_minitl,
+    "keras3-read": step_keras3_read,
+    "keras2-read": step_keras2_read,
+    "keras3-f64": step_keras3_f64,
+    "keras3-f64-written": step_keras3_f64_written,
+    "minitl-f64": step_minitl_f64,
+    "report": step_report,
+}[MODE]()
