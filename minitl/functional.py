@@ -65,7 +65,8 @@ class ClippedReLUFunction(Function):
 
     def forward(self, x):
         xp = get_array_module(x)
-        self.y = xp.minimum(xp.maximum(x, 0), x.dtype.type(self.max_value))
+        self.y = xp.maximum(x, 0)
+        xp.minimum(self.y, x.dtype.type(self.max_value), out=self.y)  # in place: one array, not two
         return self.y
 
     def backward(self, gy):
