@@ -19,3 +19,13 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def keep_global_rng():
+    """A test that reseeds minitl.nn's generator gives it back as it was."""
+    saved = minitl.nn._rng
+    state = saved.bit_generator.state
+    yield
+    saved.bit_generator.state = state
+    minitl.nn._rng = saved

@@ -278,31 +278,13 @@ def test_strict_loading_says_what_it_loaded_and_partial_loading_lists_what_it_di
     assert f"kept their initial weights (not in {lacking}): block5_conv3" in out
 
 
+# the smallest finetune that runs: one epoch of a 1/16-width VGG16 at 32x32 with an 8-unit head
+TINY_RUN = ["--epochs", "1", "--image-size", "32", "--width", "0.0625", "--hidden", "8", "--quiet"]
+
+
 def test_predict_reports_a_folder_without_images_and_classifies_the_rest(folder, notop, tmp_path, capsys):
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "finetune",
-                "--data",
-                str(folder),
-                "--weights",
-                str(notop),
-                "--out",
-                str(run),
-                "--epochs",
-                "1",
-                "--image-size",
-                "32",
-                "--width",
-                "0.0625",
-                "--hidden",
-                "8",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert main(["finetune", "--data", str(folder), "--weights", str(notop), "--out", str(run), *TINY_RUN]) == 0
     capsys.readouterr()
     (tmp_path / "folder.jpg").mkdir()
     image = folder / "blue" / "1.jpg"
@@ -348,27 +330,7 @@ def test_outputs_that_are_the_wrong_kind_of_path(folder, tmp_path, capsys):
     assert main(["finetune", "--data", str(folder), "--out", str(tmp_path / "afile")]) == 1
     one_error_line(capsys, f"run directory --out {tmp_path / 'afile'} is a file, not a folder")
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "finetune",
-                "--data",
-                str(folder),
-                "--out",
-                str(run),
-                "--epochs",
-                "1",
-                "--image-size",
-                "32",
-                "--width",
-                "0.0625",
-                "--hidden",
-                "8",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert main(["finetune", "--data", str(folder), "--out", str(run), *TINY_RUN]) == 0
     capsys.readouterr()
     assert main(["evaluate", str(run), "--data", str(folder), "--out", str(tmp_path), "--quiet"]) == 1
     one_error_line(capsys, f"cannot write a file: a folder has its name: '{tmp_path}'")

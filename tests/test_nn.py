@@ -10,15 +10,8 @@ from minitl import ShapeError, Tensor, WeightsError, gradcheck, nn
 from minitl.optim import SGD
 from minitl.tensor import _topological_order
 
-
-@pytest.fixture(autouse=True)
-def keep_global_rng():
-    """Tests here reseed minitl.nn's generator; later test modules get it back as it was."""
-    saved = nn._rng
-    state = saved.bit_generator.state
-    yield
-    saved.bit_generator.state = state
-    nn._rng = saved
+# tests here reseed minitl.nn's generator; later test modules get it back as it was
+pytestmark = pytest.mark.usefixtures("keep_global_rng")
 
 
 def small_model(input_shape=(8, 8, 3)):

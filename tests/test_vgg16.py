@@ -17,7 +17,7 @@ import pytest
 from keras_fixtures import CONV_NAMES, DATA, DENSE_NAMES, LAYOUTS, NOTOP, TOP, VARIANTS, file_arrays, fixture
 
 import minitl.functional as F
-from minitl import ShapeError, WeightsError, nn
+from minitl import ShapeError, WeightsError
 from minitl.applications import VGG16
 from minitl.applications.vgg16 import preprocess_input
 from minitl.io import LoadReport, load_weights, read_keras_weights, save_weights, write_keras_weights
@@ -33,15 +33,6 @@ DTYPES = [np.float32, np.float64]
 
 # ------------------------------------------------------------------ helpers
 
-
-@pytest.fixture
-def keep_global_rng():
-    """A test that reseeds minitl.nn's generator gives it back as it was."""
-    saved = nn._rng
-    state = saved.bit_generator.state
-    yield
-    saved.bit_generator.state = state
-    nn._rng = saved
 
 
 def x_batch(shape, seed=0):
