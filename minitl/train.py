@@ -14,7 +14,7 @@ from minitl import functional as F
 from minitl.backend import get_array_module, to_device, to_numpy
 from minitl.errors import TrainingError
 from minitl.metrics import classification_report
-from minitl.nn import manual_seed
+from minitl.nn import BatchNormalization, manual_seed
 from minitl.runs import CHECKPOINT, RunFolder
 from minitl.tensor import Tensor, no_grad
 
@@ -45,6 +45,34 @@ def evaluate(model, loader, class_names, device="cpu"):
     report = classification_report(labels, logits.argmax(axis=1), class_names)
     report["loss"] = float(F.softmax_cross_entropy(Tensor(logits), labels).item())
     return report
+
+
+def update_batchnorm_statistics(model, loader, device="cpu"):
+    """Set each trainable BatchNormalization's moving mean and variance to its batch
+    statistics averaged over every image of ``loader`` (one pass, no gradient), as PyTorch's
+    ``torch.optim.swa_utils.update_bn``; returns the number of layers updated.
+
+    The moving averages of a short training run still remember their initial 0 and 1
+    (0.999ᵗ after t steps at momentum 0.999); this gives the statistics of the final
+    weights. Batch b of n_b images, after s images: moving ← moving · s/(s + n_b) + batch · n_b/(s + n_b).
+    """
+    layers = [m for m in model.modules() if isinstance(m, BatchNormalization) and m.trainable and m.built]
+    momenta = [m.momentum for m in layers]
+    model.eval()
+    for m in layers:
+        m.training = True
+    seen = 0
+    try:
+        with no_grad():
+            for x, _ in loader.batches(0):
+                for m in layers:
+                    m.momentum = seen / (seen + len(x))
+                model(Tensor(to_device(x, device)))
+                seen += len(x)
+    finally:
+        for m, momentum in zip(layers, momenta):
+            m.momentum, m.training = momentum, False
+    return len(layers)
 
 
 # ---- training -----------------------------------------------------------------
