@@ -16,7 +16,7 @@ import argparse
 from minitl.applications import VGG16
 from minitl.data import DataLoader
 from minitl.datasets import load_animal_shapes
-from minitl.demo import SIZE, TARGET, WIDTH, demo_weights_path, split_target
+from minitl.demo import DEMO_BASES, SIZE, TARGET, demo_weights_path, split_target
 from minitl.metrics import format_report
 from minitl.nn import Dense, Flatten, Sequential, manual_seed
 from minitl.optim import SGD
@@ -36,7 +36,8 @@ def main(argv=None):
     data = split_target(images, labels, names, n_train, n_val, n_test, seed=0)
 
     manual_seed(0)
-    base = VGG16(include_top=False, weights=demo_weights_path(), input_shape=(SIZE, SIZE, 3), width=WIDTH)
+    width = DEMO_BASES["vgg16"].width                # the demo's VGG16 has 1/8 of the channels
+    base = VGG16(include_top=False, weights=demo_weights_path(), input_shape=(SIZE, SIZE, 3), width=width)
     base.freeze()                                    # Keras: base.trainable = False
     model = Sequential([
         base,

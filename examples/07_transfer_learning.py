@@ -15,7 +15,7 @@ from pathlib import Path
 
 from minitl.data import ArrayDataset, DataLoader
 from minitl.datasets import load_animal_shapes
-from minitl.demo import TARGET, config, demo_weights_path, input_aware_init, split_target
+from minitl.demo import DEMO_BASES, TARGET, config, demo_weights_path, input_aware_init, split_target
 from minitl.io import load_weights
 from minitl.metrics import format_report
 from minitl.nn import manual_seed
@@ -40,7 +40,8 @@ def main(argv=None):
 
     # 2. model: VGG16 without top (width 1/8) + a new head; load the pretrained base
     manual_seed(0)
-    model = build_model(config(len(TARGET)))
+    demo_vgg = DEMO_BASES["vgg16"]
+    model = build_model(config(demo_vgg, len(TARGET)))
     base, head = model[0], model[1]
     weights = Path(args.weights) if args.weights else demo_weights_path()
     if weights.is_file():
@@ -49,7 +50,7 @@ def main(argv=None):
     else:
         print(f"NOTICE: {weights} not found (make it with `minitl demo --pretrain`); "
               f"the base keeps random weights, so expect little from the transfer")
-        input_aware_init(model, data["train"].images)
+        input_aware_init(model, demo_vgg, data["train"].images)
     print(f"new head: {' → '.join(layer.name for layer in head.layers())}")
 
     # 3. frozen base: its features never change, so compute them once and train the head on them

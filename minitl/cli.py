@@ -226,10 +226,10 @@ def cmd_weights(args):
 def cmd_demo(args):
     from minitl import demo
     if args.pretrain:
-        demo.pretrain(out=args.weights, progress=not args.quiet)
+        demo.pretrain(args.arch, out=args.weights, progress=not args.quiet)
     else:
-        demo.run(out=args.out, weights=args.weights, train_per_class=args.train_per_class, epochs=args.epochs,
-                 progress=not args.quiet, device=_device(args.device))
+        demo.run(out=args.out, arch=args.arch, weights=args.weights, train_per_class=args.train_per_class,
+                 epochs=args.epochs, progress=not args.quiet, device=_device(args.device))
     return 0
 
 
@@ -250,13 +250,17 @@ def _add_info(sub):
 
 
 def _add_demo(sub):
+    from minitl.demo import DEMO_BASES
     from minitl.runs import positive_int
-    p = sub.add_parser("demo",
-                       help="the offline transfer-learning demo (about 90 s of CPU time; it prints its run time)",
+    p = sub.add_parser("demo", help="the offline transfer-learning demo (VGG16: about 90 s of CPU time; "
+                                    "it prints its run time)",
                        description="Pretrained base vs training from scratch on animal silhouettes, offline: "
                                    "trains three models and prints their test accuracy and macro F1.")
+    p.add_argument("--arch", choices=list(DEMO_BASES), default="vgg16",
+                   help="the backbone: " + "; ".join(f"{b.arch} of width {b.width:g}" for b in DEMO_BASES.values())
+                        + " (default vgg16)")
     p.add_argument("--out", help="run directory (default: a new folder under runs/)")
-    p.add_argument("--weights", help="pretrained base weights (default: weights/demo_vgg16_animals_notop.h5)")
+    p.add_argument("--weights", help="pretrained base weights (default: weights/demo_ARCH_animals_notop.h5)")
     p.add_argument("--train-per-class", type=positive_int, default=20, help="labelled training images per class (20)")
     p.add_argument("--epochs", type=positive_int, default=30, help="epochs for the scratch and frozen settings (30)")
     p.add_argument("--pretrain", action="store_true", help="rebuild the pretrained demo weights instead")

@@ -1,8 +1,10 @@
 """The offline transfer-learning demo on animal silhouettes (``minitl demo``).
 
-Source task: a VGG16 (width 1/8, 32×32 input) pretrained by minitl on five animals
-(bear, bird, cat, cow, dog; all 5,000 images), saved without its top as
-``weights/demo_vgg16_animals_notop.h5`` in Keras' layout, like the published notop file.
+Source task: a small backbone pretrained by minitl on five animals (bear, bird, cat, cow,
+dog; 4,500 training images), saved without its top in Keras' layout, like the published
+notop files: ``weights/demo_vgg16_animals_notop.h5`` (VGG16 of width 1/8) and
+``weights/demo_mobilenet_v2_animals_notop.h5`` (MobileNetV2 with alpha 0.35), both for
+32×32 inputs.
 
 Target task: five other animals (elephant, giraffe, horse, sheep, zebra) with only
 a few labelled images each. The demo compares, on one held-out test set:
@@ -11,45 +13,76 @@ a few labelled images each. The demo compares, on one held-out test set:
   finetuned  then the last blocks unfrozen and trained with a lower learning rate.
 """
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from minitl import io as weights_io
-from minitl.applications.vgg16 import preprocess_input
-from minitl.data import ArrayDataset, DataLoader
+from minitl.applications import get_backbone
+from minitl.data import ArrayDataset, DataLoader, get_preprocess
 from minitl.datasets import load_animal_shapes
 from minitl.errors import WeightsError
 from minitl.files import write_json
 from minitl.metrics import format_report
-from minitl.nn import manual_seed
+from minitl.nn import BatchNormalization, manual_seed
 from minitl.runs import BEST, Settings, new_record, read_record
-from minitl.train import evaluate, fit
+from minitl.train import evaluate, fit, update_batchnorm_statistics
 from minitl.transfer import build_model, cached_features, make_optimizer, set_trainable_blocks
 
 SOURCE = ("bear", "bird", "cat", "cow", "dog")
 TARGET = ("elephant", "giraffe", "horse", "sheep", "zebra")
-WIDTH, SIZE = 1 / 8, 32
-PRETRAINED = "demo_vgg16_animals_notop.h5"
+SIZE = 32
+BN_MOMENTUM = 0.9
 
 
-def demo_weights_path():
-    """weights/demo_vgg16_animals_notop.h5 in the project folder (else in minitl's weights folder)."""
-    shipped = Path(__file__).resolve().parent.parent / "weights" / PRETRAINED
+@dataclass(frozen=True)
+class DemoBase:
+    """A backbone the demo runs on: its width, its shipped pretrained base, its first
+    convolution (see `input_aware_init`), how many of its blocks the fine-tuned setting
+    unfreezes and how many epochs the base was pretrained for."""
+    arch: str
+    width: float
+    file: str
+    first_conv: str
+    unfreeze_blocks: int
+    pretrain_epochs: int
+
+    @property
+    def preprocessing(self):
+        return get_backbone(self.arch).PREPROCESSING
+
+
+DEMO_BASES = {
+    "vgg16": DemoBase("vgg16", 1 / 8, "demo_vgg16_animals_notop.h5", "block1_conv1", 2, 8),
+    "mobilenet_v2": DemoBase("mobilenet_v2", 0.35, "demo_mobilenet_v2_animals_notop.h5", "Conv1", 2, 8),
+}
+
+
+def demo_base(arch):
+    if arch not in DEMO_BASES:
+        raise ValueError(f"the demo runs on {', '.join(DEMO_BASES)}, not {arch!r}")
+    return DEMO_BASES[arch]
+
+
+def demo_weights_path(arch="vgg16"):
+    """weights/demo_<arch>_animals_notop.h5 in the project folder (else in minitl's weights folder)."""
+    name = demo_base(arch).file
+    shipped = Path(__file__).resolve().parent.parent / "weights" / name
     if shipped.is_file():
         return shipped
     from minitl.hub import weights_dir
-    return weights_dir() / PRETRAINED
+    return weights_dir() / name
 
 
-def to_vgg_input(images):
-    """28×28 gray silhouettes → 32×32 RGB (zero border), caffe-preprocessed float32."""
+def to_input(images, preprocessing="caffe"):
+    """28×28 gray silhouettes → 32×32 RGB (zero border), preprocessed float32 ('caffe' or 'tf')."""
     x = np.zeros((len(images), SIZE, SIZE, 3), np.float32)
     x[:, 2:30, 2:30, :] = images[..., None]
-    return preprocess_input(x)
+    return get_preprocess(preprocessing)(x)
 
 
-def split_target(images, labels, names, per_class_train, per_class_val, per_class_test, seed):
+def split_target(images, labels, names, per_class_train, per_class_val, per_class_test, seed, preprocessing="caffe"):
     """Few labelled images per target class for training, a few for validation, a fixed test set."""
     rng = np.random.default_rng(seed)
     parts = {"train": [], "val": [], "test": []}
@@ -63,49 +96,71 @@ def split_target(images, labels, names, per_class_train, per_class_val, per_clas
     out = {}
     for part, rows in parts.items():
         idx, lab = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
-        ds = ArrayDataset(to_vgg_input(images[idx]), lab)
+        ds = ArrayDataset(to_input(images[idx], preprocessing), lab)
         ds.classes = list(TARGET)
         out[part] = ds
         out[f"{part}_index"] = idx
     return out
 
 
-def input_aware_init(model, x):
-    """Divide block1_conv1's He-normal kernel by the input's standard deviation.
+def input_aware_init(model, base, x):
+    """Divide the first convolution's He-normal kernel by the input's standard deviation.
 
     He init assumes inputs of unit scale; caffe-preprocessed pixels span about ±128,
-    which makes the first logits huge and training from random weights diverge.
+    which makes the first logits huge and training VGG16 from random weights diverge.
     """
-    layer = model.get_layer("block1_conv1")
+    layer = model.get_layer(base.first_conv)
     layer.kernel.data /= np.float32(x.std())
 
 
-def config(num_classes, hidden=(1024, 512), dropout=0.5):
-    """The demo's model entry: VGG16 of width 1/8 at 32×32 with a flatten head."""
-    return Settings(width=WIDTH, hidden=hidden, dropout=dropout).model_config(num_classes, (SIZE, SIZE))
+def build_demo_model(cfg):
+    """`build_model`, with every BatchNormalization's moving statistics following momentum
+    0.9 instead of the model's own (0.999 for MobileNetV2, as Keras builds it).
+
+    The demo trains for a few hundred steps. At momentum 0.999 the moving statistics would
+    still be half their initial values (0.999⁵⁰⁰ ≈ 0.6), and a model evaluated in inference
+    mode would be far worse than it trained; 0.9 forgets the start in about 50 steps.
+    """
+    model = build_model(cfg)
+    for layer in model.layers():
+        if isinstance(layer, BatchNormalization):
+            layer.momentum = BN_MOMENTUM
+    return model
 
 
-def pretrain(out=None, epochs=8, batch_size=64, lr=0.01, seed=0, progress=True, log=print):
-    """Train VGG16 (width 1/8) on the five source animals and save its base without top."""
+def config(base, num_classes, hidden=(1024, 512), dropout=0.5):
+    """The demo's model entry: the small backbone at 32×32 with a flatten head."""
+    return Settings(arch=base.arch, width=base.width, hidden=hidden, dropout=dropout).model_config(
+        num_classes, (SIZE, SIZE))
+
+
+def pretrain(arch="vgg16", out=None, epochs=None, batch_size=64, lr=0.01, seed=0, progress=True, log=print):
+    """Train the arch's small backbone on the five source animals and save its base without top."""
+    base = demo_base(arch)
+    epochs = epochs or base.pretrain_epochs
     images, labels, names = load_animal_shapes()
     keep = np.isin(labels, [names.index(n) for n in SOURCE])
-    x, y = images[keep], np.array([SOURCE.index(names[l]) for l in labels[keep]])
+    x, y = to_input(images[keep], base.preprocessing), np.array([SOURCE.index(names[l]) for l in labels[keep]])
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(y))
     test, train = order[:500], order[500:]
-    train_set, test_set = ArrayDataset(to_vgg_input(x[train]), y[train]), ArrayDataset(to_vgg_input(x[test]), y[test])
+    train_set, test_set = ArrayDataset(x[train], y[train]), ArrayDataset(x[test], y[test])
     manual_seed(seed)
-    model = build_model(config(len(SOURCE), hidden=(256, 128), dropout=0.0))
-    input_aware_init(model, train_set.images[:1000])
+    model = build_demo_model(config(base, len(SOURCE), hidden=(256, 128), dropout=0.0))
+    input_aware_init(model, base, train_set.images[:1000])
     optimizer = make_optimizer(model, lr, base_lr=lr, momentum=0.9, clip_norm=5.0)
     start = time.perf_counter()
     fit(model, optimizer, DataLoader(train_set, batch_size, shuffle=True, seed=seed), DataLoader(test_set, 250),
         epochs=epochs, progress=progress, seed=seed, log=log)
     seconds = time.perf_counter() - start
     report = evaluate(model, DataLoader(test_set, 250), list(SOURCE))
-    out = Path(out) if out else demo_weights_path()
+    if update_batchnorm_statistics(model, DataLoader(train_set, 250)):
+        log(f"held-out accuracy {report['accuracy']:.3f} with the moving BatchNorm statistics; "
+            "those statistics recomputed over the training images:")
+        report = evaluate(model, DataLoader(test_set, 250), list(SOURCE))
+    out = Path(out) if out else demo_weights_path(arch)
     weights_io.save_weights(model[0], out)
-    log(f"pretrained on {len(train)} images of {', '.join(SOURCE)} in {seconds:.0f} s; "
+    log(f"pretrained {arch} on {len(train)} images of {', '.join(SOURCE)} in {seconds:.0f} s; "
         f"held-out accuracy {report['accuracy']:.3f}; base saved to {out}")
     return report, seconds
 
@@ -113,9 +168,10 @@ def pretrain(out=None, epochs=8, batch_size=64, lr=0.01, seed=0, progress=True, 
 class _Target:
     """What the three settings share: the target data and loaders, the model entry, the run folders."""
 
-    def __init__(self, out, data, seed, batch_size, device, progress, log):
-        self.out, self.data, self.seed, self.device, self.progress, self.log = out, data, seed, device, progress, log
-        self.cfg = config(len(TARGET))
+    def __init__(self, out, base, data, seed, batch_size, device, progress, log):
+        self.out, self.base, self.data, self.seed = out, base, data, seed
+        self.device, self.progress, self.log = device, progress, log
+        self.cfg = config(base, len(TARGET))
         self.batch_size = batch_size
         self.train_loader = DataLoader(data["train"], batch_size, shuffle=True, seed=seed)
         self.val_loader = DataLoader(data["val"], 100)
@@ -126,7 +182,8 @@ class _Target:
         """Train one setting into out/<name>, then evaluate its best epoch on the test set."""
         run_dir = self.out / name
         run_dir.mkdir(exist_ok=True)
-        record = new_record(TARGET, (SIZE, SIZE), self.cfg, self.seed, setting=name, **entries)
+        record = new_record(TARGET, (SIZE, SIZE), self.cfg, self.seed, preprocessing=self.base.preprocessing,
+                            setting=name, **entries)
         fit(model, optimizer, train_loader, val_loader, epochs, run_dir, record, progress=self.progress,
             seed=self.seed, log=self.log, save_model=save_model, device=self.device)
         model = model if save_model is None else save_model
@@ -139,10 +196,10 @@ class _Target:
 
 def _scratch(task, epochs, lr):
     """The same network from random weights, every layer trained."""
-    task.log("\n[1/3] scratch: the same VGG16 from random weights")
+    task.log(f"\n[1/3] scratch: the same {task.base.arch} from random weights")
     manual_seed(task.seed)
-    model = build_model(task.cfg)
-    input_aware_init(model, task.data["train"].images)
+    model = build_demo_model(task.cfg)
+    input_aware_init(model, task.base, task.data["train"].images)
     model.to(task.device)
     set_trainable_blocks(model[0], len(model[0].blocks()))
     opt = make_optimizer(model, lr, base_lr=lr, clip_norm=5.0)
@@ -154,7 +211,7 @@ def _frozen(task, weights, epochs, lr):
     trained on the base's cached features; returns the model."""
     task.log(f"\n[2/3] frozen: pretrained base from {weights.name}, new head, base frozen")
     manual_seed(task.seed)
-    model = build_model(task.cfg)
+    model = build_demo_model(task.cfg)
     base, head = model[0], model[1]
     weights_io.load_weights(base, weights)
     model.to(task.device)
@@ -178,21 +235,25 @@ def _finetuned(task, model, weights, epochs, unfreeze_blocks, lr):
              unfreeze_blocks=unfreeze_blocks)
 
 
-def run(out=None, weights=None, train_per_class=20, epochs=30, finetune_epochs=15, unfreeze_blocks=2,
+def run(out=None, arch="vgg16", weights=None, train_per_class=20, epochs=30, finetune_epochs=15, unfreeze_blocks=None,
         lr=0.01, batch_size=32, seed=0, progress=True, log=print, device="cpu"):
-    """Scratch vs frozen vs fine-tuned on the target animals; returns the results dict."""
+    """Scratch vs frozen vs fine-tuned on the target animals with the arch's small backbone;
+    returns the results dict."""
     t_start = time.perf_counter()
-    weights = Path(weights) if weights else demo_weights_path()
+    base = demo_base(arch)
+    unfreeze_blocks = base.unfreeze_blocks if unfreeze_blocks is None else unfreeze_blocks
+    weights = Path(weights) if weights else demo_weights_path(arch)
     if not weights.is_file():  # before any training: the frozen and fine-tuned settings need it
         problem = "is not a file" if weights.exists() else "does not exist"
-        raise WeightsError(f"pretrained demo weights {weights} {problem} (minitl demo --pretrain builds them)")
-    out = Path(out) if out else Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
+        raise WeightsError(f"pretrained demo weights {weights} {problem} "
+                           f"(minitl demo --arch {arch} --pretrain builds them)")
+    out = Path(out) if out else Path("runs") / time.strftime(f"demo-{arch}-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     images, labels, names = load_animal_shapes()
-    data = split_target(images, labels, names, train_per_class, 10, 100, seed)
-    log(f"target task: {', '.join(TARGET)}; {len(data['train'])} training images, "
-        f"{len(data['val'])} validation, {len(data['test'])} test")
-    task = _Target(out, data, seed, batch_size, device, progress, log)
+    data = split_target(images, labels, names, train_per_class, 10, 100, seed, base.preprocessing)
+    log(f"backbone {arch} (width {base.width:g}, {SIZE}×{SIZE}); target task: {', '.join(TARGET)}; "
+        f"{len(data['train'])} training images, {len(data['val'])} validation, {len(data['test'])} test")
+    task = _Target(out, base, data, seed, batch_size, device, progress, log)
     _scratch(task, epochs, lr)
     model = _frozen(task, weights, epochs, lr)
     _finetuned(task, model, weights, finetune_epochs, unfreeze_blocks, lr / 10)
@@ -200,14 +261,14 @@ def run(out=None, weights=None, train_per_class=20, epochs=30, finetune_epochs=1
     results = {name: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]} for name, r in reports.items()}
     samples = _save_samples(out / "samples", images, labels, names, data["test_index"])
     seconds = time.perf_counter() - t_start
-    write_json(out / "results.json", {**results, "seconds": seconds, "train_per_class": train_per_class,
-                                      "test_images": len(data["test"])})
+    write_json(out / "results.json", {**results, "arch": arch, "seconds": seconds,
+                                      "train_per_class": train_per_class, "test_images": len(data["test"])})
     _plots(out, reports)
-    _summary(out, reports, results, seconds, samples, log)
+    _summary(out, arch, reports, results, seconds, samples, log)
     return results
 
 
-def _summary(out, reports, results, seconds, samples, log):
+def _summary(out, arch, reports, results, seconds, samples, log):
     log("\n" + format_report(reports["finetuned"]))
     log(f"\n{'setting':<10}  {'accuracy':>8}  {'macro F1':>8}")
     for name, r in results.items():
@@ -216,11 +277,16 @@ def _summary(out, reports, results, seconds, samples, log):
     log("\nNext: predict with the fine-tuned model (the test images in samples/ are PNG files)\n"
         f"  minitl predict {out / 'finetuned'} {samples[0]} {samples[-1]}\n"
         f"  minitl evaluate {out / 'finetuned'} --data {out / 'samples'}\n"
-        "The same recipe on your own photos (one sub-folder per class) with the published VGG16 weights:\n"
-        "  minitl weights fetch vgg16-notop\n"
-        "  minitl finetune --data PHOTOS/ --weights weights/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 "
+        f"The same recipe on your own photos (one sub-folder per class) with the published {arch} weights:\n"
+        f"  minitl weights fetch {arch}-notop\n"
+        f"  minitl finetune --arch {arch} --data PHOTOS/ --weights weights/{_published_notop(arch)} "
         "--out runs/my-photos --epochs 10\n"
         "  minitl predict runs/my-photos PHOTO.jpg")
+
+
+def _published_notop(arch):
+    from minitl.hub import file_name
+    return file_name(f"{arch}-notop")
 
 
 def _save_samples(folder, images, labels, names, index, per_class=4):

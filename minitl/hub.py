@@ -32,7 +32,7 @@ from tqdm import tqdm
 from minitl.errors import DownloadError
 from minitl.files import file_digest, hash_file
 
-__all__ = ["MANIFEST", "WeightsRow", "fetch", "file_md5", "is_verifiable", "list_weights", "weights_dir"]
+__all__ = ["MANIFEST", "WeightsRow", "fetch", "file_md5", "file_name", "is_verifiable", "list_weights", "weights_dir"]
 
 MANIFEST_PATH = Path(__file__).resolve().parent / "resources" / "weights_manifest.json"
 CHUNK = 1 << 20
@@ -72,6 +72,11 @@ def _entry(name: str, manifest) -> dict:
     if "alias" in entry:
         return _entry(entry["alias"], manifest)
     return entry
+
+
+def file_name(name, manifest=None) -> str:
+    """The file that `fetch(name)` writes, e.g. 'vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5'."""
+    return _entry(name, manifest)["file"]
 
 
 def is_verifiable(name, manifest=None) -> bool:

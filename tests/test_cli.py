@@ -80,6 +80,7 @@ def test_summary_rejects_a_width_that_is_not_positive(capsys):
     (["finetune", "--data", ".", "--clip-norm", "0"], "--clip-norm: expected a number above 0, got '0'"),
     (["finetune", "--data", ".", "--hidden", "100000"], "--hidden: expected a whole number in [1, 65536]"),
     (["demo", "--train-per-class", "0"], "--train-per-class: expected a whole number of at least 1"),
+    (["demo", "--arch", "resnet50"], "--arch: invalid choice: 'resnet50'"),
     (["summary", "--width", "1e400"], "--width: expected a number in (0, 4.0], got '1e400'"),
 ])
 def test_bad_numbers_are_refused_by_the_parser(args, message, capsys):
@@ -138,6 +139,8 @@ def test_cli_finetune_evaluate_predict(folder, notop, tmp_path, capsys):
     (["evaluate", "/no/such/run", "--data", "."], "not a minitl run directory"),
     (["finetune", "--data", ".", "--device", "tpu"], "unknown device 'tpu'"),
     (["demo", "--weights", "/no/such.h5"], "pretrained demo weights /no/such.h5 does not exist"),
+    (["demo", "--arch", "mobilenet_v2", "--weights", "/no/such.h5"],
+     "/no/such.h5 does not exist (minitl demo --arch mobilenet_v2 --pretrain builds them)"),
 ])
 def test_cli_errors_are_one_line_without_traceback(args, message, capsys):
     assert main(args) == 1

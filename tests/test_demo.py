@@ -1,39 +1,59 @@
-"""The offline demo: its pretrained base loads like the published notop file, and a short run writes results."""
+"""The offline demo: its pretrained bases load like the published notop files, and a short run writes results."""
 import json
 
 import numpy as np
+import pytest
 
 from minitl import demo, io
-from minitl.applications import VGG16
+from minitl.applications import get_backbone
+from minitl.runs import read_record
 
 
-def test_shipped_base_loads_through_the_keras_loader():
-    path = demo.demo_weights_path()
-    assert path.is_file(), "weights/demo_vgg16_animals_notop.h5 is part of the project"
+@pytest.mark.parametrize("arch, first, count", [("vgg16", ["block1_conv1", "block1_conv2"], 13),
+                                                ("mobilenet_v2", ["Conv1", "bn_Conv1"], 104)])
+def test_shipped_base_loads_through_the_keras_loader(arch, first, count):
+    path = demo.demo_weights_path(arch)
+    assert path.is_file(), f"weights/{demo.DEMO_BASES[arch].file} is part of the project"
     entries = io.read_keras_weights(path)
-    assert [e.name for e in entries][:2] == ["block1_conv1", "block1_conv2"] and len(entries) == 13
-    base = VGG16(include_top=False, input_shape=(32, 32, 3), width=1 / 8)
+    assert [e.name for e in entries][:2] == first and len(entries) == count
+    backbone = get_backbone(arch)
+    width = {backbone.WIDTH_ARGUMENT: demo.DEMO_BASES[arch].width}
+    base = backbone(include_top=False, input_shape=(32, 32, 3), **width)
     report = io.load_weights(base, path)
-    assert len(report.loaded) == 13 and not report.untouched
+    assert len(report.loaded) == count and not report.untouched
 
 
-def test_images_become_caffe_preprocessed_32x32_rgb():
-    x = demo.to_vgg_input(np.full((2, 28, 28), 255, np.uint8))
+def test_images_become_preprocessed_32x32_rgb():
+    white = np.full((2, 28, 28), 255, np.uint8)
+    x = demo.to_input(white, "caffe")
     assert x.shape == (2, 32, 32, 3) and x.dtype == np.float32
     np.testing.assert_allclose(x[0, 0, 0], -np.float32([103.939, 116.779, 123.68]), rtol=1e-6)
     np.testing.assert_allclose(x[0, 16, 16], 255 - np.float32([103.939, 116.779, 123.68]), rtol=1e-6)
+    x = demo.to_input(white, "tf")
+    assert x.dtype == np.float32 and x[0, 0, 0].tolist() == [-1, -1, -1] and x[0, 16, 16].tolist() == [1, 1, 1]
 
 
-def test_short_demo_run_writes_results_and_samples(tmp_path):
+def test_each_demo_base_names_its_arch_s_preprocessing():
+    assert {a: b.preprocessing for a, b in demo.DEMO_BASES.items()} == {"vgg16": "caffe", "mobilenet_v2": "tf"}
+    with pytest.raises(ValueError, match="the demo runs on vgg16, mobilenet_v2, not 'resnet50'"):
+        demo.demo_base("resnet50")
+
+
+@pytest.mark.parametrize("arch", ["vgg16", "mobilenet_v2"])
+def test_short_demo_run_writes_results_and_samples(tmp_path, arch):
     lines = []
-    results = demo.run(out=tmp_path / "demo", train_per_class=3, epochs=1, finetune_epochs=1, progress=False,
-                       log=lines.append)
+    results = demo.run(out=tmp_path / "demo", arch=arch, train_per_class=3, epochs=1, finetune_epochs=1,
+                       progress=False, log=lines.append)
     saved = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert saved["arch"] == arch
     for name in ("scratch", "frozen", "finetuned"):
         assert 0 <= saved[name]["accuracy"] <= 1 and 0 <= saved[name]["macro_f1"] <= 1
         assert saved[name] == results[name]
         assert (tmp_path / "demo" / name / "checkpoint.h5").is_file()
+        record = read_record(tmp_path / "demo" / name)
+        assert record["model"]["arch"] == arch and record["preprocessing"] == demo.DEMO_BASES[arch].preprocessing
     samples = sorted((tmp_path / "demo" / "samples").glob("*/*.png"))
     assert len(samples) == 20
     text = "\n".join(lines)
-    assert "minitl predict" in text and "minitl finetune --data" in text and "scratch" in text
+    assert "minitl predict" in text and f"minitl finetune --arch {arch} --data" in text and "scratch" in text
+    assert f"minitl weights fetch {arch}-notop" in text

@@ -160,17 +160,18 @@ def test_08_gradcam_on_the_synthetic_task(run, tmp_path):
 
 
 def test_08_gradcam_of_a_run_folder(run, tmp_path):
-    from minitl.demo import TARGET, config
+    from minitl.demo import DEMO_BASES, TARGET, config
     from minitl.files import write_json
     from minitl.io import save_weights
     from minitl.transfer import build_model
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    save_weights(build_model(config(5)), run_dir / "checkpoint.h5")
+    cfg = config(DEMO_BASES["vgg16"], 5)
+    save_weights(build_model(cfg), run_dir / "checkpoint.h5")
     write_json(
         run_dir / "record.json",
-        {"model": config(5), "classes": list(TARGET), "image_size": [32, 32], "preprocessing": "caffe"},
+        {"model": cfg, "classes": list(TARGET), "image_size": [32, 32], "preprocessing": "caffe"},
     )
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "a.png")
     _, out = run("08_gradcam", "--run", run_dir, "--image", tmp_path / "a.png", "--out", tmp_path / "cam.png")
