@@ -123,3 +123,36 @@ def test_minitl_models_without_timing(capsys):
         model = backbone(input_shape=(75, 75, 3), **{backbone.WIDTH_ARGUMENT: 0.0625})
         assert rows[arch][1] == f"{model.count_params():,}"
         assert rows[arch][-1] == str(len(model.blocks()))
+
+
+@pytest.mark.parametrize("arch, size, last_layer", [("vgg19", 32, "block5_conv4"), ("resnet50", 32, "conv5_block3_out"),
+                                                    ("inception_v3", 75, "mixed10")])
+def test_cli_finetune_resume_evaluate_predict_summary(arch, size, last_layer, folder, tmp_path, capsys):
+    """The command line end to end with the other archs (tiny widths, random notop weights)."""
+    backbone = BACKBONES[arch]
+    manual_seed(4)
+    notop = tmp_path / f"{arch}_notop.h5"
+    io.save_weights(backbone(include_top=False, input_shape=(size, size, 3), **{backbone.WIDTH_ARGUMENT: 1 / 16}),
+                    notop)
+    run = tmp_path / "run"
+    args = ["finetune", "--arch", arch, "--data", str(folder), "--weights", str(notop), "--out", str(run),
+            "--epochs", "1", "--image-size", str(size), "--width", "0.0625", "--pooling", "avg", "--hidden", "8",
+            "--batch-size", "4", "--unfreeze-blocks", "1", "--lr", "1e-4", "--quiet"]
+    assert main(args) == 0
+    assert main(["finetune", "--data", str(folder), "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
+    record = json.loads((run / "record.json").read_text())
+    assert record["epoch"] == 2 and record["model"]["arch"] == arch
+    assert record["preprocessing"] == backbone.PREPROCESSING and record["image_size"] == [size, size]
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--data", str(folder), "--quiet"]) == 0
+    assert "macro avg" in capsys.readouterr().out
+    image = next((folder / "green").glob("*.png"))
+    assert main(["predict", str(run), str(image), "--top", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    model, _ = transfer.load_run(run)
+    probs = F.softmax(model(load_image(image, (size, size), preprocess=backbone.PREPROCESSING)[None])).numpy()[0]
+    top = np.argsort(-probs)[:2]
+    assert [line.split() for line in lines[1:]] == [[record["classes"][i], f"{probs[i]:.4f}"] for i in top]
+    assert main(["summary", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert last_layer in out and "head_predictions" in out
