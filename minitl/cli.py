@@ -154,6 +154,14 @@ def cmd_predict(args):
     return 1 if failed or problems else 0
 
 
+def cmd_export(args):
+    from minitl.runs import BEST, CHECKPOINT
+    from minitl.transfer import export_run
+    weights, script = export_run(args.run_dir, args.out, BEST if args.epoch == "best" else CHECKPOINT)
+    print(f"saved {weights} (Keras legacy .h5) and {script}; in Keras: from {script.stem} import build_model")
+    return 0
+
+
 def cmd_summary(args):
     from minitl.applications import get_backbone
     from minitl.transfer import load_run
@@ -320,6 +328,19 @@ def _add_predict(sub):
     p.set_defaults(func=cmd_predict)
 
 
+def _add_export(sub):
+    p = sub.add_parser("export", help="a run's weights as a Keras .h5, with the Keras script that loads them",
+                       description="Write a run's weights in Keras' legacy .h5 layout and, beside them, "
+                                   "FILE_keras.py: a Keras script that rebuilds the model (keras.applications "
+                                   "backbone, then the same head), loads the file and prepares images as "
+                                   "the run did.")
+    p.add_argument("run_dir", help="run directory written by minitl finetune or minitl demo")
+    p.add_argument("--out", required=True, help="the weights file, FILE.h5 (FILE_keras.py is written beside it)")
+    p.add_argument("--epoch", choices=["best", "last"], default="best",
+                   help="best.h5 (lowest validation loss, the default) or the last epoch's checkpoint.h5")
+    p.set_defaults(func=cmd_export)
+
+
 def _add_summary(sub):
     from minitl.runs import ARCHS, parse_image_size, width_multiplier
     p = sub.add_parser("summary", help="layer table of a backbone or of a run's model",
@@ -381,6 +402,7 @@ def build_parser():
     _add_finetune(sub)
     _add_evaluate(sub)
     _add_predict(sub)
+    _add_export(sub)
     _add_summary(sub)
     _add_models(sub)
     _add_weights(sub)

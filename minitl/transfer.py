@@ -13,8 +13,9 @@ from pathlib import Path
 from minitl.applications import get_backbone
 from minitl.backend import normalize_device
 from minitl.data import ArrayDataset, DataLoader
-from minitl.errors import DataError, ShapeError, TrainingError
-from minitl.io import load_weights
+from minitl.errors import DataError, ShapeError, TrainingError, WeightsError
+from minitl.files import atomic_write
+from minitl.io import load_weights, save_weights
 from minitl.nn import Dense, Dropout, Flatten, GlobalAvgPool2D, Sequential, manual_seed
 from minitl.optim import SGD, Adam, CosineLR, StepLR
 from minitl.runs import (
@@ -44,7 +45,9 @@ __all__ = [
     "build_head",
     "build_model",
     "cached_features",
+    "export_run",
     "finetune",
+    "keras_script",
     "load_run",
     "make_optimizer",
     "make_schedule",
@@ -257,3 +260,143 @@ def load_run(run_dir, which=CHECKPOINT, device="cpu"):
     load_weights(model, path)
     return model.to(device).eval(), record
 
+
+
+# ---- export to Keras -----------------------------------------------------------
+KERAS_SCRIPT = '''"""{title}
+
+Written by `minitl export` (minitl {version}) beside {weights}, the weights of {which}
+of the run {run}. It rebuilds the model with Keras and loads them:
+
+    from {module} import build_model, load_images
+    probabilities = build_model().predict(load_images(["photo.jpg"]))
+
+or, from a shell: python {script} IMAGE...
+
+The model: keras.applications.{cls} without its top (weights=None: the weights come from
+{weights}), then minitl's head, with minitl's layer names. The last layer gives the
+probabilities (a softmax over the logits that minitl's head_predictions outputs).
+model.load_weights reads {weights} by layer order, the order of this model's layers.
+Keras 3 (any backend) and Keras 2 (tf_keras, when TF_USE_LEGACY_KERAS=1) both read it.
+
+Input: {height}x{width} RGB images. minitl resizes an image so that it covers {height}x{width}
+(keeping its aspect ratio, bilinear), takes the center, and applies
+keras.applications.{arch}.preprocess_input to the pixel values 0..255 ({mode}).
+
+Classes, in the order of the outputs: {class_list}.
+"""
+import os
+import sys
+
+import numpy as np
+
+if os.environ.get("TF_USE_LEGACY_KERAS", "").lower() in ("1", "true"):
+    import tf_keras as keras  # Keras 2
+else:
+    import keras
+
+CLASSES = {classes!r}
+INPUT_SHAPE = {input_shape!r}
+WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), {weights!r})
+
+
+def build_model(weights=WEIGHTS):
+    base = keras.applications.{cls}(include_top=False, weights=None, input_shape=INPUT_SHAPE,{alpha}
+                                    pooling=None)
+{head}
+    model = keras.Model(base.input, x, name="transfer")
+    model.load_weights(weights)
+    return model
+
+
+def load_images(paths):
+    """Image files -> the model's input, (N, {height}, {width}, 3), as minitl prepares them
+    (minitl also puts transparent images on white and scales 16-bit grayscale to 0..255)."""
+    from PIL import Image, ImageOps  # Pillow, as keras.utils.load_img needs it too
+
+    height, width = INPUT_SHAPE[:2]
+    images = []
+    for path in paths:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img).convert("RGB")
+        scale = max(height / img.height, width / img.width)
+        h, w = max(height, int(img.height * scale + 0.5)), max(width, int(img.width * scale + 0.5))
+        if (h, w) != (img.height, img.width):
+            img = img.resize((w, h), Image.BILINEAR)
+        top, left = (h - height) // 2, (w - width) // 2
+        images.append(np.asarray(img.crop((left, top, left + width, top + height)), dtype="float32"))
+    return keras.applications.{arch}.preprocess_input(np.stack(images))
+
+
+if __name__ == "__main__":
+    probabilities = build_model().predict(load_images(sys.argv[1:]), verbose=0)
+    for path, p in zip(sys.argv[1:], probabilities):
+        print(path)
+        for i in np.argsort(-p)[:3]:
+            print(f"  {{CLASSES[i]:<20}} {{p[i]:.4f}}")
+'''
+
+PREPROCESSING_TEXT = {"caffe": "caffe mode: RGB to BGR, minus the ImageNet mean [103.939, 116.779, 123.68]",
+                      "tf": "tf mode: x / 127.5 - 1, in [-1, 1]"}
+
+
+def _keras_head(config):
+    """The Keras lines of `build_head`'s layers, applied to ``base.output``."""
+    pool = ('keras.layers.Flatten(name="head_flatten")' if config.get("pooling", "flatten") == "flatten"
+            else 'keras.layers.GlobalAveragePooling2D(name="head_pool")')
+    lines = [f"    x = {pool}(base.output)"]
+    for i, units in enumerate(config.get("hidden", (1024, 512)), start=1):
+        lines.append(f'    x = keras.layers.Dense({units}, activation="relu", name="head_dense{i}")(x)')
+        if config.get("dropout", 0.0):
+            lines.append(f'    x = keras.layers.Dropout({config["dropout"]!r}, name="head_dropout{i}")(x)')
+    lines.append(f'    x = keras.layers.Dense({config["num_classes"]}, activation="softmax", '
+                 f'name="head_predictions")(x)')
+    return "\n".join(lines)
+
+
+def keras_script(record, weights_name, run="", which=BEST, module="model_keras"):
+    """The text of a Keras script that rebuilds a run's model (``record``: its record.json) as
+    keras.applications.<Backbone> without top plus the same head layers, loads ``weights_name``
+    (a file beside the script) with model.load_weights, and prepares images as the run did.
+    WeightsError when keras.applications cannot build the backbone (a width other than 1, which
+    only MobileNetV2 has, as its alpha)."""
+    from minitl import __version__
+    config = record["model"]
+    arch, width = config.get("arch", "vgg16"), config.get("width", 1.0)
+    backbone = get_backbone(arch)
+    if backbone.WIDTH_ARGUMENT != "alpha" and width != 1.0:
+        raise WeightsError(f"{run or 'the run'}: its {arch} has width {width:g}, which Keras cannot build: "
+                           f"keras.applications.{backbone.__name__} has no width multiplier (MobileNetV2's "
+                           f"alpha is the only one); export a run of width 1")
+    height, w = config["input_shape"][:2]
+    mode = record.get("preprocessing", backbone.PREPROCESSING)
+    return KERAS_SCRIPT.format(
+        title=f"{backbone.__name__} fine-tuned by minitl on {len(record['classes'])} classes, in Keras.",
+        version=__version__, weights=weights_name, which="the best epoch (best.h5)" if which == BEST
+        else "the last epoch (checkpoint.h5)", run=run, module=module, script=f"{module}.py",
+        cls=backbone.__name__, arch=arch, height=height, width=w, mode=PREPROCESSING_TEXT[mode],
+        class_list=", ".join(record["classes"]), classes=list(record["classes"]),
+        input_shape=tuple(config["input_shape"]),
+        alpha=f" alpha={width!r}," if backbone.WIDTH_ARGUMENT == "alpha" else "", head=_keras_head(config))
+
+
+def export_run(run_dir, out, which=BEST):
+    """Write a run's weights (``which``: BEST or CHECKPOINT) to ``out`` (.h5, Keras' legacy layout,
+    atomically) and beside it ``<stem>_keras.py``, the Keras script of `keras_script`. Returns
+    the two paths. WeightsError for an ``out`` that Keras would not read as that layout (not
+    '.h5', or '.weights.h5', Keras 3's own) or that exists and is not a file."""
+    out = Path(out)
+    if not out.name.endswith(".h5") or out.name.endswith(".weights.h5"):
+        raise WeightsError(f"{out}: the name must end in '.h5' but not '.weights.h5' (Keras 3 reads that name "
+                           f"as its own layout, not the legacy one written here)")
+    script = out.with_name(out.name[:-len(".h5")] + "_keras.py")
+    for path in (out, script):
+        if path.exists() and not path.is_file():
+            raise WeightsError(f"{path} exists and is not a file")
+    record = read_record(run_dir)
+    text = keras_script(record, out.name, run=str(run_dir), which=which, module=script.stem)
+    model, _ = load_run(run_dir, which)
+    save_weights(model, out)
+    with atomic_write(script) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return out, script

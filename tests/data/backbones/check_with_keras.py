@@ -16,6 +16,15 @@ Each step runs in its own interpreter (WORK is a scratch folder shared by the st
 
 A third argument limits a step to some of CONFIGS (comma-separated names).
 
+The fine-tuned transfer models, through `minitl finetune` and `minitl export` (steps 7 to 9;
+a third argument limits them to some of EXPORTS):
+
+    KERAS_BACKEND=torch /work/kvenv/bin/python check_with_keras.py export-base WORK
+    PYTHONPATH=<minitl checkout> python3 check_with_keras.py export-minitl WORK
+    KERAS_BACKEND=torch /work/kvenv/bin/python check_with_keras.py export-keras WORK
+    TF_USE_LEGACY_KERAS=1 /work/tfvenv/bin/python check_with_keras.py export-keras WORK
+    python3 check_with_keras.py export-report WORK
+
 1. keras3: each model of CONFIGS, built by keras.applications with weights=None and seeded
    random weights (BatchNorm gamma, beta and moving statistics non-trivial, set from the
    batch statistics of the input so that the deep models stay in range), is written as
@@ -34,6 +43,18 @@ A third argument limits a step to some of CONFIGS (comma-separated names).
 5. keras3-f64, minitl-f64, keras3-f64-written: Keras 3 in float64 on the same weights and
    input, against which Keras 3's and minitl's float32 outputs are measured.
 6. report: the tables, as markdown.
+7. export-base: a tiny image folder per input size (3 classes of 6 seeded noisy colour
+   images, at the model's input size so that no resizing happens), and for each arch of
+   EXPORTS the Keras 3 backbone without top, initialised as in step 1 on those images,
+   written as Keras 3's legacy .h5: the pretrained base of the run.
+8. export-minitl: `minitl finetune` from that base (two epochs of Adam at 1e-4, the last block unfrozen, so
+   that its weights and BatchNorm statistics change), `minitl export`, and `minitl predict
+   --best`; minitl's forward on the images (probabilities and logits) goes into an npz.
+9. export-keras: the generated FILE_keras.py, in Keras 3 or tf_keras (as its
+   TF_USE_LEGACY_KERAS switch says): build_model() loads the file; its arrays against the
+   file's, layer by layer in order; its probabilities and logits on minitl's inputs against
+   minitl's; its own load_images against minitl's inputs; and the script run on the image
+   files against `minitl predict`.
 
 Differences are max |Δ| / max |reference| over the whole tensor.
 """
@@ -460,6 +481,159 @@ def step_report():
                 )
 
 
+# ------------------------------------------------ 7-9. fine-tune, export, Keras reads
+
+# arch: (keras.applications class, input size, minitl finetune options)
+EXPORTS = {
+    "vgg16": ("VGG16", 32, ["--pooling", "flatten"]),
+    "vgg19": ("VGG19", 32, ["--pooling", "avg"]),
+    "resnet50": ("ResNet50", 32, ["--pooling", "flatten"]),
+    "inception_v3": ("InceptionV3", 75, ["--pooling", "avg"]),
+    "mobilenet_v2": ("MobileNetV2", 32, ["--width", "0.35", "--pooling", "avg"]),
+}
+EXPORT_ONLY = sys.argv[3].split(",") if len(sys.argv) > 3 else list(EXPORTS)
+CLASSES = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
+
+
+def image_folder(size):
+    """WORK/images_<size>/<class>/<i>.png: six noisy images of each class's colour."""
+    from PIL import Image
+    root = WORK / f"images_{size}"
+    rng = np.random.default_rng([SEED, size])
+    for name, colour in CLASSES.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(6):
+            pixels = np.clip(rng.normal(colour, 60, (size, size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def image_paths(size):
+    return sorted(str(p) for p in (WORK / f"images_{size}").glob("*/*.png"))
+
+
+def step_export_base():
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+    from PIL import Image
+    for arch in EXPORT_ONLY:
+        cls, size, options = EXPORTS[arch]
+        image_folder(size)
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(SEED)
+        extra = {"alpha": float(options[options.index("--width") + 1])} if "--width" in options else {}
+        model = getattr(keras.applications, cls)(include_top=False, weights=None, input_shape=(size, size, 3),
+                                                 **extra)
+        raw = np.stack([np.asarray(Image.open(p), np.float32) for p in image_paths(size)])
+        x = np.ascontiguousarray(getattr(keras.applications, arch).preprocess_input(raw), np.float32)
+        init_keras3(keras, model, np.random.default_rng(SEED), x)
+        with h5py.File(WORK / f"{arch}_base.h5", "w") as f:
+            legacy_h5_format.save_weights_to_hdf5_group(f, model)
+        print(arch, model.count_params(), "params in the base", flush=True)
+
+
+def minitl_cli(*args):
+    import subprocess
+    r = subprocess.run([sys.executable, "-m", "minitl", *args], capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"minitl {' '.join(args)} failed:\n{r.stderr}")
+    return r.stdout
+
+
+def predict_lines(text):
+    """{image: {class: probability}} from the output of minitl predict or of a FILE_keras.py."""
+    out, path = {}, None
+    for line in text.splitlines():
+        if not line.startswith(" "):
+            path = line.strip()
+            out[path] = {}
+        else:
+            name, p = line.split()
+            out[path][name] = float(p)
+    return out
+
+
+def step_export_minitl():
+    from minitl import functional as F
+    from minitl.data import load_image
+    from minitl.transfer import load_run
+    for arch in EXPORT_ONLY:
+        _, size, options = EXPORTS[arch]
+        run = WORK / f"run_{arch}"
+        minitl_cli("finetune", "--arch", arch, "--data", str(WORK / f"images_{size}"), "--weights",
+                   str(WORK / f"{arch}_base.h5"), "--out", str(run), "--image-size", str(size), *options,
+                   "--hidden", "16", "--dropout", "0.25", "--epochs", "2", "--batch-size", "4",
+                   "--unfreeze-blocks", "1", "--optimizer", "adam", "--lr", "1e-4", "--seed", "0", "--quiet")
+        print(minitl_cli("export", str(run), "--out", str(WORK / f"{arch}.h5")).strip(), flush=True)
+        paths = image_paths(size)
+        predicted = minitl_cli("predict", str(run), *paths, "--best", "--top", str(len(CLASSES)))
+        model, record = load_run(run, "best.h5")
+        x = np.stack([load_image(p, (size, size), record["preprocessing"]) for p in paths])
+        logits = model(x).numpy()
+        np.savez(WORK / f"{arch}.minitl_export.npz", x=x, logits=logits, probabilities=F.softmax(logits).numpy())
+        (WORK / f"{arch}.minitl_predict.txt").write_text(predicted)
+
+
+def step_export_keras():
+    import importlib.util
+    import subprocess
+    table = json.loads((WORK / "export_keras.json").read_text()) if (WORK / "export_keras.json").exists() else {}
+    for arch in EXPORT_ONLY:
+        _, size, _ = EXPORTS[arch]
+        script = WORK / f"{arch}_keras.py"
+        spec = importlib.util.spec_from_file_location(f"{arch}_keras", script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        keras = module.keras
+        keras.backend.clear_session()
+        model = module.build_model()
+        data = np.load(WORK / f"{arch}.minitl_export.npz")
+        file_layers = [(n, a) for n, a in read_legacy(WORK / f"{arch}.h5").items() if a]
+        keras_layers = [layer for layer in model.layers if layer.get_weights()]
+        differing = [k.name for k, (n, arrays) in zip(keras_layers, file_layers)
+                     if len(k.get_weights()) != len(arrays)
+                     or not all(np.array_equal(np.asarray(w), a) for w, a in zip(k.get_weights(), arrays))]
+        renamed = [f"{k.name} (file {n})" for k, (n, _) in zip(keras_layers, file_layers) if k.name != n]
+        probabilities = np.asarray(model.predict(data["x"], verbose=0))
+        last = model.get_layer("head_predictions")
+        features = keras.Model(model.input, last.input)
+        kernel, bias = (np.asarray(w, np.float64) for w in last.get_weights())
+        logits = np.asarray(features.predict(data["x"], verbose=0), np.float64) @ kernel + bias
+        paths = image_paths(size)
+        own_x = np.asarray(module.load_images(paths))
+        run = subprocess.run([sys.executable, str(script), *paths], capture_output=True, text=True, check=True)
+        theirs, ours = predict_lines(run.stdout), predict_lines((WORK / f"{arch}.minitl_predict.txt").read_text())
+        printed = max(abs(theirs[p][c] - ours[p][c]) for p in ours for c in ours[p])
+        row = {"keras": keras.__version__, "layers_with_weights": len(keras_layers),
+               "file_layers_with_weights": len(file_layers), "arrays_not_bit_identical": differing,
+               "names_differing": renamed,
+               "probabilities_max_abs": float(np.abs(probabilities - data["probabilities"]).max()),
+               "logits_rel": rel(logits, data["logits"]),
+               "load_images_max_abs": float(np.abs(own_x - data["x"]).max()),
+               "printed_max_abs": printed, "printed_top_same": all(
+                   list(theirs[p]) == list(ours[p]) for p in ours), "images": len(paths)}
+        key = "keras2" if keras.__version__.startswith("2.") else "keras3"
+        table.setdefault(arch, {})[key] = row
+        print(arch, key, row, flush=True)
+        save_json("export_keras.json", table)
+
+
+def step_export_report():
+    table = json.loads((WORK / "export_keras.json").read_text())
+    print("| arch | Keras | layers with weights (file) | arrays bit-identical | probabilities max abs diff "
+          "| logits rel diff | load_images max abs diff | script vs minitl predict (printed) |")
+    print("| --- | --- | --- | --- | ---: | ---: | ---: | --- |")
+    for arch, rows in table.items():
+        for key, r in sorted(rows.items()):
+            n = r["layers_with_weights"]
+            same = "same top-3 order" if r["printed_top_same"] else "top-3 order differs"
+            print(f"| {arch} | {r['keras']} | {n} ({r['file_layers_with_weights']}) "
+                  f"| {n - len(r['arrays_not_bit_identical'])} of {n} layers | {r['probabilities_max_abs']:.1e} "
+                  f"| {r['logits_rel']:.1e} | {r['load_images_max_abs']:.1e} "
+                  f"| {r['printed_max_abs']:.4f}, {same} |")
+
+
 {
     "keras3": step_keras3,
     "keras2": step_keras2,
@@ -470,4 +644,8 @@ def step_report():
     "keras3-f64-written": step_keras3_f64_written,
     "minitl-f64": step_minitl_f64,
     "report": step_report,
+    "export-base": step_export_base,
+    "export-minitl": step_export_minitl,
+    "export-keras": step_export_keras,
+    "export-report": step_export_report,
 }[MODE]()
