@@ -157,7 +157,7 @@ def cmd_predict(args):
 def cmd_export(args):
     from minitl.runs import BEST, CHECKPOINT
     from minitl.transfer import export_run
-    weights, script = export_run(args.run_dir, args.out, BEST if args.epoch == "best" else CHECKPOINT)
+    weights, script = export_run(args.run_dir, args.out, BEST if args.best else CHECKPOINT)
     print(f"saved {weights} (Keras legacy .h5) and {script}; in Keras: from {script.stem} import build_model")
     return 0
 
@@ -336,8 +336,7 @@ def _add_export(sub):
                                    "the run did.")
     p.add_argument("run_dir", help="run directory written by minitl finetune or minitl demo")
     p.add_argument("--out", required=True, help="the weights file, FILE.h5 (FILE_keras.py is written beside it)")
-    p.add_argument("--epoch", choices=["best", "last"], default="best",
-                   help="best.h5 (lowest validation loss, the default) or the last epoch's checkpoint.h5")
+    p.add_argument("--best", action="store_true", help="export best.h5 (lowest val loss) instead of the last epoch")
     p.set_defaults(func=cmd_export)
 
 

@@ -45,7 +45,7 @@ def exported(request, folder, tmp_path_factory):
     """(arch, run folder, exported .h5, its script) of a one-epoch run at width 1 (alpha 0.35)."""
     arch, tmp = request.param, tmp_path_factory.mktemp(request.param)
     finetune(arch, folder, tmp / "run")
-    assert main(["export", str(tmp / "run"), "--out", str(tmp / "model.h5")]) == 0
+    assert main(["export", str(tmp / "run"), "--out", str(tmp / "model.h5"), "--best"]) == 0
     return arch, tmp / "run", tmp / "model.h5", tmp / "model_keras.py"
 
 
@@ -140,8 +140,8 @@ def small_run(folder, tmp_path_factory):
     return run
 
 
-def test_epoch_last_exports_the_checkpoint(small_run, tmp_path):
-    assert main(["export", str(small_run), "--out", str(tmp_path / "last.h5"), "--epoch", "last"]) == 0
+def test_by_default_the_last_epoch_is_exported_as_evaluate_and_predict_use_it(small_run, tmp_path):
+    assert main(["export", str(small_run), "--out", str(tmp_path / "last.h5")]) == 0
     last, checkpoint = io.read_keras_weights(tmp_path / "last.h5"), io.read_keras_weights(small_run / CHECKPOINT)
     assert [e.name for e in last] == [e.name for e in checkpoint]
     for a, b in zip(last, checkpoint):
@@ -195,7 +195,7 @@ def test_refuses_a_folder_that_is_not_a_run_and_a_run_without_best_h5(small_run,
     run = tmp_path / "run"
     shutil.copytree(small_run, run)
     (run / BEST).unlink()
-    assert main(["export", str(run), "--out", str(tmp_path / "model.h5")]) == 1
+    assert main(["export", str(run), "--out", str(tmp_path / "model.h5"), "--best"]) == 1
     one_error_line(capsys, f"{run} has no best.h5")
     assert not (tmp_path / "model.h5").exists() and not (tmp_path / "model_keras.py").exists()
 

@@ -565,7 +565,7 @@ def step_export_minitl():
                    str(WORK / f"{arch}_base.h5"), "--out", str(run), "--image-size", str(size), *options,
                    "--hidden", "16", "--dropout", "0.25", "--epochs", "2", "--batch-size", "4",
                    "--unfreeze-blocks", "1", "--optimizer", "adam", "--lr", "1e-4", "--seed", "0", "--quiet")
-        print(minitl_cli("export", str(run), "--out", str(WORK / f"{arch}.h5")).strip(), flush=True)
+        print(minitl_cli("export", str(run), "--out", str(WORK / f"{arch}.h5"), "--best").strip(), flush=True)
         paths = image_paths(size)
         predicted = minitl_cli("predict", str(run), *paths, "--best", "--top", str(len(CLASSES)))
         model, record = load_run(run, "best.h5")
