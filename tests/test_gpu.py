@@ -249,12 +249,12 @@ def test_grad_cam_on_gpu_matches_cpu():
     import cupy
 
     from minitl import viz
-    from minitl.demo import config
+    from minitl.demo import DEMO_BASES, config
     from minitl.nn import manual_seed
     from minitl.transfer import build_model
 
     manual_seed(0)
-    model = build_model(config(3, hidden=(8,), dropout=0.5))
+    model = build_model(config(DEMO_BASES["vgg16"], 3, hidden=(8,), dropout=0.5))
     x = np.random.default_rng(1).standard_normal((2, 32, 32, 3)).astype(np.float32)
     cpu = viz.grad_cam(model, x, class_index=[0, 2])
     model.to("gpu")
@@ -269,13 +269,13 @@ def test_cli_predict_on_gpu_matches_cpu(tmp_path, capsys):
 
     from minitl import io as weights_io
     from minitl.cli import main
-    from minitl.demo import config
+    from minitl.demo import DEMO_BASES, config
     from minitl.files import write_json
     from minitl.nn import manual_seed
     from minitl.transfer import build_model
 
     manual_seed(0)
-    cfg = config(2, hidden=(8,), dropout=0.0)
+    cfg = config(DEMO_BASES["vgg16"], 2, hidden=(8,), dropout=0.0)
     model = build_model(cfg)
     model.get_layer("block1_conv1").kernel.data /= 100  # logits of a few units: probabilities short of 0 and 1
     weights_io.save_weights(model, tmp_path / "checkpoint.h5")

@@ -203,9 +203,9 @@ def test_grad_cam_equals_the_retain_grad_computation_and_leaves_the_model_as_it_
 
 
 def test_grad_cam_on_the_transfer_model_and_on_a_batch():
-    from minitl.demo import config
+    from minitl.demo import DEMO_BASES, config
     from minitl.transfer import build_model
-    model = build_model(config(3, hidden=(8,), dropout=0.5))
+    model = build_model(config(DEMO_BASES["vgg16"], 3, hidden=(8,), dropout=0.5))
     x = np.random.default_rng(1).standard_normal((2, 32, 32, 3)).astype(np.float32)
     cams = viz.grad_cam(model, x)  # layer block5_conv3 inside the base, head after it
     assert cams.shape == (2, 32, 32) and cams.min() >= 0 and cams.max() <= 1
