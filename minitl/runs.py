@@ -324,6 +324,21 @@ class RunFolder:
                 os.replace(path, self.path / name)
         return held.caught
 
+    def committed(self, name):
+        """The file that holds the record's ``name`` (CHECKPOINT or BEST), found without
+        changing the folder: ``name`` itself or, after a kill between the commit and its
+        renames (or while a training run renames), the staged copy that the record names by
+        its digest. TrainingError when neither is that file."""
+        final = self.path / name
+        digest = self.record.get("files", {}).get(name)
+        if digest is None:  # a record written before digests, or no such file yet
+            return final
+        for path in (final, self.staged(name), final):  # the last look: renamed meanwhile
+            if path.is_file() and file_digest(path) == digest:
+                return path
+        raise TrainingError(f"{final} is not the file of epoch {self.record['epoch']} that {RECORD} names by its "
+                            f"sha256: the run folder was changed outside minitl")
+
     def settle(self):
         """Make the folder what its record says after a kill: rename the staged files the
         record names into place, delete other staged files and stale temporary files, and

@@ -248,10 +248,15 @@ def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume
 
 
 def load_run(run_dir, which=CHECKPOINT, device="cpu"):
-    """(model, record) of a run directory, with its checkpoint (``which=BEST``: best.h5) loaded."""
+    """(model, record) of a run directory, with its checkpoint (``which=BEST``: best.h5) loaded:
+    the file its record names, also just after a kill (`RunFolder.committed`)."""
     run_dir = Path(run_dir)
     record = read_record(run_dir)
-    path = run_dir / which
+    try:
+        path = RunFolder(run_dir, record).committed(which)
+    except TrainingError:  # a training run may have committed its next epoch since: read its record again
+        record = read_record(run_dir)
+        path = RunFolder(run_dir, record).committed(which)
     if not path.is_file():
         hint = " (it is written when the validation loss improves; a run without validation data has none)" \
             if which == BEST else ""

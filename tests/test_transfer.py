@@ -254,3 +254,24 @@ def test_a_nan_validation_loss_with_finite_weights_names_the_validation_inputs(t
                                             r"validation inputs hold NaN.*no checkpoint was written"):
         transfer.finetune(two_classes(8), val, tmp_path / "run", epochs=2, **SMALL)
     assert strict_record(tmp_path / "run")["status"] == "diverged"
+
+
+def test_load_run_reads_the_committed_epoch_of_a_torn_folder_without_changing_it(folder, notop, tmp_path):
+    """As a kill leaves a folder between epoch 2's commit (record.json) and its renames:
+    checkpoint.h5 still of epoch 1, epoch 2's file staged. load_run (evaluate, predict) reads epoch 2."""
+    train, val = datasets(folder)
+    one, two = tmp_path / "one", tmp_path / "two"
+    transfer.finetune(train, val, one, weights=notop, epochs=1, **SMALL)
+    model, _ = transfer.finetune(train, val, two, weights=notop, epochs=2, **SMALL)
+    folder_two = runs.RunFolder(two)
+    os.replace(two / runs.CHECKPOINT, folder_two.staged(runs.CHECKPOINT))
+    (two / runs.CHECKPOINT).write_bytes((one / runs.CHECKPOINT).read_bytes())
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in two.iterdir())
+    loaded, record = transfer.load_run(two)
+    assert record["epoch"] == 2
+    for (k, a), b in zip(params(model).items(), params(loaded).values()):
+        np.testing.assert_array_equal(a, b, err_msg=k)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in two.iterdir()) == before
+    folder_two.staged(runs.CHECKPOINT).unlink()  # now neither file is epoch 2's
+    with pytest.raises(TrainingError, match="checkpoint.h5 is not the file of epoch 2 that record.json names"):
+        transfer.load_run(two)
