@@ -14,7 +14,12 @@ class GradcheckError(MinitlError, AssertionError):
 
 
 class WeightsError(MinitlError):
-    """A weights file that cannot be read, written or does not fit the model."""
+    """A weights file that cannot be read, written or does not fit the model. ``missing``: the
+    model's layers that a strict load found no weights for (empty for other problems)."""
+
+    def __init__(self, message, missing=()):
+        super().__init__(message)
+        self.missing = list(missing)
 
 
 class DownloadError(MinitlError):

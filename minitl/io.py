@@ -561,7 +561,7 @@ def load_weights(model, path, by_name=True, skip_mismatch=False, strict=True) ->
             raise WeightsError(
                 f"{path}: has no weights for {len(missing)} of the model's {len(layers)} "
                 f"layers with weights; nothing was loaded (strict=False loads the others "
-                f"and leaves these unchanged):\n  {_listing(missing)}"
+                f"and leaves these unchanged):\n  {_listing(missing)}", missing
             )
         new_values = [
             (p, _read_param(ds, p, path, layer, e, i))

@@ -144,7 +144,15 @@ def _start(run, model, train_set, image_size, settings, weights, allow_partial, 
     """A new run: the pretrained base's weights (every layer of them, unless ``allow_partial``)
     and a fresh record."""
     if weights is not None:
-        report = load_weights(model[0], weights, strict=not allow_partial)
+        try:
+            report = load_weights(model[0], weights, strict=not allow_partial)
+        except WeightsError as e:
+            if not e.missing:
+                raise
+            named = e.missing[:8] + ([f"and {len(e.missing) - 8} more"] if len(e.missing) > 8 else [])
+            raise WeightsError(f"{weights}: has no weights for {len(e.missing)} layers of the {settings.arch} base; "
+                               f"nothing was loaded (--allow-partial-weights, allow_partial_weights=True in Python, "
+                               f"lets them keep their initial weights): {', '.join(named)}", e.missing) from None
         log(f"loaded {len(report.loaded)} layers from {weights}")
         if report.untouched:
             log(f"kept their initial weights (not in {weights}): {', '.join(report.untouched)}")

@@ -169,6 +169,23 @@ def test_cli_weights_that_do_not_fit(folder, tmp_path, capsys):
     assert code == 1 and "block1_conv1" in err and "Traceback" not in err
 
 
+def test_cli_weights_without_some_layers_name_the_option_that_allows_it(folder, tmp_path, capsys):
+    from minitl.nn import Sequential
+    manual_seed(0)
+    partial = tmp_path / "partial.h5"
+    base = VGG16(include_top=False, input_shape=(32, 32, 3), width=1 / 16)
+    io.save_weights(Sequential(base.layers()[:9]), partial)  # blocks 1 to 3 only
+    args = ["finetune", "--data", str(folder), "--weights", str(partial), "--out", str(tmp_path / "r"),
+            "--image-size", "32", "--width", "0.0625", "--epochs", "1", "--quiet"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "has no weights for 6 layers of the vgg16 base" in err and "--allow-partial-weights" in err
+    assert "block4_conv1, block4_conv2" in err and "strict=False" not in err
+    assert main(args + ["--allow-partial-weights"]) == 0
+    assert "kept their initial weights (not in" in capsys.readouterr().out
+
+
 def test_every_subcommand_has_help(capsys):
     for cmd in (["finetune"], ["evaluate"], ["predict"], ["summary"], ["weights", "fetch"], ["weights", "list"],
                 ["demo"], ["info"]):
