@@ -303,6 +303,43 @@ def test_relu_matches_numpy(dtype, layout):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("max_value", [6.0, 0.5])
+def test_clipped_relu_matches_loops_and_twin(dtype, layout, max_value):
+    rng = np.random.default_rng(10)
+    x = make_x(rng, (2, 5, 4, 3), dtype, layout) * 4
+    x[0, 0, 0, :] = [np.nan, 0.0, max_value]
+    ref = np.empty_like(x)
+    for i in itertools.product(*map(range, x.shape)):
+        ref[i] = x[i] if np.isnan(x[i]) else min(max(x[i], 0), max_value)
+    y = K.clipped_relu_forward(x, max_value)
+    assert y.dtype == dtype and y is not x
+    np.testing.assert_array_equal(y, ref)
+    np.testing.assert_array_equal(y, K.clipped_relu_forward_xp(x, max_value))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_elementwise_kernels_write_into_out(dtype):
+    """relu, clipped ReLU and the channel affine map of batch norm give the same numbers in place
+    (out=x) as into a new array, on both versions."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((3, 4, 5, 6)).astype(dtype) * 5
+    mean, scale, shift = (rng.standard_normal(6).astype(dtype) for _ in range(3))
+    runs = [(K.relu_forward, K.relu_forward_xp, ()), (K.clipped_relu_forward, K.clipped_relu_forward_xp, (6.0,)),
+            (K.channel_affine, K.channel_affine_xp, (mean, scale, shift))]
+    for kernel, twin, args in runs:
+        fresh = kernel(x, *args)
+        for f in (kernel, twin):
+            a = x.copy()
+            assert f(a, *args, out=a) is a
+            np.testing.assert_array_equal(a, fresh)
+    with pytest.raises(ShapeError, match="out must be a C-contiguous"):
+        K.relu_forward(x, out=np.empty((3, 4, 5, 6), np.float16))
+    with pytest.raises(ShapeError, match="out must be a C-contiguous"):
+        K.channel_affine(x, mean, scale, shift, out=np.empty((3, 4, 6, 5), dtype).transpose(0, 1, 3, 2))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bias", [True, False])
 def test_bias_relu_matches_twin_and_loops(dtype, bias):
     rng = np.random.default_rng(9)
