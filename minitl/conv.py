@@ -106,8 +106,12 @@ def _group_size(image_bytes):
 # output rows of one image, or whole images), so the matrix product reads each tile
 # from the cache that im2col just wrote it to (VGG16's block1_conv2 at batch 8 x 224
 # on 2 cores: about 25% faster than 64 MB groups). A tile has at least TILE_ROWS rows
-# of cols, as shorter products run slower.
-TILE_BYTES = 4 * 2**20
+# of cols, as shorter products run slower. Each tile hands the cores from Numba's
+# threads to the BLAS threads and back, which costs far more when other processes
+# share the cores: with 3-channel inputs at batch 8 x 224 on 2 busy cores (load 6),
+# ResNet50's 7×7/2 stem took 0.45x and VGG16's block1_conv1 0.55x the time of 4 MB
+# tiles with 16 MB ones, which still sit in a 32 MB L3 cache.
+TILE_BYTES = 16 * 2**20
 TILE_ROWS = 1024
 
 
