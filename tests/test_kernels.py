@@ -188,6 +188,9 @@ def test_max_pool_matches_twin_and_loops(case):
         assert yy.dtype == dtype and np.issubdtype(aa.dtype, np.integer)
         np.testing.assert_array_equal(yy, y_ref)
         np.testing.assert_array_equal(aa, arg_ref)
+    y3, none = K.max_pool_forward(x, p, p, s, s, pads, with_arg=False)     # inference: values only
+    assert none is None and y3.dtype == dtype
+    np.testing.assert_array_equal(y3, y_ref)
 
     gy = make_x(rng, y.shape, dtype, layout)
     if layout != "contiguous":
@@ -212,6 +215,16 @@ def test_max_pool_ties_route_to_first_cell(impl):
     expect = np.zeros_like(x)
     expect[:, ::2, ::2, :] = 1
     np.testing.assert_array_equal(dx, expect)
+
+
+def test_max_pool_without_arg_keeps_nan_and_padding_rules():
+    x = np.full((1, 4, 5, 3), -2.0, np.float32)
+    x[0, 1, 1, 0] = np.nan
+    for pads in [(1, 1, 1, 1), (0, 1, 0, 1)]:
+        y, _ = K.max_pool_forward(x, 3, 3, 2, 2, pads)
+        y_values, _ = K.max_pool_forward(x, 3, 3, 2, 2, pads, with_arg=False)
+        np.testing.assert_array_equal(y_values, y)            # NaN where y has NaN, no zero from the padding
+        assert np.isnan(y_values[0, 0, 0, 0]) and (y_values[..., 1:] == -2).all()
 
 
 @pytest.mark.parametrize("impl", ["numba", "twin"])
