@@ -7,15 +7,20 @@ mode, under no_grad) against the same networks written in PyTorch, on the same t
 The PyTorch models below are written layer for layer as Keras builds them (ResNet50 v1 with
 the stride on the first 1x1 convolution, biases on every convolution; MobileNetV2 with
 Keras' widths and asymmetric stride-2 padding), with random weights. PyTorch runs in its
-own subprocess after minitl (their OpenMP runtimes must not be interleaved, see
-bench_conv.py), once in its default layout (NCHW) and once channels_last.
-Figures: best of --repeat after one warm-up pass, in ms per image; the ratio is
-minitl / PyTorch, so below 1 means minitl is faster. On a shared machine only repeated,
-alternated runs mean anything.
+own worker process (their OpenMP runtimes must not be interleaved, see bench_conv.py),
+once in its default layout (NCHW) and once channels_last, built once and asked in turn
+with minitl, --rounds times, with --pause seconds between contestants (PyTorch's OpenMP
+threads spin for a while after each call).
+Figures: per round, each contestant's best of --repeat passes (after one warm-up pass at the
+start); printed
+are the medians over rounds of those (ms per image) and of the per-round ratios minitl /
+PyTorch, so below 1 means minitl is faster. On a shared machine only these alternated
+ratios mean anything; the 1-minute load average before and after is printed with them.
 """
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -31,7 +36,7 @@ MODELS = ("resnet50", "mobilenet_v2")
 
 
 def best_of(run, repeat):
-    run()  # warm-up: compiles, touches the buffers
+    """The fastest of ``repeat`` calls of run() (seconds); the caller warms it up first."""
     best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -40,7 +45,8 @@ def best_of(run, repeat):
     return best
 
 
-def time_minitl(name, batch, size, repeat):
+def minitl_runner(name, batch, size):
+    """A function that runs one forward of minitl's model at batch x size under no_grad."""
     import numpy as np
 
     from minitl import Tensor, no_grad
@@ -51,7 +57,7 @@ def time_minitl(name, batch, size, repeat):
     def run():
         with no_grad():
             model(x)
-    return best_of(run, repeat)
+    return run
 
 
 # ---- the PyTorch twins ------------------------------------------------------------------
@@ -111,22 +117,33 @@ def torch_mobilenet_v2():
     return nn.Sequential(*layers)
 
 
-def time_torch(name, batch, size, repeat, threads):
+def torch_worker(batch, size, threads, models):
+    """Answers lines "MODEL LAYOUT REPEAT" on stdin with the best of REPEAT forwards (seconds)."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = (torch_resnet50 if name == "resnet50" else torch_mobilenet_v2)().eval()
-    out = {"params": sum(p.numel() for p in model.parameters())}
-    for layout in ("default", "channels_last"):
-        x = torch.randn(batch, 3, size, size)
-        m = model
-        if layout == "channels_last":
-            x, m = x.contiguous(memory_format=torch.channels_last), model.to(memory_format=torch.channels_last)
+    runs = {}
+    for name in models:
+        model = (torch_resnet50 if name == "resnet50" else torch_mobilenet_v2)().eval()
+        for layout in ("default", "channels_last"):
+            x = torch.randn(batch, 3, size, size)
+            m = model
+            if layout == "channels_last":
+                x, m = x.contiguous(memory_format=torch.channels_last), model.to(memory_format=torch.channels_last)
 
-        def run():
-            with torch.no_grad():
-                m(x)
-        out[layout] = best_of(run, repeat)
-    return out
+            def run(m=m, x=x):
+                with torch.no_grad():
+                    m(x)
+            run()
+            runs[name, layout] = run
+    print("ready", flush=True)
+    for line in sys.stdin:
+        name, layout, repeat = line.split()
+        print(json.dumps(best_of(runs[name, layout], int(repeat))), flush=True)
+
+
+def load():
+    with open("/proc/loadavg") as f:
+        return f.read().split()[0]
 
 
 def main():
@@ -135,29 +152,56 @@ def main():
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=3, help="passes per contestant and round (the best counts)")
+    p.add_argument("--rounds", type=int, default=3, help="alternated rounds (the medians are printed)")
+    p.add_argument("--pause", type=float, default=0.5, help="seconds between contestants")
     p.add_argument("--child-torch", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child_torch:
-        print(json.dumps({name: time_torch(name, args.batch, args.size, args.repeat, args.threads)
-                          for name in args.models}))
+        torch_worker(args.batch, args.size, args.threads, args.models)
         return
     import numba
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    mine = {name: time_minitl(name, args.batch, args.size, args.repeat) for name in args.models}
+    runs = {name: minitl_runner(name, args.batch, args.size) for name in args.models}
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    child = subprocess.run([sys.executable, __file__, "--child-torch", "--models", *args.models,
-                            "--batch", str(args.batch), "--size", str(args.size), "--threads", str(args.threads),
-                            "--repeat", str(args.repeat)], capture_output=True, text=True, env=env, check=True)
-    theirs = json.loads(child.stdout.strip().splitlines()[-1])
-    print(f"forward, batch {args.batch} x {args.size}x{args.size}, {args.threads} threads, best of {args.repeat} "
-          f"(ms per image; ratio = minitl / PyTorch)")
-    print(f"{'model':<14} {'minitl':>9} {'torch':>9} {'torch CL':>9} {'ratio':>7} {'ratio CL':>9}")
+    env.pop("OMP_WAIT_POLICY", None)                     # minitl.kernels' setting is for Numba only
+    child = subprocess.Popen([sys.executable, __file__, "--child-torch", "--models", *args.models,
+                              "--batch", str(args.batch), "--size", str(args.size), "--threads", str(args.threads)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    assert child.stdout.readline().strip() == "ready"
+
+    def ask_torch(name, layout):
+        child.stdin.write(f"{name} {layout} {args.repeat}\n")
+        child.stdin.flush()
+        return json.loads(child.stdout.readline())
+
+    times = {(name, who): [] for name in args.models for who in ("minitl", "default", "channels_last")}
+    load_before = load()
+    for name in args.models:
+        runs[name]()                                    # warm-up: compiles, touches the buffers
+    for _ in range(args.rounds):
+        for name in args.models:
+            times[name, "minitl"].append(best_of(runs[name], args.repeat))
+            for layout in ("default", "channels_last"):
+                time.sleep(args.pause)
+                times[name, layout].append(ask_torch(name, layout))
+            time.sleep(args.pause)
+    child.stdin.close()
+    child.wait()
+    print(f"forward, batch {args.batch} x {args.size}x{args.size}, {args.threads} threads, {args.rounds} rounds "
+          f"of best of {args.repeat}, load {load_before} -> {load()} (ms per image; ratio = minitl / PyTorch, "
+          f"median of the rounds' ratios)")
+    print(f"{'model':<14} {'minitl':>9} {'torch':>9} {'torch CL':>9} {'ratio':>7} {'ratio CL':>9}  rounds' ratios")
     per = 1e3 / args.batch
     for name in args.models:
-        t = theirs[name]
-        print(f"{name:<14} {mine[name] * per:9.1f} {t['default'] * per:9.1f} {t['channels_last'] * per:9.1f} "
-              f"{mine[name] / t['default']:7.2f} {mine[name] / t['channels_last']:9.2f}")
+        mine = times[name, "minitl"]
+        ratios = {layout: [a / b for a, b in zip(mine, times[name, layout])] for layout in ("default", "channels_last")}
+        median = {k: statistics.median(v) * per for k, v in
+                  (("minitl", mine), ("default", times[name, "default"]),
+                   ("channels_last", times[name, "channels_last"]))}
+        print(f"{name:<14} {median['minitl']:9.1f} {median['default']:9.1f} {median['channels_last']:9.1f} "
+              f"{statistics.median(ratios['default']):7.2f} {statistics.median(ratios['channels_last']):9.2f}  "
+              + " ".join(f"{r:.2f}" for r in ratios["default"]))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from minitl import kernels, winograd
 from minitl.backend import get_array_module
 from minitl.errors import ShapeError
 from minitl.ops import mean
-from minitl.tensor import Function, as_tensor
+from minitl.tensor import Function, as_tensor, records
 from minitl.winograd import algorithm, get_algorithm, set_algorithm  # noqa: F401  (conv algorithm for students)
 
 __all__ = [
@@ -106,8 +106,12 @@ def _group_size(image_bytes):
 # output rows of one image, or whole images), so the matrix product reads each tile
 # from the cache that im2col just wrote it to (VGG16's block1_conv2 at batch 8 x 224
 # on 2 cores: about 25% faster than 64 MB groups). A tile has at least TILE_ROWS rows
-# of cols, as shorter products run slower.
-TILE_BYTES = 4 * 2**20
+# of cols, as shorter products run slower. Each tile hands the cores from Numba's
+# threads to the BLAS threads and back, which costs far more when other processes
+# share the cores: with 3-channel inputs at batch 8 x 224 on 2 busy cores (load 6),
+# ResNet50's 7×7/2 stem took 0.45x and VGG16's block1_conv1 0.55x the time of 4 MB
+# tiles with 16 MB ones, which still sit in a 32 MB L3 cache.
+TILE_BYTES = 16 * 2**20
 TILE_ROWS = 1024
 
 
@@ -304,15 +308,16 @@ def conv2d(x, w, b=None, stride=1, padding="valid", activation=None):
 
 
 class MaxPool2DFunction(Function):
-    """y = max over each window;  dL/dx = gy routed to the window's arg-max (first one on ties)."""
+    """y = max over each window;  dL/dx = gy routed to the window's arg-max (first one on ties).
+    with_arg=False (no graph recorded, so no backward): the arg-max is not kept."""
 
-    def __init__(self, pool, stride, pads):
-        self.pool, self.stride, self.pads = pool, stride, pads
+    def __init__(self, pool, stride, pads, with_arg=True):
+        self.pool, self.stride, self.pads, self.with_arg = pool, stride, pads, with_arg
 
     def forward(self, x):
         _output_size("max_pool2d", x.shape, self.pool, self.stride, self.pads)
         self.shape = x.shape
-        y, self.arg = kernels.max_pool_forward(x, *self.pool, *self.stride, self.pads)
+        y, self.arg = kernels.max_pool_forward(x, *self.pool, *self.stride, self.pads, with_arg=self.with_arg)
         return y
 
     def backward(self, gy):
@@ -334,18 +339,18 @@ class AvgPool2DFunction(Function):
         return kernels.avg_pool_backward(gy, self.shape, *self.pool, *self.stride, self.pads)
 
 
-def _pool(cls, what, x, pool, stride, padding):
+def _pool(cls, what, x, pool, stride, padding, **options):
     x = as_tensor(x)
     _check_nhwc(what, x)
     pool = _pair(pool, "pool")
     stride = pool if stride is None else _pair(stride, "stride")
     pads = resolve_padding(padding, x.shape[1:3], pool, stride)
-    return cls(pool, stride, pads)(x)
+    return cls(pool, stride, pads, **options)(x)
 
 
 def max_pool2d(x, pool=2, stride=None, padding="valid"):
     """Max pooling of x (N, H, W, C); stride defaults to the pool size, as in Keras."""
-    return _pool(MaxPool2DFunction, "max_pool2d", x, pool, stride, padding)
+    return _pool(MaxPool2DFunction, "max_pool2d", x, pool, stride, padding, with_arg=records(x))
 
 
 def avg_pool2d(x, pool=2, stride=None, padding="valid"):

@@ -10,7 +10,7 @@ from minitl import kernels
 from minitl.backend import device_of, get_array_module, to_device
 from minitl.errors import DeviceError, ShapeError
 from minitl.ops import matmul, reshape
-from minitl.tensor import Function, Tensor, as_tensor
+from minitl.tensor import Function, Tensor, as_tensor, records
 
 __all__ = [
     "BatchNormFunction",
@@ -44,10 +44,14 @@ __all__ = [
 
 # ---- activations --------------------------------------------------------------
 class ReLUFunction(Function):
-    """y = max(x, 0);  dL/dx = gy · [x > 0]  (y > 0 exactly where x > 0, so y is what is kept)."""
+    """y = max(x, 0);  dL/dx = gy · [x > 0]  (y > 0 exactly where x > 0, so y is what is kept).
+    inplace=True: y is written into x's array (see ``relu``)."""
+
+    def __init__(self, inplace=False):
+        self.inplace = inplace
 
     def forward(self, x):
-        self.y = kernels.relu_forward(x)
+        self.y = kernels.relu_forward(x, out=x if self.inplace else None)
         return self.y
 
     def backward(self, gy):
@@ -58,15 +62,14 @@ class ClippedReLUFunction(Function):
     """y = min(max(x, 0), m) (ReLU6 for m = 6);  dL/dx = gy · [0 < x < m].
 
     0 < y < m exactly where 0 < x < m, so y is what is kept (NaN stays NaN).
+    inplace=True: y is written into x's array (see ``relu``).
     """
 
-    def __init__(self, max_value):
-        self.max_value = max_value
+    def __init__(self, max_value, inplace=False):
+        self.max_value, self.inplace = max_value, inplace
 
     def forward(self, x):
-        xp = get_array_module(x)
-        self.y = xp.maximum(x, 0)
-        xp.minimum(self.y, x.dtype.type(self.max_value), out=self.y)  # in place: one array, not two
+        self.y = kernels.clipped_relu_forward(x, self.max_value, out=x if self.inplace else None)
         return self.y
 
     def backward(self, gy):
@@ -224,19 +227,32 @@ def softmax_cross_entropy(logits, targets, reduction="mean"):
 
 
 # ---- functional forms ---------------------------------------------------------
-def relu(x): return ReLUFunction()(x)
-def relu6(x): return ClippedReLUFunction(6.0)(x)
+def _overwrites(x, inplace):
+    """Whether an op asked for ``inplace`` may write its result into x's array: x is a NumPy or
+    CuPy array's Tensor, C-contiguous, of a float dtype, and the op records no graph (so no
+    backward needs x's values; see ``minitl.tensor.records``). The caller must not use x after."""
+    return (inplace and isinstance(x, Tensor) and x.dtype.kind == "f" and x.data.flags.c_contiguous
+            and not records(x))
+
+
+def relu(x, inplace=False):
+    """y = max(x, 0); inplace=True overwrites x with y when no graph is recorded (as PyTorch's
+    ``relu(x, inplace=True)``: saves a pass and an array in inference; x must not be used after)."""
+    return ReLUFunction(_overwrites(x, inplace))(x)
+
+
+def relu6(x, inplace=False): return clipped_relu(x, 6.0, inplace)
 def sigmoid(x): return Sigmoid()(x)
 def tanh(x): return Tanh()(x)
 def softmax(x, axis=-1): return Softmax(axis)(x)
 def log_softmax(x, axis=-1): return LogSoftmax(axis)(x)
 
 
-def clipped_relu(x, max_value):
-    """y = min(max(x, 0), max_value), as Keras' ReLU(max_value)."""
+def clipped_relu(x, max_value, inplace=False):
+    """y = min(max(x, 0), max_value), as Keras' ReLU(max_value); ``inplace`` as for ``relu``."""
     if not max_value > 0:
         raise ValueError(f"clipped_relu: max_value must be positive, got {max_value}")
-    return ClippedReLUFunction(float(max_value))(x)
+    return ClippedReLUFunction(float(max_value), _overwrites(x, inplace))(x)
 
 
 def dense(x, w, b=None):
@@ -289,11 +305,13 @@ class BatchNormFunction(Function):
     (training: μ and σ² depend on x, which gives the two mean terms; docs/math.md derives them).
     forward(x, *params) takes params = [γ] if scale, then [β] if center, each of shape (C,).
     The batch statistics stay on ``batch_mean`` and ``batch_variance`` for the moving update.
+    inplace=True (inference only): y is written into x's array (see ``batch_norm``).
     """
 
-    def __init__(self, axis, epsilon, training, mean=None, variance=None, scale=True, center=True):
+    def __init__(self, axis, epsilon, training, mean=None, variance=None, scale=True, center=True, inplace=False):
         self.axis, self.epsilon, self.training = axis, epsilon, training
         self.mean, self.variance, self.scale, self.center = mean, variance, scale, center
+        self.inplace = inplace
 
     def _channels(self, a, ndim):
         """A (C,) array shaped to broadcast along the channel axis."""
@@ -315,9 +333,15 @@ class BatchNormFunction(Function):
             self.x, self.mean = x, c(mean)
             scale = self.inv_std.reshape(-1) * gamma if gamma is not None else self.inv_std.reshape(-1)
             shift = beta if beta is not None else xp.zeros_like(mean)
+            out = x if self.inplace else None
             if self.axis == x.ndim - 1:
-                return kernels.channel_affine(x, mean, scale, shift)
-            return (x - c(mean)) * c(scale) + c(shift)
+                return kernels.channel_affine(x, mean, scale, shift, out=out)
+            if out is None:
+                return (x - c(mean)) * c(scale) + c(shift)
+            out -= c(mean)
+            out *= c(scale)
+            out += c(shift)
+            return out
         mean = x.mean(axis=axes, keepdims=True)
         centred = x - mean
         variance = (centred * centred).mean(axis=axes, keepdims=True)
@@ -353,13 +377,14 @@ class BatchNormFunction(Function):
 
 
 def batch_norm(x, gamma, beta, moving_mean, moving_variance, training=False, momentum=0.99, epsilon=1e-3,
-               axis=-1):
+               axis=-1, inplace=False):
     """Batch normalisation as Keras' BatchNormalization (see ``BatchNormFunction``); gamma or beta may be None.
 
     training=True normalises with the batch statistics and updates the moving statistics in
     place (arrays or Tensors, as PyTorch's running_mean):
     moving = moving · momentum + batch · (1 − momentum), with the biased batch variance.
-    training=False normalises with the moving statistics and leaves them alone.
+    training=False normalises with the moving statistics and leaves them alone; there
+    inplace=True overwrites x with y when no graph is recorded, as ``relu`` does.
     """
     x = as_tensor(x)
     axis = axis % x.ndim if -x.ndim <= axis < x.ndim else None
@@ -372,7 +397,9 @@ def batch_norm(x, gamma, beta, moving_mean, moving_variance, training=False, mom
         if a is not None and tuple(a.shape) != (channels,):
             raise ShapeError(f"batch_norm: {what} has shape {tuple(a.shape)}, the input {x.shape} has "
                              f"{channels} channels on axis {axis}")
-    fn = BatchNormFunction(axis, epsilon, training, *stats, scale=gamma is not None, center=beta is not None)
+    inplace = not training and _overwrites(x, inplace) and not records(*params)
+    fn = BatchNormFunction(axis, epsilon, training, *stats, scale=gamma is not None, center=beta is not None,
+                           inplace=inplace)
     y = fn(x, *params)
     if training:
         for target, batch in ((moving_mean, fn.batch_mean), (moving_variance, fn.batch_variance)):

@@ -13,7 +13,8 @@ Convolution is then one GEMM: ``cols @ w.reshape(kh*kw*C, O)`` is the output
 (N*Ho*Wo, O), i.e. (N, Ho, Wo, O) after a reshape.
 
 Each kernel has two versions: a Numba one (``_*_nb``, parallel over rows of
-cols, N*Ho or N*H, so both cores are busy even at N=1) used for NumPy arrays, and a
+cols, N*Ho or N*H, so both cores are busy even at N=1; the elementwise forward
+passes on one thread, see "ReLU") used for NumPy arrays, and a
 plain array-module twin (``*_xp``) written only with ``xp`` slicing, so it
 also runs on CuPy arrays. The public function picks one; the tests check that
 both agree. Backward kernels gather into rows of dx, so threads never write the
@@ -45,6 +46,8 @@ __all__ = [
     "bias_relu_xp",
     "channel_affine",
     "channel_affine_xp",
+    "clipped_relu_forward",
+    "clipped_relu_forward_xp",
     "col2im",
     "col2im_xp",
     "depthwise_backward",
@@ -65,6 +68,7 @@ __all__ = [
 ]
 
 _jit = numba.njit(parallel=True, cache=True)
+_serial = numba.njit(cache=True)   # the inference-time elementwise passes, see "ReLU" below
 _inline = numba.njit(inline="always")
 
 
@@ -264,23 +268,55 @@ def _arg_dtype(xp, ph, pw):
     return xp.uint8 if ph * pw <= 256 else xp.int32
 
 
-def max_pool_forward(x, ph, pw, sh, sw, pads):
+def max_pool_forward(x, ph, pw, sh, sw, pads, with_arg=True):
     """Max pooling of x (N, H, W, C) over ph x pw windows.
 
     Returns y (N, Ho, Wo, C) and arg (N, Ho, Wo, C), the winning cell a*pw + b of each
     window: uint8 when ph*pw <= 256 (a quarter of int32's memory, kept until backward),
     else int32. Padded cells never win; on ties the first cell in row-major order wins;
-    a NaN wins over numbers (as in argmax), so NaNs propagate.
+    a NaN wins over numbers (as in argmax), so NaNs propagate. with_arg=False (no
+    backward to come): arg is None, and the Numba version only compares values.
     """
     Ho, Wo = _check_pool(x.shape, ph, pw, sh, sw, pads)
     if not _is_numpy(x):
-        return max_pool_forward_xp(x, ph, pw, sh, sw, pads)
+        y, arg = max_pool_forward_xp(x, ph, pw, sh, sw, pads)
+        return y, arg if with_arg else None
     x = np.ascontiguousarray(x)
     N, _H, _W, C = x.shape
     y = np.empty((N, Ho, Wo, C), dtype=x.dtype)
+    if not with_arg:
+        _max_pool_values_nb(x, y, ph, pw, sh, sw, pads[0], pads[2])
+        return y, None
     arg = np.empty((N, Ho, Wo, C), dtype=_arg_dtype(np, ph, pw))
     _max_pool_forward_nb(x, y, arg, ph, pw, sh, sw, pads[0], pads[2])
     return y, arg
+
+
+@_serial
+def _max_pool_values_nb(x, y, ph, pw, sh, sw, top, left):
+    # _max_pool_forward_nb without arg, for inference; on one thread as the elementwise
+    # passes (see "ReLU"): ResNet50's pool1 on (8, 114, 114, 64) took about 60 ms with arg.
+    N, H, W, C = x.shape
+    _, Ho, Wo, _ = y.shape
+    for r in range(N * Ho):
+        n = r // Ho
+        i = r % Ho
+        for j in range(Wo):
+            first = True
+            for a in range(ph):
+                yy = _input_cell(i, a, sh, top, H)
+                if yy < 0:
+                    continue
+                for b in range(pw):
+                    xx = _input_cell(j, b, sw, left, W)
+                    if xx < 0:
+                        continue
+                    for c in range(C):
+                        v = x[n, yy, xx, c]
+                        best = y[n, i, j, c]
+                        if first or v > best or (v != v and best == best):  # noqa: PLR0124 (a NaN wins)
+                            y[n, i, j, c] = v
+                    first = False
 
 
 @_jit
@@ -503,28 +539,70 @@ def avg_pool_backward_xp(gy, x_shape, ph, pw, sh, sw, pads):
 
 # ---------------------------------------------------------------- ReLU
 # Kept in Numba because it measured about 2x faster than NumPy on 2 cores
-# for a (8, 224, 224, 64) float32 array (one fused, threaded pass).
+# for a (8, 224, 224, 64) float32 array (one fused, threaded pass, into a new array).
+# The forward passes of ReLU, clipped ReLU and inference batch norm (channel_affine) run
+# on one thread: they are bound by memory, not arithmetic, and a parallel loop waits for
+# its slowest thread, which between two matrix products shares a core with the BLAS
+# threads or other processes. MobileNetV2's forward at batch 8 x 224 on 2 shared cores
+# (load 5.6): 0.49-0.66x the time with these three on one thread, ResNet50's 0.57-1.10x.
 
-def relu_forward(x):
-    """y = max(x, 0), any shape; NaN stays NaN."""
+def relu_forward(x, out=None):
+    """y = max(x, 0), any shape; NaN stays NaN. ``out``: the array to write y into (x itself
+    for in place; C-contiguous, x's shape and dtype)."""
+    out = _check_out("relu_forward", x, out)
     if not _is_numpy(x):
-        return relu_forward_xp(x)
+        return relu_forward_xp(x, out)
     x = np.ascontiguousarray(x)
-    y = np.empty_like(x)
+    y = np.empty_like(x) if out is None else out
     _relu_forward_nb(x.reshape(-1), y.reshape(-1))
     return y
 
 
-@_jit
+@_serial
 def _relu_forward_nb(x, y):
-    for i in prange(x.size):
+    for i in range(x.size):
         v = x[i]
         y[i] = max(v, 0)
 
 
-def relu_forward_xp(x):
+def relu_forward_xp(x, out=None):
     """Array-module twin of relu_forward."""
-    return get_array_module(x).maximum(x, 0)
+    return get_array_module(x).maximum(x, 0, out=out)
+
+
+def clipped_relu_forward(x, max_value, out=None):
+    """y = min(max(x, 0), max_value) (ReLU6 for 6), any shape; NaN stays NaN. ``out`` as for
+    relu_forward. One pass over x."""
+    out = _check_out("clipped_relu_forward", x, out)
+    if not _is_numpy(x):
+        return clipped_relu_forward_xp(x, max_value, out)
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x) if out is None else out
+    _clipped_relu_forward_nb(x.reshape(-1), x.dtype.type(max_value), y.reshape(-1))
+    return y
+
+
+@_serial
+def _clipped_relu_forward_nb(x, max_value, y):
+    for i in range(x.size):
+        v = x[i]
+        y[i] = min(max(v, 0), max_value)
+
+
+def clipped_relu_forward_xp(x, max_value, out=None):
+    """Array-module twin of clipped_relu_forward."""
+    xp = get_array_module(x)
+    y = xp.maximum(x, 0, out=out)
+    return xp.minimum(y, x.dtype.type(max_value), out=y)
+
+
+def _check_out(what, x, out):
+    """``out`` if it can take the result of an elementwise kernel on x: C-contiguous, x's shape and dtype."""
+    if out is not None and (tuple(out.shape) != tuple(x.shape) or out.dtype != x.dtype
+                            or not out.flags.c_contiguous):
+        raise ShapeError(f"{what}: out must be a C-contiguous {x.dtype} array of shape {tuple(x.shape)}, "
+                         f"got {out.dtype} {tuple(out.shape)}")
+    return out
 
 
 def bias_relu(y, b=None):
@@ -610,12 +688,16 @@ def _check_depthwise(x_shape, w_shape):
                          f"for input {tuple(x_shape)}")
 
 
-@_jit
+@_serial
 def _depthwise_forward_nb(x, w, y, sh, sw, top, left):
+    # On one thread, as the elementwise passes (see "ReLU"): kh·kw multiply-adds per value
+    # read leave it bound by memory. MobileNetV2's shapes at batch 8, on 2 cores at load
+    # 3.3, parallel vs one thread (ms): (8, 112, 112, 96) 19.2 vs 13.9, stride 2 on
+    # (8, 113, 113, 144) 10.4 vs 7.6, (8, 14, 14, 576) 7.6 vs 1.5.
     N, H, W, C = x.shape
     kh, kw, _, M = w.shape
     _, Ho, Wo, _ = y.shape
-    for r in prange(N * Ho):
+    for r in range(N * Ho):
         n = r // Ho
         i = r % Ho
         for j in range(Wo):
@@ -764,31 +846,36 @@ def depthwise_backward_xp(gy, x, w, sh, sw, pads, need_dx=True, need_dw=True):
 
 # ---------------------------------------------------------------- per-channel affine map (batch norm in inference)
 
-def channel_affine(x, mean, scale, shift):
+def channel_affine(x, mean, scale, shift, out=None):
     """y = (x − mean) · scale + shift per channel, the channels on the last axis of x (..., C);
-    mean, scale and shift are (C,). One pass over x: BatchNormalization in inference mode."""
+    mean, scale and shift are (C,). One pass over x: BatchNormalization in inference mode.
+    ``out`` as for relu_forward (x itself for in place)."""
     C = x.shape[-1]
     for what, a in (("mean", mean), ("scale", scale), ("shift", shift)):
         if tuple(a.shape) != (C,):
             raise ShapeError(f"channel_affine: {what} has shape {tuple(a.shape)}, x {tuple(x.shape)} has {C} channels")
+    out = _check_out("channel_affine", x, out)
     if not _is_numpy(x):
-        return channel_affine_xp(x, mean, scale, shift)
+        return channel_affine_xp(x, mean, scale, shift, out)
     x = np.ascontiguousarray(x)
-    y = np.empty_like(x)
+    y = np.empty_like(x) if out is None else out
     args = [np.ascontiguousarray(a, dtype=x.dtype) for a in (mean, scale, shift)]
     _channel_affine_nb(x.reshape(-1, C), *args, y.reshape(-1, C))
     return y
 
 
-@_jit
+@_serial
 def _channel_affine_nb(x, mean, scale, shift, y):
     M, C = x.shape
-    for r in prange(M):
+    for r in range(M):
         for c in range(C):
             y[r, c] = (x[r, c] - mean[c]) * scale[c] + shift[c]
 
 
-def channel_affine_xp(x, mean, scale, shift):
+def channel_affine_xp(x, mean, scale, shift, out=None):
     """Array-module twin of channel_affine."""
-    dtype = x.dtype
-    return (x - mean.astype(dtype, copy=False)) * scale.astype(dtype, copy=False) + shift.astype(dtype, copy=False)
+    xp, dtype = get_array_module(x), x.dtype
+    y = xp.subtract(x, mean.astype(dtype, copy=False), out=out)
+    y *= scale.astype(dtype, copy=False)
+    y += shift.astype(dtype, copy=False)
+    return y

@@ -462,13 +462,17 @@ class BatchNormalization(Layer):
     every other axis, and the moving statistics follow
     moving = moving · momentum + batch · (1 − momentum); in inference mode (eval(), or
     frozen, as Keras when trainable=False) μ and σ² are the moving statistics.
+    ``inplace=True``: in inference mode, when no graph is recorded (``no_grad``, or a frozen
+    model on an input without gradient), y overwrites the input's array, as PyTorch's
+    ``ReLU(inplace=True)`` does; for a layer whose input nothing else uses (a convolution's
+    output inside a model), it saves an array and its memory traffic.
     """
     default_name = "batch_normalization"
 
-    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True, name=None):
+    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True, name=None, inplace=False):
         super().__init__(name)
         self.axis, self.momentum, self.epsilon = axis, momentum, epsilon
-        self.center, self.scale = center, scale
+        self.center, self.scale, self.inplace = center, scale, inplace
         self.built = False
 
     def build(self, channels):
@@ -495,7 +499,7 @@ class BatchNormalization(Layer):
             self.to(device_of(x.data if isinstance(x, Tensor) else x))
         return F.batch_norm(x, self.gamma if self.scale else None, self.beta if self.center else None,
                             self.moving_mean, self.moving_variance, training=self.training and self.trainable,
-                            momentum=self.momentum, epsilon=self.epsilon, axis=self.axis)
+                            momentum=self.momentum, epsilon=self.epsilon, axis=self.axis, inplace=self.inplace)
 
 
 class MaxPool2D(Layer):
@@ -554,17 +558,21 @@ class Flatten(Layer):
 
 
 class ReLU(Layer):
-    """y = max(x, 0), or min(max(x, 0), max_value) as Keras' ReLU(max_value) (ReLU(6.0): ReLU6)."""
+    """y = max(x, 0), or min(max(x, 0), max_value) as Keras' ReLU(max_value) (ReLU(6.0): ReLU6).
+    ``inplace=True`` overwrites the input when no graph is recorded (see BatchNormalization)."""
     default_name = "re_lu"
 
-    def __init__(self, max_value=None, name=None):
+    def __init__(self, max_value=None, name=None, inplace=False):
         super().__init__(name)
         if max_value is not None and not max_value > 0:
             raise ValueError(f"ReLU: max_value must be positive or None, got {max_value}")
         self.max_value = None if max_value is None else float(max_value)
+        self.inplace = inplace
 
     def forward(self, x):
-        return F.relu(x) if self.max_value is None else F.clipped_relu(x, self.max_value)
+        if self.max_value is None:
+            return F.relu(x, self.inplace)
+        return F.clipped_relu(x, self.max_value, self.inplace)
 
 
 class ZeroPadding2D(Layer):
@@ -586,17 +594,23 @@ class ZeroPadding2D(Layer):
 
 
 class Add(Layer):
-    """The sum of a list of tensors of one shape, as Keras' Add: ``Add()([a, b])``."""
+    """The sum of a list of tensors of one shape, as Keras' Add: ``Add()([a, b])``, added in
+    Keras' order. ``inplace=True``: when no graph is recorded the sum is built in the second
+    tensor's array (``b`` in ``Add()([shortcut, b])``), which must not be used after."""
     default_name = "add"
+
+    def __init__(self, name=None, inplace=False):
+        super().__init__(name)
+        self.inplace = inplace
 
     def output_shape(self, input_shapes):
         return _merge_shapes(self, input_shapes)
 
     def forward(self, xs):
         _check_merge(self, xs)
-        y = xs[0]
-        for x in xs[1:]:
-            y = add(y, x)
+        y = add(xs[0], xs[1], self.inplace)
+        for x in xs[2:]:
+            y = add(x, y, self.inplace)
         return y
 
 

@@ -10,7 +10,7 @@ import math
 
 from minitl.backend import get_array_module, scatter_add
 from minitl.errors import ShapeError
-from minitl.tensor import Function, Tensor
+from minitl.tensor import Function, Tensor, records
 
 __all__ = [
     "Abs",
@@ -57,10 +57,13 @@ __all__ = [
 
 # ---- elementwise arithmetic ---------------------------------------------------
 class Add(Function):
-    """y = a + b;  dL/da = gy,  dL/db = gy."""
+    """y = a + b;  dL/da = gy,  dL/db = gy. inplace=True: y is written into b's array (see ``add``)."""
+
+    def __init__(self, inplace=False):
+        self.inplace = inplace
 
     def forward(self, a, b):
-        return a + b
+        return get_array_module(b).add(a, b, out=b) if self.inplace else a + b
 
     def backward(self, gy):
         return gy, gy
@@ -338,7 +341,14 @@ class Concatenate(Function):
 
 
 # ---- functional forms ---------------------------------------------------------
-def add(a, b): return Add()(a, b)
+def add(a, b, inplace=False):
+    """a + b; inplace=True writes the sum into b's array when no graph is recorded and a and b are
+    Tensors of one shape, dtype and device (a pass and an array saved in inference; b must not
+    be used after)."""
+    inplace = (inplace and isinstance(a, Tensor) and isinstance(b, Tensor) and not records(a, b)
+               and (a.shape, a.dtype, a.device) == (b.shape, b.dtype, b.device)
+               and getattr(b.data.flags, "writeable", True))
+    return Add(inplace)(a, b)
 def sub(a, b): return Sub()(a, b)
 def mul(a, b): return Mul()(a, b)
 def div(a, b): return Div()(a, b)

@@ -16,7 +16,7 @@ import numpy as np
 from minitl.backend import DEFAULT_DTYPE, device_of, get_array_module, to_device, to_numpy
 from minitl.errors import DeviceError, MinitlError, ShapeError
 
-__all__ = ["Function", "Tensor", "as_tensor", "enable_grad", "is_grad_enabled", "no_grad"]
+__all__ = ["Function", "Tensor", "as_tensor", "enable_grad", "is_grad_enabled", "no_grad", "records"]
 
 _grad_enabled = True
 
@@ -45,6 +45,15 @@ def enable_grad():
 
 def is_grad_enabled():
     return _grad_enabled
+
+
+def records(*tensors):
+    """Whether an op on these inputs records a graph: gradients are on and one of them requires grad.
+
+    An op asked to work in place (``inplace=True``) does so only when it records nothing, so
+    no backward pass needs the values it overwrites: under ``no_grad``, or in a frozen model.
+    """
+    return _grad_enabled and any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
 
 
 def _as_array(data, dtype=None):
@@ -407,7 +416,7 @@ class Function:
                 raise
             shapes = " and ".join(str(t.shape) for t in tensors)  # NumPy's broadcasting error in minitl's words
             raise ShapeError(f"{type(self).__name__}: input shapes {shapes} do not fit ({e})") from None
-        record = _grad_enabled and any(t.requires_grad for t in tensors)
+        record = records(*tensors)
         out = Tensor(y, requires_grad=record and y.dtype.kind == "f")
         if out.requires_grad:
             out._creator = self

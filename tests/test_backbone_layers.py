@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 import minitl.functional as F
-from minitl import Tensor, nn
+from minitl import Tensor, nn, no_grad
 from minitl import kernels as K
 from minitl.conv import Conv2DFunction, depthwise_conv2d_reference, resolve_padding
 from minitl.errors import ShapeError
+from minitl.ops import add
 from minitl.optim import SGD
 
 # ---------------------------------------------------------------- BatchNormalization
@@ -222,6 +223,88 @@ def test_relu_with_max_value_is_relu6():
     np.testing.assert_array_equal(x.grad, [0, 1, 0])
     with pytest.raises(ValueError):
         nn.ReLU(0)
+
+
+def _bn_layer(rng, channels, **kwargs):
+    bn = nn.BatchNormalization(epsilon=1e-3, **kwargs)
+    bn.build(channels)
+    bn.gamma.data[:] = rng.uniform(0.5, 2, channels)
+    bn.beta.data[:] = rng.standard_normal(channels)
+    bn.moving_mean.data[:] = rng.standard_normal(channels)
+    bn.moving_variance.data[:] = rng.uniform(0.5, 2, channels)
+    return bn.eval()
+
+
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_inplace_layers_overwrite_their_input_only_when_no_graph_is_recorded(axis):
+    """BatchNormalization (inference), ReLU, ReLU6 and Add with inplace=True: the numbers of the
+    ordinary layers, written into the input's array under no_grad or for a frozen layer on an
+    input without gradient; while a graph is recorded nothing is overwritten and the gradients
+    are those of the ordinary layers."""
+    rng = np.random.default_rng(13)
+    x = (rng.standard_normal((2, 6, 5, 4)) * 4).astype(np.float32)
+    channels = x.shape[axis]
+    bn = _bn_layer(np.random.default_rng(1), channels, axis=axis)
+    bn_inplace = _bn_layer(np.random.default_rng(1), channels, axis=axis, inplace=True)
+    pairs = [(bn, bn_inplace), (nn.ReLU(), nn.ReLU(inplace=True)), (nn.ReLU(6.0), nn.ReLU(6.0, inplace=True))]
+    for plain, inplace in pairs:
+        expected = plain(Tensor(x)).data
+        np.testing.assert_array_equal(expected, plain(Tensor(x)).data)
+        with no_grad():
+            a = Tensor(x.copy())
+            y = inplace(a)
+        assert y.data is a.data
+        np.testing.assert_array_equal(y.data, expected)
+        # a graph is recorded: a new array and the same gradients
+        for layer in (plain, inplace):
+            layer.unfreeze()
+        a, b = Tensor(x.copy(), requires_grad=True), Tensor(x.copy(), requires_grad=True)
+        y_plain, y_inplace = plain(a), inplace(b)
+        assert y_inplace.data is not b.data
+        np.testing.assert_array_equal(b.data, x)
+        np.testing.assert_array_equal(y_inplace.data, y_plain.data)
+        (y_plain * y_plain).sum().backward()
+        (y_inplace * y_inplace).sum().backward()
+        np.testing.assert_array_equal(b.grad, a.grad)
+        for p, q in zip(plain.parameters(), inplace.parameters()):
+            np.testing.assert_array_equal(q.grad, p.grad)
+        # frozen, on an input without gradient: in place again
+        inplace.freeze()
+        a = Tensor(x.copy())
+        assert inplace(a).data is a.data
+        np.testing.assert_array_equal(a.data, expected)
+    # Add: the sum in the second input's array, Keras' order of additions
+    s, t, u = (Tensor(rng.standard_normal((2, 3, 3, 4)).astype(np.float32)) for _ in range(3))
+    expected = ((s.data + t.data) + u.data).copy()
+    with no_grad():
+        t_data = t.data
+        y = nn.Add(inplace=True)([s, t, u])
+    assert y.data is t_data
+    np.testing.assert_array_equal(y.data, expected)
+    a, b = Tensor(s.data.copy(), requires_grad=True), Tensor(u.data.copy(), requires_grad=True)
+    y = nn.Add(inplace=True)([a, b])
+    assert y.data is not b.data and y.data is not a.data
+    y.sum().backward()
+    np.testing.assert_array_equal(b.grad, np.ones_like(b.data))
+
+
+def test_inplace_ops_leave_inputs_they_cannot_take():
+    """inplace=True falls back to a new array for inputs that cannot hold the result: a
+    non-contiguous view, and for add a broadcast or a dtype change."""
+    x = np.arange(-12, 12, dtype=np.float32).reshape(2, 3, 4)
+    view = Tensor(x[:, ::-1])
+    with no_grad():
+        y = F.relu(view, inplace=True)
+        assert y.data is not view.data
+        np.testing.assert_array_equal(y.data, np.maximum(x[:, ::-1], 0))
+        a, b = Tensor(np.ones((2, 3, 4), np.float32)), Tensor(np.ones(4, np.float32))
+        assert add(a, b, inplace=True).data is not b.data
+        c = Tensor(np.ones((2, 3, 4), np.float64))
+        for p, q in ((a, c), (c, a)):
+            y = add(p, q, inplace=True)
+            assert y.data is not q.data and y.dtype == np.float64
+        np.testing.assert_array_equal(c.data, 1)
+    np.testing.assert_array_equal(x, np.arange(-12, 12, dtype=np.float32).reshape(2, 3, 4))
 
 
 def test_add_and_concatenate_on_lists():

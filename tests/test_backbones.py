@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minitl import applications
+from minitl import applications, no_grad
 from minitl.errors import ShapeError
 from minitl.io import load_weights, save_weights
 
@@ -183,6 +183,10 @@ def test_a_small_resnet_reproduces_keras(layout, by_name):
         np.testing.assert_allclose(out, z["inference.predictions"], rtol=1e-5, atol=1e-6)
         features = model.features(z["x"]).numpy()
         np.testing.assert_allclose(features.mean(axis=(1, 2)), z["inference.avg_pool"], rtol=1e-4, atol=1e-5)
+        x = z["x"].copy()
+        with no_grad():                                 # BN, ReLU and Add in place: the same numbers
+            np.testing.assert_array_equal(model(x).numpy(), out)
+        np.testing.assert_array_equal(x, z["x"])
         # training mode: BN on the batch statistics, and Keras' moving-average update after one call
         out = model.train()(z["x"]).numpy()
         np.testing.assert_allclose(out, z["training.predictions"], rtol=1e-4, atol=1e-6)
@@ -226,7 +230,12 @@ def test_mobilenet_v2_blocks_reproduce_keras(layout, by_name):
     load_weights(model, DATA / f"mobilenetv2mini_32.{layout}", by_name=by_name)
     with np.load(DATA / "mobilenetv2mini_32.npz") as z:
         assert np.array_equal(applications.mobilenet_v2.preprocess_input(z["x_raw"]), z["x"])
-        np.testing.assert_allclose(model.eval()(z["x"]).numpy(), z["inference.predictions"], rtol=1e-5, atol=1e-6)
+        out = model.eval()(z["x"]).numpy()
+        np.testing.assert_allclose(out, z["inference.predictions"], rtol=1e-5, atol=1e-6)
+        x = z["x"].copy()
+        with no_grad():                                 # BN, ReLU6 and Add in place: the same numbers
+            np.testing.assert_array_equal(model(x).numpy(), out)
+        np.testing.assert_array_equal(x, z["x"])
         np.testing.assert_allclose(model.train()(z["x"]).numpy(), z["training.predictions"], rtol=1e-4, atol=1e-6)
         for bn in [layer for layer in model.layers() if type(layer).__name__ == "BatchNormalization"]:
             np.testing.assert_allclose(bn.moving_mean.data, z[f"training.moving_mean.{bn.name}"], rtol=1e-5, atol=1e-6)

@@ -188,6 +188,9 @@ def test_max_pool_matches_twin_and_loops(case):
         assert yy.dtype == dtype and np.issubdtype(aa.dtype, np.integer)
         np.testing.assert_array_equal(yy, y_ref)
         np.testing.assert_array_equal(aa, arg_ref)
+    y3, none = K.max_pool_forward(x, p, p, s, s, pads, with_arg=False)     # inference: values only
+    assert none is None and y3.dtype == dtype
+    np.testing.assert_array_equal(y3, y_ref)
 
     gy = make_x(rng, y.shape, dtype, layout)
     if layout != "contiguous":
@@ -212,6 +215,16 @@ def test_max_pool_ties_route_to_first_cell(impl):
     expect = np.zeros_like(x)
     expect[:, ::2, ::2, :] = 1
     np.testing.assert_array_equal(dx, expect)
+
+
+def test_max_pool_without_arg_keeps_nan_and_padding_rules():
+    x = np.full((1, 4, 5, 3), -2.0, np.float32)
+    x[0, 1, 1, 0] = np.nan
+    for pads in [(1, 1, 1, 1), (0, 1, 0, 1)]:
+        y, _ = K.max_pool_forward(x, 3, 3, 2, 2, pads)
+        y_values, _ = K.max_pool_forward(x, 3, 3, 2, 2, pads, with_arg=False)
+        np.testing.assert_array_equal(y_values, y)            # NaN where y has NaN, no zero from the padding
+        assert np.isnan(y_values[0, 0, 0, 0]) and (y_values[..., 1:] == -2).all()
 
 
 @pytest.mark.parametrize("impl", ["numba", "twin"])
@@ -300,6 +313,43 @@ def test_relu_matches_numpy(dtype, layout):
     assert dx.dtype == dtype and dx[0, 0, 0, 0] == 0
     np.testing.assert_array_equal(dx, gy * (x > 0))
     np.testing.assert_array_equal(dx, K.relu_backward_xp(gy, x))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("max_value", [6.0, 0.5])
+def test_clipped_relu_matches_loops_and_twin(dtype, layout, max_value):
+    rng = np.random.default_rng(10)
+    x = make_x(rng, (2, 5, 4, 3), dtype, layout) * 4
+    x[0, 0, 0, :] = [np.nan, 0.0, max_value]
+    ref = np.empty_like(x)
+    for i in itertools.product(*map(range, x.shape)):
+        ref[i] = x[i] if np.isnan(x[i]) else min(max(x[i], 0), max_value)
+    y = K.clipped_relu_forward(x, max_value)
+    assert y.dtype == dtype and y is not x
+    np.testing.assert_array_equal(y, ref)
+    np.testing.assert_array_equal(y, K.clipped_relu_forward_xp(x, max_value))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_elementwise_kernels_write_into_out(dtype):
+    """relu, clipped ReLU and the channel affine map of batch norm give the same numbers in place
+    (out=x) as into a new array, on both versions."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((3, 4, 5, 6)).astype(dtype) * 5
+    mean, scale, shift = (rng.standard_normal(6).astype(dtype) for _ in range(3))
+    runs = [(K.relu_forward, K.relu_forward_xp, ()), (K.clipped_relu_forward, K.clipped_relu_forward_xp, (6.0,)),
+            (K.channel_affine, K.channel_affine_xp, (mean, scale, shift))]
+    for kernel, twin, args in runs:
+        fresh = kernel(x, *args)
+        for f in (kernel, twin):
+            a = x.copy()
+            assert f(a, *args, out=a) is a
+            np.testing.assert_array_equal(a, fresh)
+    with pytest.raises(ShapeError, match="out must be a C-contiguous"):
+        K.relu_forward(x, out=np.empty((3, 4, 5, 6), np.float16))
+    with pytest.raises(ShapeError, match="out must be a C-contiguous"):
+        K.channel_affine(x, mean, scale, shift, out=np.empty((3, 4, 6, 5), dtype).transpose(0, 1, 3, 2))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

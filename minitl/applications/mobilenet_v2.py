@@ -45,8 +45,14 @@ def correct_pad(size, kernel=3):
     return (c - adjust[0], c), (c - adjust[1], c)
 
 
+# inplace=True: in inference without a graph, BN, ReLU6 and Add overwrite the fresh arrays the
+# layer before them made (a convolution's output, the block's new branch), saving a pass each
 def _bn(name):
-    return BatchNormalization(momentum=MOMENTUM, epsilon=EPSILON, name=name)
+    return BatchNormalization(momentum=MOMENTUM, epsilon=EPSILON, name=name, inplace=True)
+
+
+def _relu6(name):
+    return ReLU(6.0, name=name, inplace=True)
 
 
 class InvertedResidual(Module):
@@ -64,18 +70,18 @@ class InvertedResidual(Module):
             self.expand = Conv2D(expansion * in_channels, 1, padding="same", use_bias=False,
                                  kernel_initializer=kernel_initializer, name=f"{prefix}expand")
             self.expand_bn = _bn(f"{prefix}expand_BN")
-            self.expand_relu = ReLU(6.0, name=f"{prefix}expand_relu")
+            self.expand_relu = _relu6(f"{prefix}expand_relu")
         if strides == 2:
             self.pad = ZeroPadding2D(correct_pad(size), name=f"{prefix}pad")
         self.depthwise = DepthwiseConv2D(3, strides=strides, padding="same" if strides == 1 else "valid",
                                          use_bias=False, name=f"{prefix}depthwise")
         self.depthwise_bn = _bn(f"{prefix}depthwise_BN")
-        self.depthwise_relu = ReLU(6.0, name=f"{prefix}depthwise_relu")
+        self.depthwise_relu = _relu6(f"{prefix}depthwise_relu")
         self.project = Conv2D(filters, 1, padding="same", use_bias=False, kernel_initializer=kernel_initializer,
                               name=f"{prefix}project")
         self.project_bn = _bn(f"{prefix}project_BN")
         if self.residual:
-            self.add = Add(name=f"{prefix}add")
+            self.add = Add(name=f"{prefix}add", inplace=True)
 
     def forward(self, x):
         y = self.expand_relu(self.expand_bn(self.expand(x))) if self.expands else x
@@ -112,7 +118,7 @@ class MobileNetV2(Backbone):
         self.Conv1 = Conv2D(channels, 3, strides=2, padding="same", use_bias=False,
                             kernel_initializer=kernel_initializer, name="Conv1")
         self.bn_Conv1 = _bn("bn_Conv1")
-        self.Conv1_relu = ReLU(6.0, name="Conv1_relu")
+        self.Conv1_relu = _relu6("Conv1_relu")
         size = [-(-s // 2) for s in input_shape[:2]]  # after Conv1's 'same' stride 2
         self.inverted_residuals, block_id, stages = [], 0, []
         for expansion, c, n, first_stride in MOBILENET_V2_BLOCKS:
@@ -130,7 +136,7 @@ class MobileNetV2(Backbone):
         self.Conv_1 = Conv2D(make_divisible(1280 * alpha) if alpha > 1.0 else 1280, 1, use_bias=False,
                              kernel_initializer=kernel_initializer, name="Conv_1")
         self.Conv_1_bn = _bn("Conv_1_bn")
-        self.out_relu = ReLU(6.0, name="out_relu")
+        self.out_relu = _relu6("out_relu")
         self.BLOCKS = (("conv1", ("Conv1", "bn_Conv1")),
                        *((f"bottleneck{i}", prefixes) for i, prefixes in enumerate(stages, start=1)),
                        ("conv_1", ("Conv_1", "out_relu")))

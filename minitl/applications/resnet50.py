@@ -27,6 +27,16 @@ RESNET50_STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))  # (filter
 EPSILON = 1.001e-5  # Keras' ResNet batch normalization epsilon
 
 
+# inplace=True: in inference without a graph, BN, ReLU and Add overwrite the fresh arrays the
+# layer before them made (a convolution's output, the block's residual branch), saving a pass each
+def _bn(name):
+    return BatchNormalization(epsilon=EPSILON, name=name, inplace=True)
+
+
+def _relu(name):
+    return ReLU(name=name, inplace=True)
+
+
 def _width(filters, width):
     return max(1, round(filters * width))
 
@@ -47,15 +57,15 @@ class ResidualBlock(Module):
 
         if projection:
             self.shortcut_conv = conv(4 * filters, 1, strides, 0)
-            self.shortcut_bn = BatchNormalization(epsilon=EPSILON, name=f"{name}_0_bn")
-        self.conv1, self.bn1 = conv(filters, 1, strides, 1), BatchNormalization(epsilon=EPSILON, name=f"{name}_1_bn")
-        self.relu1 = ReLU(name=f"{name}_1_relu")
+            self.shortcut_bn = _bn(f"{name}_0_bn")
+        self.conv1, self.bn1 = conv(filters, 1, strides, 1), _bn(f"{name}_1_bn")
+        self.relu1 = _relu(f"{name}_1_relu")
         self.conv2 = conv(filters, 3, 1, 2, padding="same")
-        self.bn2, self.relu2 = BatchNormalization(epsilon=EPSILON, name=f"{name}_2_bn"), ReLU(name=f"{name}_2_relu")
+        self.bn2, self.relu2 = _bn(f"{name}_2_bn"), _relu(f"{name}_2_relu")
         self.conv3 = conv(4 * filters, 1, 1, 3)
-        self.bn3 = BatchNormalization(epsilon=EPSILON, name=f"{name}_3_bn")
-        self.add = Add(name=f"{name}_add")
-        self.out = ReLU(name=f"{name}_out")
+        self.bn3 = _bn(f"{name}_3_bn")
+        self.add = Add(name=f"{name}_add", inplace=True)
+        self.out = _relu(f"{name}_out")
 
     def forward(self, x):
         shortcut = self.shortcut_bn(self.shortcut_conv(x)) if self.projection else x
@@ -90,8 +100,8 @@ class ResNet50(Backbone):
         self.conv1_pad = ZeroPadding2D(((3, 3), (3, 3)), name="conv1_pad")
         self.conv1_conv = Conv2D(_width(64, width), 7, strides=2, kernel_initializer=kernel_initializer,
                                  name="conv1_conv")
-        self.conv1_bn = BatchNormalization(epsilon=EPSILON, name="conv1_bn")
-        self.conv1_relu = ReLU(name="conv1_relu")
+        self.conv1_bn = _bn("conv1_bn")
+        self.conv1_relu = _relu("conv1_relu")
         self.pool1_pad = ZeroPadding2D(((1, 1), (1, 1)), name="pool1_pad")
         self.pool1_pool = MaxPool2D(3, 2, name="pool1_pool")
         self.residual_blocks = []
