@@ -52,27 +52,8 @@ def test_cli_finetune_mobilenet_v2(folder, mobilenet_notop, tmp_path, capsys):
     # the unfrozen ones (bottleneck7 and conv_1) trained, their BN on batch statistics
     assert not np.array_equal(base.get_layer("Conv_1").kernel.data, stored["Conv_1"][0])
     assert not np.array_equal(base.get_layer("Conv_1_bn").moving_mean.data, stored["Conv_1_bn"][2])
-    # resume one more epoch with the recorded settings
-    assert main(["finetune", "--data", str(folder), "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
-    record = json.loads((run / "record.json").read_text())
-    assert record["epoch"] == 2 and record["model"]["arch"] == "mobilenet_v2"
-    capsys.readouterr()
-    assert main(["evaluate", str(run), "--data", str(folder), "--quiet"]) == 0
-    assert "macro avg" in capsys.readouterr().out
-    image = next((folder / "green").glob("*.png"))
-    assert main(["predict", str(run), str(image), "--top", "2"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == str(image) and len(lines) == 3
-    # predict prepares the image as the run was trained, in 'tf' mode: its figures are the model's on that input
-    model, _ = transfer.load_run(run)
-    x = load_image(image, (32, 32), preprocess="tf")
-    assert x.min() >= -1 and x.max() <= 1
-    probs = F.softmax(model(x[None])).numpy()[0]
-    top = np.argsort(-probs)[:2]
-    assert [line.split() for line in lines[1:]] == [[record["classes"][i], f"{probs[i]:.4f}"] for i in top]
-    assert main(["summary", str(run)]) == 0
-    out = capsys.readouterr().out
-    assert "block_16_project_BN" in out and "head_predictions" in out and "(None, 1, 1, 1280)" in out
+    out = resume_evaluate_predict_summary(folder, run, "mobilenet_v2", 32, capsys)
+    assert "block_16_project_BN" in out and "(None, 1, 1, 1280)" in out
 
 
 def test_feature_cache_with_a_frozen_resnet50(folder, tmp_path):
@@ -139,20 +120,32 @@ def test_cli_finetune_resume_evaluate_predict_summary(arch, size, last_layer, fo
             "--epochs", "1", "--image-size", str(size), "--width", "0.0625", "--pooling", "avg", "--hidden", "8",
             "--batch-size", "4", "--unfreeze-blocks", "1", "--lr", "1e-4", "--quiet"]
     assert main(args) == 0
+    assert last_layer in resume_evaluate_predict_summary(folder, run, arch, size, capsys)
+
+
+def resume_evaluate_predict_summary(folder, run, arch, size, capsys):
+    """Resume a one-epoch run for a second, evaluate it, check that predict prepares an image as
+    the run was trained (its preprocessing mode) and prints the model's figures; returns the summary."""
     assert main(["finetune", "--data", str(folder), "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
     record = json.loads((run / "record.json").read_text())
+    mode = BACKBONES[arch].PREPROCESSING
     assert record["epoch"] == 2 and record["model"]["arch"] == arch
-    assert record["preprocessing"] == backbone.PREPROCESSING and record["image_size"] == [size, size]
+    assert record["preprocessing"] == mode and record["image_size"] == [size, size]
     capsys.readouterr()
     assert main(["evaluate", str(run), "--data", str(folder), "--quiet"]) == 0
     assert "macro avg" in capsys.readouterr().out
     image = next((folder / "green").glob("*.png"))
     assert main(["predict", str(run), str(image), "--top", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(image) and len(lines) == 3
     model, _ = transfer.load_run(run)
-    probs = F.softmax(model(load_image(image, (size, size), preprocess=backbone.PREPROCESSING)[None])).numpy()[0]
+    x = load_image(image, (size, size), preprocess=mode)
+    if mode == "tf":
+        assert x.min() >= -1 and x.max() <= 1
+    probs = F.softmax(model(x[None])).numpy()[0]
     top = np.argsort(-probs)[:2]
     assert [line.split() for line in lines[1:]] == [[record["classes"][i], f"{probs[i]:.4f}"] for i in top]
     assert main(["summary", str(run)]) == 0
     out = capsys.readouterr().out
-    assert last_layer in out and "head_predictions" in out
+    assert "head_predictions" in out
+    return out
