@@ -336,8 +336,9 @@ class RunFolder:
         for path in (final, self.staged(name), final):  # the last look: renamed meanwhile
             if path.is_file() and file_digest(path) == digest:
                 return path
-        raise TrainingError(f"{final} is not the file of epoch {self.record['epoch']} that {RECORD} names by its "
-                            f"sha256: the run folder was changed outside minitl")
+        problem = "differs from" if final.is_file() else "is missing, unlike"
+        raise TrainingError(f"{final} {problem} the file of epoch {self.record['epoch']} that {RECORD} names by "
+                            f"its sha256: the run folder was changed outside minitl")
 
     def settle(self):
         """Make the folder what its record says after a kill: rename the staged files the

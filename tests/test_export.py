@@ -189,14 +189,14 @@ def test_refuses_an_out_that_is_not_a_file(small_run, tmp_path, capsys):
     assert not (tmp_path / "model.h5").exists()
 
 
-def test_refuses_a_folder_that_is_not_a_run_and_a_run_without_best_h5(small_run, tmp_path, capsys):
+def test_refuses_a_folder_that_is_not_a_run_and_a_run_that_lost_its_best_h5(small_run, tmp_path, capsys):
     assert main(["export", str(tmp_path), "--out", str(tmp_path / "model.h5")]) == 1
     one_error_line(capsys, f"{tmp_path} is not a minitl run directory (no record.json)")
     run = tmp_path / "run"
     shutil.copytree(small_run, run)
     (run / BEST).unlink()
     assert main(["export", str(run), "--out", str(tmp_path / "model.h5"), "--best"]) == 1
-    one_error_line(capsys, f"{run} has no best.h5")
+    one_error_line(capsys, f"{run / BEST} is missing, unlike the file of epoch 1 that record.json names")
     assert not (tmp_path / "model.h5").exists() and not (tmp_path / "model_keras.py").exists()
 
 

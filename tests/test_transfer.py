@@ -273,5 +273,5 @@ def test_load_run_reads_the_committed_epoch_of_a_torn_folder_without_changing_it
         np.testing.assert_array_equal(a, b, err_msg=k)
     assert sorted((p.name, p.stat().st_mtime_ns) for p in two.iterdir()) == before
     folder_two.staged(runs.CHECKPOINT).unlink()  # now neither file is epoch 2's
-    with pytest.raises(TrainingError, match="checkpoint.h5 is not the file of epoch 2 that record.json names"):
+    with pytest.raises(TrainingError, match="checkpoint.h5 differs from the file of epoch 2 that record.json names"):
         transfer.load_run(two)
