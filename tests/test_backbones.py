@@ -178,18 +178,24 @@ def test_a_small_resnet_reproduces_keras(layout, by_name):
     assert model.count_params() == 4213
     load_weights(model, DATA / f"resnetmini_top_32.{layout}", by_name=by_name)
     with np.load(DATA / "resnetmini_top_32.npz") as z:
-        assert np.array_equal(applications.resnet50.preprocess_input(z["x_raw"]), z["x"])
+        features = model.eval().features(z["x"]).numpy()
+        np.testing.assert_allclose(features.mean(axis=(1, 2)), z["inference.avg_pool"], rtol=1e-4, atol=1e-5)
+    reproduces_keras(model, "resnetmini_top_32", applications.resnet50.preprocess_input)
+
+
+def reproduces_keras(model, fixture, preprocess_input):
+    """The fixture's Keras outputs from ``model`` (weights loaded): its preprocessing, inference
+    mode (also under no_grad, where BN, ReLU and Add work in place, leaving the input as it
+    was), and training mode on the batch statistics with Keras' moving-average update."""
+    with np.load(DATA / f"{fixture}.npz") as z:
+        assert np.array_equal(preprocess_input(z["x_raw"]), z["x"])
         out = model.eval()(z["x"]).numpy()
         np.testing.assert_allclose(out, z["inference.predictions"], rtol=1e-5, atol=1e-6)
-        features = model.features(z["x"]).numpy()
-        np.testing.assert_allclose(features.mean(axis=(1, 2)), z["inference.avg_pool"], rtol=1e-4, atol=1e-5)
         x = z["x"].copy()
-        with no_grad():                                 # BN, ReLU and Add in place: the same numbers
+        with no_grad():
             np.testing.assert_array_equal(model(x).numpy(), out)
         np.testing.assert_array_equal(x, z["x"])
-        # training mode: BN on the batch statistics, and Keras' moving-average update after one call
-        out = model.train()(z["x"]).numpy()
-        np.testing.assert_allclose(out, z["training.predictions"], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(model.train()(z["x"]).numpy(), z["training.predictions"], rtol=1e-4, atol=1e-6)
         for bn in [layer for layer in model.layers() if type(layer).__name__ == "BatchNormalization"]:
             np.testing.assert_allclose(bn.moving_mean.data, z[f"training.moving_mean.{bn.name}"], rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(bn.moving_variance.data, z[f"training.moving_variance.{bn.name}"],
@@ -228,14 +234,4 @@ def test_mobilenet_v2_blocks_reproduce_keras(layout, by_name):
     model = SmallMobileNet()
     assert model.count_params() == 1881
     load_weights(model, DATA / f"mobilenetv2mini_32.{layout}", by_name=by_name)
-    with np.load(DATA / "mobilenetv2mini_32.npz") as z:
-        assert np.array_equal(applications.mobilenet_v2.preprocess_input(z["x_raw"]), z["x"])
-        out = model.eval()(z["x"]).numpy()
-        np.testing.assert_allclose(out, z["inference.predictions"], rtol=1e-5, atol=1e-6)
-        x = z["x"].copy()
-        with no_grad():                                 # BN, ReLU6 and Add in place: the same numbers
-            np.testing.assert_array_equal(model(x).numpy(), out)
-        np.testing.assert_array_equal(x, z["x"])
-        np.testing.assert_allclose(model.train()(z["x"]).numpy(), z["training.predictions"], rtol=1e-4, atol=1e-6)
-        for bn in [layer for layer in model.layers() if type(layer).__name__ == "BatchNormalization"]:
-            np.testing.assert_allclose(bn.moving_mean.data, z[f"training.moving_mean.{bn.name}"], rtol=1e-5, atol=1e-6)
+    reproduces_keras(model, "mobilenetv2mini_32", applications.mobilenet_v2.preprocess_input)
