@@ -16,9 +16,9 @@ step t = 1, 2, … made from that step's gradient g_t, in this order (``Optimize
    and the step is m̂_t / (√v̂_t + ε). Weight decay is decoupled (AdamW, as Keras'
    ``weight_decay``): W ← W − ηλW before the step.
 
-Schedules set each group's η from its own initial rate η_0 once per epoch e:
-StepLR η_0·γ^⌊e/s⌋, CosineLR η_min + (η_0 − η_min)(1 + cos(πe/T))/2 with
-η_min = min_factor·η_0.
+Schedules (`Schedule`) set each group's η from its own initial rate η_0 before every
+batch t of the T of a training phase: a linear warm-up, then constant, step decay,
+cosine decay, or the one-cycle policy (which also moves the momentum).
 """
 import math
 
@@ -178,51 +178,118 @@ class Adam(Optimizer):
         p.data -= (lr * m_hat / (v_hat ** 0.5 + eps)).astype(p.data.dtype, copy=False)
 
 
-class LRSchedule:
-    """Sets each group's lr from its ``initial_lr`` and the epoch; call ``step()`` once per epoch,
-    or ``set_epoch(e)`` to go to epoch e (when resuming)."""
+class Schedule:
+    """A learning-rate (and momentum) schedule over the T steps (batches) of a training phase.
 
-    def __init__(self, optimizer):
-        self.optimizer = optimizer
-        self.set_epoch(0)
-
-    def factor(self, epoch):
-        raise NotImplementedError
-
-    def step(self):
-        self.set_epoch(self.epoch + 1)
-
-    def set_epoch(self, epoch):
-        """η = initial_lr · factor(epoch) for every group."""
-        self.epoch = epoch
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * self.factor(self.epoch)
-
-    def get_lr(self):
-        return [g["lr"] for g in self.optimizer.param_groups]
-
-
-class StepLR(LRSchedule):
-    """η_e = η_0 · γ^⌊e / step_size⌋: multiply the rate by ``gamma`` every ``step_size`` epochs."""
-
-    def __init__(self, optimizer, step_size, gamma=0.1):
-        self.step_size, self.gamma = step_size, gamma
-        super().__init__(optimizer)
-
-    def factor(self, epoch):
-        return self.gamma ** (epoch // self.step_size)
-
-
-class CosineLR(LRSchedule):
-    """η_e = η_min + (η_0 − η_min)(1 + cos(π e / T)) / 2 for e ≤ T, then η_min.
-
-    T is ``t_max`` and η_min = ``min_factor`` · η_0, for each group from its own η_0.
+    At step t = 0 … T−1 every parameter group g gets η_g = η_g,0 · lr_factor(t, T), its own
+    initial rate times one factor, so the ratios between groups (per-block rates) stay.
+    A schedule that moves the momentum gives ``momentum(t, T)``: SGD's μ, or Adam's β1.
+    Every value is a function of t alone, so a resumed run gets the same rates.
+    ``warmup`` (a fraction of the steps, W = warmup·T): a linear rise η_0·(t + 1)/W first.
     """
 
-    def __init__(self, optimizer, t_max, min_factor=0.0):
-        self.t_max, self.min_factor = t_max, min_factor
-        super().__init__(optimizer)
+    def __init__(self, warmup=0.0):
+        if not 0 <= warmup < 1:
+            raise ValueError(f"warmup must be a fraction of the steps in [0, 1), got {warmup}")
+        self.warmup = warmup
 
-    def factor(self, epoch):
-        e = min(epoch, self.t_max)
-        return self.min_factor + (1 - self.min_factor) * (1 + math.cos(math.pi * e / self.t_max)) / 2
+    def lr_factor(self, t, total):
+        w = self.warmup * total
+        return min(1.0, (t + 1) / w) * self.decay(t, total) if w >= 1 else self.decay(t, total)
+
+    def decay(self, t, total):
+        """The factor after the warm-up (1: constant)."""
+        return 1.0
+
+    def momentum(self, t, total):
+        """The momentum at step t, or None to leave it as the optimizer has it."""
+
+    def apply(self, optimizer, t, total):
+        """Set every group's rate (and momentum, when this schedule moves it) for step t of total."""
+        factor, momentum = self.lr_factor(t, total), self.momentum(t, total)
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+            if momentum is None:
+                continue
+            if "betas" in group:
+                group["betas"] = (momentum, group["betas"][1])
+            elif group.get("momentum"):
+                group["momentum"] = momentum
+
+
+class StepDecay(Schedule):
+    """η_t = η_0 · γ^⌊pieces · t / T⌋: the rate multiplied by ``gamma`` after each of ``pieces``
+    equal parts of the steps (0.1 after the first third and again after the second)."""
+
+    def __init__(self, gamma=0.1, pieces=3, warmup=0.0):
+        super().__init__(warmup)
+        self.gamma, self.pieces = gamma, pieces
+
+    def decay(self, t, total):
+        return self.gamma ** (self.pieces * t // total)
+
+
+class CosineDecay(Schedule):
+    """After the warm-up's W steps: η_t = η_min + (η_0 − η_min)(1 + cos(π (t − W) / (T − W))) / 2,
+    from η_0 down to η_min = ``min_factor`` · η_0 at the last step."""
+
+    def __init__(self, min_factor=0.0, warmup=0.0):
+        super().__init__(warmup)
+        self.min_factor = min_factor
+
+    def decay(self, t, total):
+        w = int(self.warmup * total)
+        if t < w:
+            return 1.0
+        return _cosine(1.0, self.min_factor, (t - w) / max(total - w, 1))
+
+
+def _cosine(start, end, p):
+    """From ``start`` at p = 0 to ``end`` at p = 1 along half a cosine."""
+    return end + (start - end) * (1 + math.cos(math.pi * p)) / 2
+
+
+class OneCycle(Schedule):
+    """The one-cycle policy (Smith 2018; fastai's ``fit_one_cycle``, PyTorch's ``OneCycleLR``).
+
+    Over the first P = ``pct_start`` · T steps the rate rises along half a cosine from
+    η_0/div to η_0, then falls along half a cosine to η_0/div_final at the last step; the
+    momentum moves the opposite way, from ``moms[0]`` down to ``moms[1]`` and back (SGD's μ,
+    or Adam's β1; SGD without momentum keeps none).
+    """
+
+    def __init__(self, pct_start=0.25, div=25.0, div_final=1e5, moms=(0.95, 0.85)):
+        if not 0 < pct_start < 1:
+            raise ValueError(f"pct_start must be in (0, 1), got {pct_start}")
+        super().__init__(0.0)
+        self.pct_start, self.div, self.div_final, self.moms = pct_start, div, div_final, tuple(moms)
+
+    def _phase(self, t, total):
+        """(rising, progress in that part)."""
+        rise = self.pct_start * total
+        if t < rise:
+            return True, t / rise
+        return False, (t - rise) / max(total - rise, 1)
+
+    def decay(self, t, total):
+        rising, p = self._phase(t, total)
+        return _cosine(1 / self.div, 1.0, p) if rising else _cosine(1.0, 1 / self.div_final, p)
+
+    def momentum(self, t, total):
+        rising, p = self._phase(t, total)
+        high, low = self.moms
+        return _cosine(high, low, p) if rising else _cosine(low, high, p)
+
+
+def make_schedule(name, warmup=0.0):
+    """The schedule called ``name`` ('none', 'step', 'cosine', 'onecycle'); ``warmup`` is the
+    fraction of the steps that warm up (for 'onecycle', its rise: pct_start, 0.25 when 0)."""
+    if name in (None, "none", "constant"):
+        return Schedule(warmup)
+    if name == "step":
+        return StepDecay(warmup=warmup)
+    if name == "cosine":
+        return CosineDecay(warmup=warmup)
+    if name == "onecycle":
+        return OneCycle(pct_start=warmup or 0.25)
+    raise ValueError(f"unknown learning-rate schedule {name!r}: use none, step, cosine or onecycle")

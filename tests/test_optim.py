@@ -6,7 +6,7 @@ import pytest
 
 import minitl.functional as F
 from minitl import Tensor
-from minitl.optim import SGD, Adam, CosineLR, StepLR
+from minitl.optim import SGD, Adam, CosineDecay, OneCycle, Schedule, StepDecay, make_schedule
 
 
 def param(values, grad):
@@ -93,37 +93,54 @@ def test_weight_decay_leaves_frozen_parameters_alone():
     np.testing.assert_allclose([p.data[0], frozen.data[0]], [2.0 - 0.1 * (1.0 + 0.5 * 2.0), 2.0])
 
 
-def test_schedules():
-    p = param([1.0], [0.0])
-    opt = SGD([{"params": [p]}, {"params": [], "lr": 0.01}], lr=0.1)
-    sched = StepLR(opt, step_size=2, gamma=0.5)
-    lrs = []
-    for _ in range(5):
-        lrs.append(sched.get_lr())
-        sched.step()
-    np.testing.assert_allclose([l[0] for l in lrs], [0.1, 0.1, 0.05, 0.05, 0.025])
-    np.testing.assert_allclose([l[1] for l in lrs], [0.01, 0.01, 0.005, 0.005, 0.0025])
-    cos = CosineLR(SGD([p], lr=1.0), t_max=4)
-    values = []
-    for _ in range(6):
-        values.append(cos.get_lr()[0])
-        cos.step()
-    np.testing.assert_allclose(values, [1.0, 0.8535534, 0.5, 0.1464466, 0.0, 0.0], atol=1e-7)
+def _factors(schedule, total):
+    return [schedule.lr_factor(t, total) for t in range(total)]
 
 
-def test_cosine_floor_is_min_factor_times_each_groups_initial_lr():
+def test_warmup_rises_linearly_then_holds():
+    np.testing.assert_allclose(_factors(Schedule(warmup=0.4), 10), [0.25, 0.5, 0.75, 1, 1, 1, 1, 1, 1, 1])
+    assert _factors(Schedule(), 3) == [1.0, 1.0, 1.0]
+
+
+def test_step_decay_divides_by_ten_after_each_third():
+    np.testing.assert_allclose(_factors(StepDecay(), 9), [1, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.01])
+
+
+def test_cosine_decay_after_its_warmup_follows_the_formula():
+    t_w, total, floor = 2, 10, 0.2
+    expected = [(t + 1) / t_w for t in range(t_w)]
+    expected += [floor + (1 - floor) * (1 + math.cos(math.pi * (t - t_w) / (total - t_w))) / 2
+                 for t in range(t_w, total)]
+    np.testing.assert_allclose(_factors(CosineDecay(min_factor=floor, warmup=0.2), total), expected, rtol=1e-12)
+
+
+def test_one_cycle_rises_to_the_peak_and_falls_while_the_momentum_moves_the_other_way():
+    total, cycle = 100, OneCycle(pct_start=0.25, div=25, div_final=1e4)
+    lrs, moms = _factors(cycle, total), [cycle.momentum(t, total) for t in range(total)]
+    assert lrs[0] == pytest.approx(1 / 25) and moms[0] == pytest.approx(0.95)
+    assert max(lrs) == lrs[25] == pytest.approx(1.0) and min(moms) == moms[25] == pytest.approx(0.85)
+    assert np.all(np.diff(lrs[:26]) > 0) and np.all(np.diff(lrs[25:]) < 0)
+    assert np.all(np.diff(moms[:26]) < 0) and np.all(np.diff(moms[25:]) > 0)
+    assert 1e-4 < lrs[-1] < 2e-3  # on the way to 1/div_final
+    # halfway up, the cosine is halfway between η/div and η
+    assert cycle.lr_factor(12.5, total) == pytest.approx((1 / 25 + 1) / 2)
+
+
+def test_a_schedule_sets_every_groups_rate_from_its_own_and_the_momentum_it_moves():
     p, q = param([1.0], [0.0]), param([1.0], [0.0])
-    opt = SGD([{"params": [p]}, {"params": [q], "lr": 0.01}], lr=0.1)
-    cos = CosineLR(opt, t_max=4, min_factor=0.2)
-    lrs = []
-    for _ in range(6):
-        lrs.append(cos.get_lr())
-        cos.step()
-    for group, lr0 in enumerate([0.1, 0.01]):
-        floor = 0.2 * lr0                               # η_min = min_factor · η_0 of the group
-        expected = [floor + (lr0 - floor) * (1 + math.cos(math.pi * min(e, 4) / 4)) / 2 for e in range(6)]
-        np.testing.assert_allclose([l[group] for l in lrs], expected, rtol=1e-12)
-        assert lrs[4][group] == pytest.approx(floor) and lrs[5][group] == pytest.approx(floor)
+    sgd = SGD([{"params": [p]}, {"params": [q], "lr": 0.01}], lr=0.1, momentum=0.9)
+    OneCycle().apply(sgd, 0, 10)
+    assert [g["lr"] for g in sgd.param_groups] == pytest.approx([0.1 / 25, 0.01 / 25])
+    assert [g["momentum"] for g in sgd.param_groups] == pytest.approx([0.95, 0.95])
+    adam = Adam([p], lr=0.1, betas=(0.9, 0.99))
+    OneCycle().apply(adam, 0, 10)
+    assert adam.param_groups[0]["betas"] == pytest.approx((0.95, 0.99))
+    plain = SGD([p], lr=0.1)  # without momentum: none is added
+    OneCycle().apply(plain, 0, 10)
+    assert plain.param_groups[0]["momentum"] == 0.0
+    assert make_schedule("onecycle", 0.3).pct_start == 0.3 and make_schedule("onecycle").pct_start == 0.25
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'linear'"):
+        make_schedule("linear")
 
 
 def test_state_dict_round_trip():
