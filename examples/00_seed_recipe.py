@@ -20,7 +20,7 @@ from minitl.demo import DEMO_BASES, SIZE, TARGET, demo_weights_path, split_targe
 from minitl.metrics import format_report
 from minitl.nn import Dense, Flatten, Sequential, manual_seed
 from minitl.optim import SGD
-from minitl.train import evaluate, fit
+from minitl.train import EpochLog, evaluate, fit
 
 
 def main(argv=None):
@@ -48,7 +48,7 @@ def main(argv=None):
     ], input_shape=(SIZE, SIZE, 3))                  # builds every layer, so the optimizer gets their weights
     optimizer = SGD(model.parameters(), lr=args.lr, momentum=0.9)
     fit(model, optimizer, DataLoader(data["train"], 16, shuffle=True), DataLoader(data["val"], 50),
-        epochs=epochs, progress=False)
+        epochs=epochs, callbacks=[EpochLog()])
     report = evaluate(model, DataLoader(data["test"], 250), list(TARGET))
     print("\n" + format_report(report))
     print(f"\ntest accuracy {report['accuracy']:.3f}, macro F1 {report['macro_f1']:.3f} "

@@ -19,7 +19,7 @@ from minitl.demo import DEMO_BASES, TARGET, config, demo_weights_path, input_awa
 from minitl.io import load_weights
 from minitl.metrics import format_report
 from minitl.nn import manual_seed
-from minitl.train import evaluate, fit, predict
+from minitl.train import EpochLog, evaluate, fit, predict
 from minitl.transfer import build_model, make_optimizer, set_trainable_blocks
 
 
@@ -58,7 +58,7 @@ def main(argv=None):
     feats = {part: predict(base, DataLoader(data[part], 100)) for part in ("train", "val")}
     print(f"\nhead only (base frozen), lr {args.lr:g}; features {feats['train'][0].shape}")
     fit(head, make_optimizer(model, args.lr), DataLoader(ArrayDataset(*feats["train"]), 16, shuffle=True),
-        DataLoader(ArrayDataset(*feats["val"]), 100), epochs=head_epochs, progress=False)
+        DataLoader(ArrayDataset(*feats["val"]), 100), epochs=head_epochs, callbacks=[EpochLog()])
     frozen = evaluate(model, DataLoader(data["test"], 250), list(TARGET))
 
     # 4. fine-tune the last blocks with the head, at a lower learning rate
@@ -66,8 +66,8 @@ def main(argv=None):
     trainable = sum(p.size for p in model.trainable_parameters())
     print(f"\nfine-tuning the last {args.unfreeze} blocks and the head "
           f"({trainable:,} of {model.count_params():,} parameters), lr {args.lr / 10:g}")
-    fit(model, make_optimizer(model, args.lr / 10, base_lr=args.lr / 10), DataLoader(data["train"], 16, shuffle=True),
-        DataLoader(data["val"], 100), epochs=tune_epochs, progress=False)
+    fit(model, make_optimizer(model, args.lr / 10), DataLoader(data["train"], 16, shuffle=True),
+        DataLoader(data["val"], 100), epochs=tune_epochs, callbacks=[EpochLog()])
 
     # 5. evaluate on the held-out test images
     tuned = evaluate(model, DataLoader(data["test"], 250), list(TARGET))

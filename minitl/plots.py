@@ -22,8 +22,9 @@ def _save(fig, path):
         _pyplot().close(fig)
 
 
-def plot_history(history, path):
-    """Loss and accuracy per epoch, training and validation."""
+def plot_history(history, path, phase_start=None):
+    """Loss and accuracy per epoch, training and validation; a dotted line after epoch
+    ``phase_start``, where a two-phase run unfroze its blocks."""
     plt = _pyplot()
     epochs = [row["epoch"] for row in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -31,6 +32,8 @@ def plot_history(history, path):
         ax.plot(epochs, [row[key] for row in history], "o-", label="training")
         if history and f"val_{key}" in history[0]:
             ax.plot(epochs, [row[f"val_{key}"] for row in history], "s-", label="validation")
+        if phase_start:
+            ax.axvline(phase_start + 0.5, color="gray", linestyle=":", label="blocks unfrozen")
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
@@ -55,5 +58,24 @@ def plot_confusion(report, path):
         for j in range(k):
             ax.text(j, i, c[i][j], ha="center", va="center", color="white" if c[i][j] > top / 2 else "black")
     ax.set_title(f"accuracy {report['accuracy']:.3f}")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_lr_find(result, path):
+    """The smoothed loss against the learning rate (log axis), the suggested rates marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot(result["lrs"], result["losses"])
+    ax.set_xscale("log")
+    for name, marker in (("valley", "o"), ("minimum", "s")):
+        lr = result.get(name)
+        if lr is not None:
+            i = min(range(len(result["lrs"])), key=lambda j: abs(result["lrs"][j] - lr))
+            ax.plot(lr, result["losses"][i], marker, label=f"{name}: {lr:.2g}")
+    ax.set_xlabel("learning rate (head)")
+    ax.set_ylabel("smoothed training loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
     fig.tight_layout()
     _save(fig, path)

@@ -1,8 +1,11 @@
-"""The training loop: train one epoch, fit with validation and checkpoints, evaluate, predict.
+"""The training loop: `fit` with callbacks, evaluate, predict, and the learning-rate finder.
 
-Nothing here knows about backbones or heads: it works on any `minitl.nn.Module` that
-returns logits, and any `minitl.data.DataLoader`. The recipe that builds a transfer
-model and trains it is `minitl.transfer.finetune`.
+`fit` is the loop of the formulas, L(W) = 1/N Σ l(y_i, ŷ_i) and W ← W − η∇L, batch after
+batch; everything else a run does (checkpoints, early stopping, schedules, divergence
+checks, progress bars) is a `Callback` that `fit` calls at its events. Nothing here knows
+about backbones or heads: it works on any `minitl.nn.Module` that returns logits, and any
+`minitl.data.DataLoader`. The recipe that builds a transfer model and trains it is
+`minitl.transfer.finetune`.
 """
 import math
 import time
@@ -75,36 +78,139 @@ def update_batchnorm_statistics(model, loader, device="cpu"):
     return len(layers)
 
 
-# ---- training -----------------------------------------------------------------
-def train_epoch(model, loader, optimizer, epoch, device="cpu", progress=True, desc=""):
-    """One pass of SGD over ``loader``: forward, L = mean cross-entropy, backward, W ← W − η∇L."""
-    from tqdm import tqdm
-    model.train()
-    total_loss, correct, seen, start, first = 0.0, 0, 0, time.perf_counter(), None
-    bar = tqdm(total=len(loader), desc=desc, disable=not progress, leave=False, unit="batch")
-    for i, (x, y) in enumerate(loader.batches(epoch)):
-        xb, yb = Tensor(to_device(x, device)), to_device(y, device)
-        logits = model(xb)
-        loss = F.softmax_cross_entropy(logits, yb)
-        value = float(loss.item())
-        if not math.isfinite(value):
-            raise _loss_error(value, x, epoch, i)
-        first = value if first is None else first
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        total_loss += value * len(y)
-        correct += int((to_numpy(logits.data).argmax(axis=1) == y).sum())
-        seen += len(y)
-        rate = seen / max(time.perf_counter() - start, 1e-9)
-        # the count and the running loss shown together, once the batch is done
-        bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}", img_s=f"{rate:.0f}",
-                        refresh=False)
-        bar.update()
-    bar.close()
+# ---- the loop -----------------------------------------------------------------
+class Callback:
+    """Code that `fit` runs at its events; a subclass overrides the events it needs. Each
+    event gets the `Loop`, whose fields it may read and change:
+
+    before_fit, before_epoch, before_batch (``loop.x``, ``loop.y`` may be replaced before the
+    forward pass), after_backward (the gradients are there, the optimizer has not stepped),
+    after_batch, after_epoch (``loop.row``: the epoch's history row), after_fit (also when an
+    exception ends the fit: ``loop.error``). ``loop.stop = True`` ends the fit after the
+    epoch. Callbacks run in increasing ``order``.
+    """
+    order = 0
+
+
+class Loop:
+    """What `fit` works with, and what its callbacks see: the model, optimizer, loss and
+    loaders; the epoch, the batch (``x``, ``y``, ``logits``, ``loss``) and the step (batches
+    done in this fit); the epoch's row; ``record``, the run's record (``history``: the rows
+    of the epochs done, also before a resume; ``epoch``: how many)."""
+
+    def __init__(self, model, optimizer, train_loader, val_loader, epochs, callbacks, loss, device):
+        self.model, self.optimizer, self.loss_fn, self.device = model, optimizer, loss, device
+        self.train_loader, self.val_loader, self.epochs = train_loader, val_loader, epochs
+        self.callbacks = sorted(callbacks, key=lambda cb: cb.order)
+        self.record = {"epoch": 0, "history": []}
+        self.epoch = self.batch = self.step = 0
+        self.x = self.y = self.logits = self.loss = self.row = self.error = None
+        self.first_loss, self.running, self.stop = None, {}, False
+
+    def __call__(self, event):
+        for cb in self.callbacks:
+            getattr(cb, event, lambda loop: None)(self)
+
+    @property
+    def steps_per_epoch(self):
+        return len(self.train_loader)
+
+
+def fit(model, optimizer, train_loader, val_loader=None, epochs=10, callbacks=(), loss=F.softmax_cross_entropy,
+        device="cpu"):
+    """Train ``model`` from epoch ``loop.record['epoch']`` (0, or where a resumed run stopped)
+    to ``epochs``, validating after each epoch; returns the `Loop`. ``loss(logits, y)`` is
+    the mean loss of a batch (softmax cross-entropy by default); ``callbacks`` do the rest
+    (`run_callbacks` gives those of a run folder)."""
+    loop = Loop(model, optimizer, train_loader, val_loader, epochs, callbacks, loss, device)
+    try:
+        loop("before_fit")
+        with np.errstate(over="ignore", invalid="ignore"):  # overflows are the callbacks' to check
+            for epoch in range(loop.record["epoch"], epochs):
+                loop.epoch = epoch
+                loop("before_epoch")
+                loop.row = {"epoch": loop.epoch + 1, **train_epoch(loop)}
+                if val_loader is not None:
+                    loop.row.update(validate(loop))
+                loop.record["history"].append(loop.row)
+                loop("after_epoch")
+                if loop.stop:
+                    break
+    except BaseException as e:  # Ctrl-C or an error: the callbacks keep what is safe, then it goes on
+        loop.error = e
+        loop("after_fit")
+        raise
+    loop("after_fit")
+    return loop
+
+
+def train_epoch(loop):
+    """One pass over the training batches: forward, L = loss(ŷ, y), backward, W ← W − η∇L;
+    the epoch's mean loss, accuracy and speed."""
+    loop.model.train()
+    total, correct, seen, start, loop.first_loss = 0.0, 0, 0, time.perf_counter(), None
+    for batch, (x, y) in enumerate(loop.train_loader.batches(loop.epoch)):
+        loop.batch, loop.x, loop.y = batch, x, y
+        loop("before_batch")
+        loop.logits = loop.model(Tensor(to_device(loop.x, loop.device)))
+        loop.loss = loop.loss_fn(loop.logits, to_device(loop.y, loop.device))
+        value = float(loop.loss.item())
+        loop.first_loss = value if loop.first_loss is None else loop.first_loss
+        loop.optimizer.zero_grad()
+        loop.loss.backward()
+        loop("after_backward")
+        loop.optimizer.step()
+        labels = loop.y if np.ndim(loop.y) == 1 else np.argmax(loop.y, axis=1)  # soft targets: their top class
+        total, seen = total + value * len(labels), seen + len(labels)
+        correct += int((to_numpy(loop.logits.data).argmax(axis=1) == labels).sum())
+        loop.running = {"loss": total / seen, "accuracy": correct / seen}
+        loop.step += 1
+        loop("after_batch")
     seconds = time.perf_counter() - start
-    return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1), "seconds": seconds,
-            "images_per_s": seen / max(seconds, 1e-9), "first_loss": first}
+    return {"loss": total / max(seen, 1), "accuracy": correct / max(seen, 1), "seconds": seconds,
+            "images_per_s": seen / max(seconds, 1e-9)}
+
+
+def validate(loop):
+    """The validation loss (the training loss function) and accuracy, in eval mode."""
+    logits, labels = predict(loop.model, loop.val_loader, loop.device)
+    return {"val_loss": float(loop.loss_fn(Tensor(logits), labels).item()),
+            "val_accuracy": float((logits.argmax(axis=1) == labels).mean())}
+
+
+# ---- the callbacks of a run ---------------------------------------------------
+class SeedEpochs(Callback):
+    """Seed minitl's random draws (dropout masks) from the run's seed and the epoch, so that a
+    resumed epoch draws what it would have drawn."""
+    order = -20
+
+    def __init__(self, seed):
+        self.seed = seed
+
+    def before_epoch(self, loop):
+        manual_seed(self.seed * 1_000_003 + loop.epoch)
+
+
+class ScheduleLR(Callback):
+    """Set the learning rates (and momentum) of every batch from a `minitl.optim.Schedule`
+    over the steps of this phase: epochs ``first_epoch`` to ``loop.epochs``."""
+    order = -10
+
+    def __init__(self, schedule, first_epoch=0):
+        self.schedule, self.first_epoch = schedule, first_epoch
+
+    def before_batch(self, loop):
+        total = (loop.epochs - self.first_epoch) * loop.steps_per_epoch
+        self.schedule.apply(loop.optimizer, (loop.epoch - self.first_epoch) * loop.steps_per_epoch + loop.batch, total)
+
+
+class FiniteLoss(Callback):
+    """Stop with a TrainingError at a NaN or infinite loss, before the optimizer uses it."""
+
+    def after_backward(self, loop):
+        value = float(loop.loss.item())
+        if not math.isfinite(value):
+            raise _loss_error(value, loop.x, loop.epoch, loop.batch)
 
 
 def _loss_error(value, x, epoch, batch):
@@ -131,115 +237,214 @@ def check_finite(model, row):
                             f"large (try a lower learning rate, --lr)")
 
 
-def _warn_if_growing(record, row, first_loss):
-    """Warn (True) when the epoch's training loss is over LOSS_GROWTH times the run's first
-    batch loss (or over LOSS_GROWTH, when that was below 1): a diverging run, though finite."""
-    first = record.setdefault("first_loss", first_loss)
-    if first is not None and row["loss"] > LOSS_GROWTH * max(first, 1.0):
-        warnings.warn(f"the training loss of epoch {row['epoch']} is {row['loss']:.3g}, over {LOSS_GROWTH} times "
-                      f"the first batch's {first:.3g}: training is diverging; try a lower learning rate (--lr)",
-                      stacklevel=3)
-        return True
-    return False
+class Divergence(Callback):
+    """After each epoch: a TrainingError when the weights (of ``model``, by default the
+    trained one) or the validation loss are not finite; a warning, once, when the epoch's
+    loss is over LOSS_GROWTH times the run's first batch loss (or over LOSS_GROWTH when
+    that was below 1): a diverging run, though finite."""
+    order = 10
+
+    def __init__(self, model=None):
+        self.model, self.warned = model, False
+
+    def after_epoch(self, loop):
+        check_finite(self.model or loop.model, loop.row)
+        first = loop.record.setdefault("first_loss", loop.first_loss)
+        if not self.warned and first is not None and loop.row["loss"] > LOSS_GROWTH * max(first, 1.0):
+            self.warned = True
+            warnings.warn(f"the training loss of epoch {loop.row['epoch']} is {loop.row['loss']:.3g}, over "
+                          f"{LOSS_GROWTH} times the first batch's {first:.3g}: training is diverging; try a lower "
+                          f"learning rate (--lr)", stacklevel=2)
 
 
-class EarlyStopping:
-    """The lowest validation loss so far and the epochs since it; ``stop`` once ``patience``
-    epochs (None: never) have gone by without improvement."""
+class EarlyStopping(Callback):
+    """Stop once ``patience`` epochs (of the whole run, resumed or not) have gone by without a
+    lower validation loss."""
+    order = 20
 
-    def __init__(self, patience=None, best=math.inf, waited=0):
-        self.patience, self.best, self.waited, self.stop = patience, best, waited, False
+    def __init__(self, patience, log=print):
+        self.patience, self.log = patience, log
 
-    def update(self, val_loss):
-        """Take an epoch's validation loss; True when it is the best so far."""
-        if val_loss < self.best:
-            self.best, self.waited = val_loss, 0
-            return True
-        self.waited += 1
-        self.stop = self.patience is not None and self.waited >= self.patience
-        return False
+    def after_epoch(self, loop):
+        losses = [row["val_loss"] for row in loop.record["history"] if "val_loss" in row]
+        if losses and len(losses) - 1 - int(np.argmin(losses)) >= self.patience:
+            loop.stop = True
+            self.log(f"early stopping: no improvement of the validation loss for {self.patience} epochs")
 
 
-def _log_epoch(row, epochs, log):
-    msg = f"epoch {row['epoch']}/{epochs}: loss {row['loss']:.4f}, accuracy {row['accuracy']:.3f}"
-    if "val_loss" in row:
-        msg += f", val_loss {row['val_loss']:.4f}, val_accuracy {row['val_accuracy']:.3f}"
-    log(msg + f" ({row['images_per_s']:.0f} images/s)")
+class RunCheckpoint(Callback):
+    """The run folder's side of a fit (see `minitl.runs.RunFolder`): continue from its record,
+    commit every epoch (checkpoint.h5 of ``save_model``, the whole model when the loop trains
+    only its head; optimizer.h5; best.h5 at a lower validation loss), and at the end write
+    the record's status: 'finished' (after the ``last`` phase), 'interrupted' (Ctrl-C: the
+    last committed epoch is kept, the KeyboardInterrupt goes on) or 'diverged' (a
+    TrainingError, which goes on naming the checkpoint that is kept)."""
+    order = 30
+
+    def __init__(self, run, save_model=None, last=True, log=print):
+        self.run, self.save_model, self.last, self.log = run, save_model, last, log
+
+    def before_fit(self, loop):
+        self.run.record.setdefault("history", [])
+        self.run.record.setdefault("epoch", 0)
+        loop.record = self.run.record
+
+    def after_epoch(self, loop):
+        row, record = loop.row, self.run.record
+        best = record.get("best_val_loss")  # null in the record until a validation loss is seen
+        improved = "val_loss" in row and (best is None or row["val_loss"] < best)
+        if improved:
+            record["best_val_loss"] = row["val_loss"]
+        if self.run.commit_epoch(self.save_model or loop.model, loop.optimizer, row, improved):
+            self._interrupted(f"after epoch {row['epoch']}")
+
+    def after_fit(self, loop):
+        record = self.run.record
+        del record["history"][record["epoch"]:]  # an epoch that did not commit
+        if isinstance(loop.error, KeyboardInterrupt):
+            if loop.error.args != ("committed",):
+                self._interrupted(f"during epoch {loop.epoch + 1}")
+        elif isinstance(loop.error, TrainingError):
+            self.run.write_record("diverged")
+            kept = f"the checkpoint of epoch {record['epoch']} is kept in {self.run.path / CHECKPOINT}" \
+                if self.run.has(CHECKPOINT) else "no checkpoint was written"
+            raise TrainingError(f"{loop.error}; training stopped: {kept}") from None
+        elif loop.error is None and self.last:
+            self.run.write_record("finished")
+
+    def _interrupted(self, when):
+        self.run.write_record("interrupted")
+        self.log(f"interrupted {when}; the checkpoint of epoch {self.run.record.get('epoch', 0)} is kept"
+                 + (f" in {self.run}; continue with --resume" if self.run.path is not None else ""))
+        raise KeyboardInterrupt("committed")
 
 
-def _epoch(model, optimizer, train_loader, val_loader, epoch, epochs, device, progress):
-    """Train one epoch and validate: the epoch's history row."""
-    lr = optimizer.param_groups[0]["lr"]
-    stats = train_epoch(model, train_loader, optimizer, epoch, device, progress, desc=f"epoch {epoch + 1}/{epochs}")
-    row = {"epoch": epoch + 1, "lr": lr, **stats}
-    if val_loader is not None:
-        logits, labels = predict(model, val_loader, device)
-        row["val_loss"] = float(F.softmax_cross_entropy(Tensor(logits), labels).item())
-        row["val_accuracy"] = float((logits.argmax(axis=1) == labels).mean())
-    return row
+class ProgressBar(Callback):
+    """A tqdm bar per epoch: batches done, with the running loss, accuracy and images/s."""
+    order = -30  # closed before the epoch's line is logged
+
+    def before_epoch(self, loop):
+        from tqdm import tqdm
+        self.bar = tqdm(total=loop.steps_per_epoch, desc=f"epoch {loop.epoch + 1}/{loop.epochs}", leave=False,
+                        unit="batch")
+        self.start, self.seen = time.perf_counter(), 0
+
+    def after_batch(self, loop):
+        self.seen += len(loop.x)
+        rate = self.seen / max(time.perf_counter() - self.start, 1e-9)
+        # the count and the running loss shown together, once the batch is done
+        self.bar.set_postfix(loss=f"{loop.running['loss']:.4f}", acc=f"{loop.running['accuracy']:.3f}",
+                             img_s=f"{rate:.0f}", refresh=False)
+        self.bar.update()
+
+    def after_epoch(self, loop):
+        self.bar.close()
+
+    def after_fit(self, loop):
+        if loop.error is not None and hasattr(self, "bar"):
+            self.bar.close()
 
 
-def _interrupted(run, when, log):
-    run.write_record("interrupted")
-    log(f"interrupted {when}; the checkpoint of epoch {run.record.get('epoch', 0)} is kept"
-        + (f" in {run}; continue with --resume" if run.path is not None else ""))
-    raise KeyboardInterrupt from None
+class EpochLog(Callback):
+    """One line per epoch: its loss and accuracy, on the validation data too, and images/s."""
+    order = 0
+
+    def __init__(self, log=print):
+        self.log = log
+
+    def after_epoch(self, loop):
+        row = loop.row
+        msg = f"epoch {row['epoch']}/{loop.epochs}: loss {row['loss']:.4f}, accuracy {row['accuracy']:.3f}"
+        if "val_loss" in row:
+            msg += f", val_loss {row['val_loss']:.4f}, val_accuracy {row['val_accuracy']:.3f}"
+        self.log(msg + f" ({row['images_per_s']:.0f} images/s)")
 
 
-def _diverged(run, error):
-    run.write_record("diverged")
-    kept = f"the checkpoint of epoch {run.record.get('epoch', 0)} is kept in {run.path / CHECKPOINT}" \
-        if run.has(CHECKPOINT) else "no checkpoint was written"
-    raise TrainingError(f"{error}; training stopped: {kept}") from None
-
-
-def fit(model, optimizer, train_loader, val_loader=None, epochs=10, run_dir=None, record=None,
-        schedule=None, patience=None, device="cpu", progress=True, seed=0, log=print, save_model=None):
-    """Train for ``epochs`` (continuing from ``record['epoch']`` when resuming), validating after each.
-
-    After each epoch the weights are checkpointed (atomically) with the run record, and
-    ``best.h5`` keeps the weights of the lowest validation loss (see `RunFolder.commit_epoch`).
-    Early stopping ends training when the validation loss has not improved for ``patience``
-    epochs. A NaN or infinite loss, weight or validation loss stops training with
-    ``TrainingError`` before the epoch is written, so the last checkpoint stays the last
-    finite one; a finite loss that grows over ``LOSS_GROWTH`` times the first is warned
-    about. Ctrl-C stops after writing the record; the checkpoint of the last finished epoch
-    stays, and ``--resume`` continues from it; Ctrl-C while an epoch's files are written
-    takes effect once they are all written.
-    ``save_model``: the model whose weights are checkpointed, when ``model`` is only
-    part of it (the head, trained on cached features). Returns the record.
-    """
-    run = RunFolder(run_dir, record)
-    run.record.setdefault("history", [])
-    start, saved, warned = run.record.get("epoch", 0), model if save_model is None else save_model, False
-    best = run.record.get("best_val_loss")  # null in the record until a validation loss is seen
-    stopping = EarlyStopping(
-        patience, math.inf if best is None else best, run.record.get("epochs_without_improvement", 0)
-    )
+def run_callbacks(run_dir=None, record=None, seed=0, patience=None, schedule=None, first_epoch=0, progress=True,
+                  log=print, save_model=None, last=True):
+    """The callbacks of a training run: seeded epochs, the schedule, the divergence checks,
+    early stopping, the run folder's commits (``run_dir`` None: the record in memory), the
+    progress bar and the epoch log."""
+    callbacks = [SeedEpochs(seed), FiniteLoss(), Divergence(save_model), EpochLog(log),
+                 RunCheckpoint(RunFolder(run_dir, record), save_model, last, log)]
     if schedule is not None:
-        schedule.set_epoch(start)
-    for epoch in range(start, epochs):
-        manual_seed(seed * 1_000_003 + epoch)  # dropout masks of this epoch, the same on resume
-        try:
-            with np.errstate(over="ignore", invalid="ignore"):  # overflows are checked for below
-                row = _epoch(model, optimizer, train_loader, val_loader, epoch, epochs, device, progress)
-            first_loss = row.pop("first_loss")
-            _log_epoch(row, epochs, log)
-            check_finite(saved, row)
-            warned = warned or _warn_if_growing(run.record, row, first_loss)
-            if schedule is not None:
-                schedule.step()
-            improved = "val_loss" in row and stopping.update(row["val_loss"])
-        except TrainingError as e:
-            _diverged(run, e)
-        except KeyboardInterrupt:
-            _interrupted(run, f"during epoch {epoch + 1}", log)
-        if run.commit_epoch(
-            saved, optimizer, row, improved, best_val_loss=stopping.best, epochs_without_improvement=stopping.waited
-        ):
-            _interrupted(run, f"after epoch {epoch + 1}", log)
-        if stopping.stop:
-            log(f"early stopping: no improvement of the validation loss for {patience} epochs")
-            break
-    run.write_record("finished")
-    return run.record
+        callbacks.append(ScheduleLR(schedule, first_epoch))
+    if patience is not None:
+        callbacks.append(EarlyStopping(patience, log))
+    if progress:
+        callbacks.append(ProgressBar())
+    return callbacks
+
+
+# ---- the learning-rate finder -------------------------------------------------
+class LRSweep(Callback):
+    """lr_find's callback: before batch t, every group's rate is its initial rate times
+    (end/start)^(t/(num − 1)) · start / η_head,0 (the head sweeps from ``start`` to ``end``,
+    the other groups keep their ratio to it); after it, the smoothed loss
+    s_t = β s_{t−1} + (1 − β) L_t, debiased as s_t / (1 − β^(t+1)), is recorded; the sweep
+    stops after ``num`` batches or once s_t passes ``stop_factor`` times its minimum."""
+
+    def __init__(self, start, end, num, beta=0.98, stop_factor=4.0):
+        self.start, self.end, self.num, self.beta, self.stop_factor = start, end, num, beta, stop_factor
+        self.lrs, self.losses, self.average = [], [], 0.0
+
+    def before_batch(self, loop):
+        lr = self.start * (self.end / self.start) ** (loop.step / max(self.num - 1, 1))
+        head = loop.optimizer.param_groups[-1]["initial_lr"]
+        for group in loop.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * lr / head
+        self.lr = lr
+
+    def after_batch(self, loop):
+        value = float(loop.loss.item())
+        self.average = self.beta * self.average + (1 - self.beta) * value
+        smoothed = self.average / (1 - self.beta ** loop.step)
+        self.lrs.append(self.lr)
+        self.losses.append(smoothed)
+        if not math.isfinite(smoothed) or smoothed > self.stop_factor * min(self.losses) or loop.step >= self.num:
+            raise StopSweep
+
+
+class StopSweep(Exception):
+    """Ends lr_find's sweep."""
+
+
+def lr_find(model, optimizer, loader, start=1e-7, end=10.0, num=100, loss=F.softmax_cross_entropy, device="cpu",
+            stop_factor=4.0):
+    """The learning-rate range test (Smith 2017; fastai's ``lr_find``): train on up to ``num``
+    batches while the head's rate grows exponentially from ``start`` to ``end`` (the other
+    parameter groups keep their ratio to it), and record the smoothed loss (see `LRSweep`);
+    the model's weights (BatchNorm statistics too) and the optimizer's state are restored
+    afterwards. Returns {'lrs', 'losses', 'valley', 'minimum'}: see `suggest_lrs`."""
+    saved = {k: v.copy() for k, v in model.state_dict().items()}
+    state = optimizer.state_dict()
+    sweep = LRSweep(start, end, num, stop_factor=stop_factor)
+    epochs = -(-num // max(len(loader), 1))  # passes over the loader enough for num batches
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            fit(model, optimizer, loader, None, epochs, [sweep], loss=loss, device=device)
+    except StopSweep:
+        pass
+    finally:
+        model.load_state_dict(saved)
+        optimizer.load_state_dict(state)
+    return {"lrs": sweep.lrs, "losses": sweep.losses, **suggest_lrs(sweep.lrs, sweep.losses)}
+
+
+def suggest_lrs(lrs, losses):
+    """Two suggestions from a sweep: 'minimum', the rate of the lowest smoothed loss divided
+    by 10, and 'valley', the rate halfway along the longest stretch over which the loss keeps
+    falling (the longest decreasing subsequence of the losses, fastai's valley rule)."""
+    if not losses:
+        return {"valley": None, "minimum": None}
+    n = len(losses)
+    length, before = [1] * n, [None] * n  # the longest decreasing run ending at i, and its previous point
+    for i in range(n):
+        for j in range(i):
+            if losses[j] > losses[i] and length[j] + 1 > length[i]:
+                length[i], before[i] = length[j] + 1, j
+    end = int(np.argmax(length))
+    first = end
+    while before[first] is not None:
+        first = before[first]
+    return {"valley": lrs[(first + end) // 2], "minimum": lrs[int(np.argmin(losses))] / 10}

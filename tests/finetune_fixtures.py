@@ -74,10 +74,10 @@ def interrupt_at(monkeypatch, at_epoch):
     """Make training raise KeyboardInterrupt (Ctrl-C) when epoch ``at_epoch`` (0-based) starts."""
     real = T.train_epoch
 
-    def interrupted(model, loader, optimizer, epoch, *args, **kw):
-        if epoch == at_epoch:
+    def interrupted(loop):
+        if loop.epoch == at_epoch:
             raise KeyboardInterrupt
-        return real(model, loader, optimizer, epoch, *args, **kw)
+        return real(loop)
 
     monkeypatch.setattr(T, "train_epoch", interrupted)
     return lambda: monkeypatch.setattr(T, "train_epoch", real)

@@ -6,10 +6,13 @@ import pytest
 from finetune_fixtures import SMALL, datasets
 
 import minitl.train as T
+from minitl import functional as F
 from minitl import transfer
 from minitl.applications import VGG16
 from minitl.data import ArrayDataset, DataLoader
 from minitl.nn import Sequential, manual_seed
+from minitl.optim import SGD, OneCycle
+from minitl.tensor import Tensor
 
 
 def test_evaluate_metrics(folder, notop, tmp_path):
@@ -49,7 +52,7 @@ def test_progress_bar_shows_the_count_with_its_running_loss(monkeypatch, capsys)
     data = ArrayDataset(np.random.default_rng(0).normal(size=(6, 1, 1, 8)).astype(np.float32), np.arange(6) % 2)
     optimizer = transfer.make_optimizer(Sequential([VGG16(include_top=False, input_shape=(32, 32, 3), width=1 / 16),
                                                     head]), 0.01)
-    T.train_epoch(head, DataLoader(data, 2), optimizer, 0, progress=True, desc="epoch 1/1")
+    T.fit(head, optimizer, DataLoader(data, 2), epochs=1, callbacks=[T.ProgressBar()])
     shown = re.findall(r"(\d)/3 \[[^\r]*?loss=([\d.]+)", capsys.readouterr().err)  # (batches done, running loss)
     assert [n for n, _ in shown] == ["1", "2", "3"] and len(set(shown)) == 3
 
@@ -89,3 +92,144 @@ def test_update_batchnorm_statistics_leaves_frozen_layers_alone():
     x = np.random.default_rng(1).normal(size=(4, 5, 5, 2)).astype(np.float32)
     assert T.update_batchnorm_statistics(model, DataLoader(ArrayDataset(x, np.zeros(4, np.int64)), 2)) == 0
     assert bn.moving_mean.data.tolist() == [0, 0, 0] and bn.moving_variance.data.tolist() == [1, 1, 1]
+
+
+# ---- the open loop --------------------------------------------------------------
+def _tiny_task(n=6, features=8, seed=0):
+    """A head on made-up features: a model, its optimizer and a loader of n/2 batches."""
+    manual_seed(seed)
+    head = transfer.build_head(2, hidden=(4,))
+    head(Tensor(np.zeros((1, 1, 1, features), np.float32)))  # builds the layers, so they have weights to train
+    rng = np.random.default_rng(seed)
+    data = ArrayDataset(rng.normal(size=(n, 1, 1, features)).astype(np.float32), np.arange(n) % 2)
+    return head, SGD(head.parameters(), lr=0.1, momentum=0.9), DataLoader(data, 2)
+
+
+class CountEvents(T.Callback):
+    EVENTS = ("before_fit", "before_epoch", "before_batch", "after_backward", "after_batch", "after_epoch",
+              "after_fit")
+
+    def __init__(self):
+        self.counts, self.order = dict.fromkeys(self.EVENTS, 0), []
+        for event in self.EVENTS:
+            setattr(self, event, self._counter(event))
+
+    def _counter(self, event):
+        def count(loop):
+            self.counts[event] += 1
+            self.order.append(event)
+            if event == "after_backward":  # the gradients are there, not yet applied
+                assert all(p.grad is not None for p in loop.model.parameters())
+        return count
+
+
+def test_a_callback_sees_every_event_in_order():
+    model, optimizer, loader = _tiny_task()
+    counter = CountEvents()
+    loop = T.fit(model, optimizer, loader, loader, epochs=2, callbacks=[counter])
+    assert counter.counts == {"before_fit": 1, "before_epoch": 2, "before_batch": 6, "after_backward": 6,
+                              "after_batch": 6, "after_epoch": 2, "after_fit": 1}
+    assert counter.order[:6] == ["before_fit", "before_epoch", "before_batch", "after_backward", "after_batch",
+                                 "before_batch"]
+    assert counter.order[-2:] == ["after_epoch", "after_fit"] and loop.step == 6
+    assert [row["epoch"] for row in loop.record["history"]] == [1, 2] and "val_loss" in loop.row
+
+
+class AllZeros(T.Callback):
+    """Replaces every batch: zero images, all labelled class 1."""
+
+    def before_batch(self, loop):
+        loop.x, loop.y = np.zeros_like(loop.x), np.ones_like(loop.y)
+
+
+def test_a_callback_can_replace_the_batch_before_the_forward_pass():
+    model, optimizer, loader = _tiny_task()
+    seen = []
+    real_forward = model.forward
+    model.forward = lambda x: seen.append(x.data.copy()) or real_forward(x)
+    loop = T.fit(model, optimizer, loader, epochs=3, callbacks=[AllZeros()])
+    assert len(seen) == 9 and all(not x.any() for x in seen)
+    assert loop.record["history"][-1]["accuracy"] == 1.0  # the replaced labels are the ones trained and counted
+    assert T.predict_on_batch(model, np.zeros((1, 1, 1, 8), np.float32)).argmax() == 1
+
+
+class StopAfter(T.Callback):
+    def __init__(self, epochs):
+        self.epochs = epochs
+
+    def after_epoch(self, loop):
+        loop.stop = loop.epoch + 1 >= self.epochs
+
+
+def test_stop_ends_the_fit_after_the_epoch_and_the_loss_is_a_parameter():
+    model, optimizer, loader = _tiny_task()
+    calls = []
+
+    def loss(logits, y):
+        calls.append(len(y))
+        return F.softmax_cross_entropy(logits, y) * 2
+
+    loop = T.fit(model, optimizer, loader, loader, epochs=10, callbacks=[StopAfter(2)], loss=loss)
+    assert len(loop.record["history"]) == 2 and calls == ([2] * 3 + [6]) * 2  # 3 batches, then validation
+    plain = T.validate(T.Loop(model, optimizer, loader, loader, 1, [], F.softmax_cross_entropy, "cpu"))
+    assert loop.row["val_loss"] == pytest.approx(2 * plain["val_loss"], rel=1e-6)
+
+
+def test_fit_is_one_screen():
+    import inspect
+    assert len(inspect.getsource(T.fit).splitlines()) <= 30
+
+
+class RecordRates(T.Callback):
+    order = 100  # after the schedule
+
+    def __init__(self):
+        self.lrs, self.momenta = [], []
+
+    def before_batch(self, loop):
+        self.lrs.append([g["lr"] for g in loop.optimizer.param_groups])
+        self.momenta.append(loop.optimizer.param_groups[0]["momentum"])
+
+
+def test_the_schedule_moves_the_rates_of_every_batch_and_keeps_the_groups_ratio():
+    model, _, loader = _tiny_task(n=8)  # 4 batches an epoch
+    layers = model.layers()
+    optimizer = SGD([{"params": layers[1].parameters(), "lr": 0.01}, {"params": layers[2].parameters()}], lr=0.1,
+                    momentum=0.9)
+    rates, cycle = RecordRates(), OneCycle(pct_start=0.25)
+    T.fit(model, optimizer, loader, epochs=5, callbacks=[T.ScheduleLR(cycle, first_epoch=2), rates])
+    # epochs 3 to 5 of a fit that resumes at epoch 2: 12 steps, t = 0 … 11
+    loop = T.fit(model, optimizer, loader, epochs=5, callbacks=[T.ScheduleLR(cycle, first_epoch=2)])
+    assert loop.step == 20
+    head = [lrs[1] for lrs in rates.lrs]
+    assert len(head) == 20 and head[8:] == pytest.approx([0.1 * cycle.lr_factor(t, 12) for t in range(12)])
+    assert all(lrs[0] == pytest.approx(lrs[1] / 10) for lrs in rates.lrs)
+    assert rates.momenta[8:] == pytest.approx([cycle.momentum(t, 12) for t in range(12)])
+
+
+# ---- the learning-rate finder ---------------------------------------------------
+def test_suggest_lrs_takes_the_middle_of_the_longest_fall_and_a_tenth_of_the_minimum():
+    lrs = [10.0 ** e for e in range(-7, 2)]
+    losses = [2.0, 2.1, 2.05, 1.5, 1.0, 0.5, 0.4, 0.8, 5.0]  # the longest fall: from index 1 to 6
+    found = T.suggest_lrs(lrs, losses)
+    assert found["minimum"] == pytest.approx(1e-1 / 10) and found["valley"] == lrs[(1 + 6) // 2]
+    assert T.suggest_lrs([], []) == {"valley": None, "minimum": None}
+
+
+def test_lr_find_sweeps_exponentially_stops_at_divergence_and_restores_the_weights():
+    model, optimizer, loader = _tiny_task(n=8)
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    T.fit(model, optimizer, loader, epochs=1)  # the optimizer has momentum buffers to keep
+    trained = {k: v.copy() for k, v in model.state_dict().items()}
+    buffers = {k: dict(v) for k, v in optimizer.state.items()}
+    result = T.lr_find(model, optimizer, loader, start=1e-5, end=1e5, num=40)
+    assert len(result["lrs"]) < 40  # the loss blew up before the end
+    ratios = np.diff(np.log(result["lrs"]))
+    np.testing.assert_allclose(ratios, np.log(1e10) / 39, rtol=1e-9)
+    assert result["lrs"][0] == pytest.approx(1e-5) and result["losses"][-1] > 4 * min(result["losses"])
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, trained[k], err_msg=k)
+    assert {k: v["momentum"].tolist() for k, v in optimizer.state.items()} == \
+        {k: v["momentum"].tolist() for k, v in buffers.items()}
+    assert all(g["lr"] == 0.1 for g in optimizer.param_groups) and before.keys() == trained.keys()
+    assert 1e-5 < result["valley"] < result["lrs"][-1]
