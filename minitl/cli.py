@@ -54,13 +54,12 @@ def _device(name):
     return device
 
 
-def cmd_finetune(args):
+def _training_data(args, resume=False):
+    """(settings, train_set, val_set) of ``minitl finetune`` and ``minitl lr-find``."""
     from minitl.applications import get_backbone
     from minitl.data import train_val_folders
     from minitl.errors import DataError, TrainingError, WeightsError
     from minitl.runs import RESUME_ENTRIES, Settings, read_record
-    from minitl.transfer import finetune
-    device = _device(args.device)
     if not os.path.isdir(args.data):
         problem = "is not a folder" if os.path.exists(args.data) else "does not exist"
         raise DataError(f"data folder {args.data} {problem}")
@@ -71,7 +70,7 @@ def cmd_finetune(args):
         raise WeightsError(f"weights file {args.weights} {problem} "
                            f"(get the published one with: minitl weights fetch {args.arch}-notop)")
     settings = Settings.from_options(args)
-    if args.resume:  # the run's own settings; its epochs unless given
+    if resume:  # the run's own settings; its epochs unless given
         settings = Settings.from_record(read_record(args.out, RESUME_ENTRIES), args.epochs)
     h, w = settings.image_size
     backbone = get_backbone(settings.arch)
@@ -80,11 +79,36 @@ def cmd_finetune(args):
                                            seed=settings.seed, augment=settings.augment,
                                            preprocess=backbone.PREPROCESSING)
     print(f"{len(train_set)} training and {len(val_set)} validation images, classes: {', '.join(train_set.classes)}")
+    return settings, train_set, val_set
+
+
+def cmd_finetune(args):
+    from minitl.transfer import finetune
+    device = _device(args.device)
+    settings, train_set, val_set = _training_data(args, args.resume)
     finetune(train_set, val_set, args.out, settings, weights=args.weights, resume=args.resume,
              allow_partial_weights=args.allow_partial_weights, cache_features=not args.no_cache,
              device=device, progress=not args.quiet)
     print(f"run saved in {args.out}; next: minitl evaluate {args.out} --data DIR, "
           f"minitl predict {args.out} IMAGE")
+    return 0
+
+
+def cmd_lr_find(args):
+    from minitl.transfer import find_lr
+    device = _device(args.device)
+    settings, train_set, _ = _training_data(args)
+    result = find_lr(train_set, args.out, settings, weights=args.weights, num=args.batches,
+                     cache_features=not args.no_cache, allow_partial_weights=args.allow_partial_weights,
+                     device=device, progress=not args.quiet)
+    if result["valley"] is None:
+        print("the sweep stopped before its first batch's loss: no suggestion")
+        return 1
+    print(f"swept the learning rate of the head ({result['trained']} trained) over {result['batches']} batches, "
+          f"{result['lrs'][0]:.2g} to {result['lrs'][-1]:.2g}")
+    print(f"suggested --lr: {result['valley']:.2g} (valley), {result['minimum']:.2g} (minimum / 10); "
+          f"the settings use {settings.head_lr():g}")
+    print(f"saved {os.path.join(args.out, 'lr_find.json')} and lr_find.png")
     return 0
 
 
@@ -237,7 +261,7 @@ def cmd_demo(args):
         demo.pretrain(args.arch, out=args.weights, progress=not args.quiet)
     else:
         demo.run(out=args.out, arch=args.arch, weights=args.weights, train_per_class=args.train_per_class,
-                 epochs=args.epochs, progress=not args.quiet, device=_device(args.device))
+                 epochs=args.epochs, seed=args.seed, progress=not args.quiet, device=_device(args.device))
     return 0
 
 
@@ -259,7 +283,7 @@ def _add_info(sub):
 
 def _add_demo(sub):
     from minitl.demo import DEMO_BASES
-    from minitl.runs import positive_int
+    from minitl.runs import Bounded, positive_int
     p = sub.add_parser("demo", help="the offline transfer-learning demo (VGG16: about 90 s of CPU time; "
                                     "it prints its run time)",
                        description="Pretrained base vs training from scratch on animal silhouettes, offline: "
@@ -271,22 +295,33 @@ def _add_demo(sub):
     p.add_argument("--weights", help="pretrained base weights (default: weights/demo_ARCH_animals_notop.h5)")
     p.add_argument("--train-per-class", type=positive_int, default=20, help="labelled training images per class (20)")
     p.add_argument("--epochs", type=positive_int, default=30, help="epochs for the scratch and frozen settings (30)")
+    p.add_argument("--seed", type=Bounded(int, 0, 2**32 - 1), default=0,
+                   help="seed of the split, the initial weights and the shuffling (0)")
     p.add_argument("--pretrain", action="store_true", help="rebuild the pretrained demo weights instead")
     _add_common(p)
     p.set_defaults(func=cmd_demo)
 
 
 def _add_finetune(sub):
-    from minitl.runs import Bounded, Settings
     p = sub.add_parser("finetune", help="fine-tune a pretrained backbone on a folder of images "
                                         "(one sub-folder per class)",
                        description="Replace the backbone's head (--arch, VGG16 by default), freeze the base "
                                    "(optionally unfreeze its last blocks), fine-tune with SGD or Adam and save "
                                    "the run directory.")
+    p.add_argument("--out", default="runs/finetune", help="run directory (default runs/finetune)")
+    _add_training_options(p)
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint, with its recorded settings")
+    _add_common(p)
+    p.set_defaults(func=cmd_finetune)
+
+
+def _add_training_options(p):
+    """The data, weights and settings options that ``finetune`` and ``lr-find`` share."""
+    from minitl.runs import Bounded, Settings
     p.add_argument("--data", required=True, help="folder with one sub-folder per class, or train/ and val/")
     p.add_argument("--weights", help="the backbone's notop weights (.h5, Keras layout; minitl weights fetch "
                                      "ARCH-notop); omit to train from scratch")
-    p.add_argument("--out", default="runs/finetune", help="run directory (default runs/finetune)")
     for name, option in Settings.options():  # --epochs, --batch-size, ... --seed
         p.add_argument("--" + name.replace("_", "-"), **option)
     p.add_argument("--validation-split", type=Bounded(float, 0, 1, "()"), default=0.2,
@@ -295,10 +330,21 @@ def _add_finetune(sub):
                    help="let base layers that --weights lacks keep their initial weights (listed); "
                         "by default every layer must be in the file")
     p.add_argument("--no-cache", action="store_true", help="do not cache the frozen base's features")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint, with its recorded settings")
+
+
+def _add_lr_find(sub):
+    from minitl.runs import Bounded
+    p = sub.add_parser("lr-find", help="sweep the learning rate over a few batches and suggest one",
+                       description="The learning-rate range test: train the model that minitl finetune's first "
+                                   "phase would train (with the same options) on up to --batches batches while the "
+                                   "head's learning rate grows from 1e-7 to 10, stopping once the smoothed loss "
+                                   "passes 4 times its minimum; the weights are not kept. Prints the suggested "
+                                   "rates and writes lr_find.json and lr_find.png into --out.")
+    p.add_argument("--out", default="runs/lr-find", help="folder for lr_find.json and lr_find.png (runs/lr-find)")
+    p.add_argument("--batches", type=Bounded(int, 2, 1000), default=100, help="batches at most (100)")
+    _add_training_options(p)
     _add_common(p)
-    p.set_defaults(func=cmd_finetune)
+    p.set_defaults(func=cmd_lr_find)
 
 
 def _add_evaluate(sub):
@@ -399,6 +445,7 @@ def build_parser():
     _add_info(sub)
     _add_demo(sub)
     _add_finetune(sub)
+    _add_lr_find(sub)
     _add_evaluate(sub)
     _add_predict(sub)
     _add_export(sub)

@@ -31,6 +31,7 @@ RECORD, CHECKPOINT, BEST, OPTIMIZER, FEATURES = "record.json", "checkpoint.h5", 
 RUN_FILES = (RECORD, CHECKPOINT, BEST, OPTIMIZER, "curves.png", "evaluation.json", "evaluation.png")
 EPOCH_FILES = (CHECKPOINT, OPTIMIZER, BEST)  # written by each epoch, named in the record by digest
 DEFAULT_LR = {"sgd": 0.01, "adam": 0.001}
+SCHEDULES = ("none", "step", "cosine", "onecycle")
 ARCHS = ("vgg16", "vgg19", "resnet50", "inception_v3", "mobilenet_v2")  # the keys of minitl.applications.BACKBONES
 
 
@@ -88,6 +89,10 @@ def parse_image_size(text):
     return tuple(parts)
 
 
+# what a record written before these settings existed trained with
+EARLIER_TRAINING = {"freeze_epochs": 0, "train_bn": False, "schedule": "none", "warmup_epochs": 0.0}
+
+
 def setting(default, help=None, **option):
     """A field of `Settings`; ``help`` and ``option`` (argparse's type, choices, ...) make its
     ``minitl finetune`` option. ``cli_default`` is the option's default where it differs."""
@@ -108,7 +113,8 @@ class Settings:
     batch_size: int = setting(32, "images per batch (32)", type=positive_int)
     optimizer: str = setting("sgd", "sgd (with momentum) or adam", choices=("sgd", "adam"))
     lr: float = setting(None, "learning rate of the new head (0.01 for sgd, 0.001 for adam)", type=positive)
-    base_lr: float = setting(None, "learning rate of unfrozen base layers (default lr/10)", type=positive)
+    lr_mult: float = setting(10.0, "spread the rates of the unfrozen blocks geometrically from lr at the head "
+                                   "down to lr/M at the first unfrozen block (10)", type=Bounded(float, 1))
     momentum: float = setting(0.9, "SGD momentum, from 0 to below 1 (0.9)", type=fraction)
     weight_decay: float = setting(0.0, "weight decay (0): L2 for sgd, decoupled (AdamW) for adam",
                                   type=Bounded(float, 0))
@@ -116,6 +122,10 @@ class Settings:
     unfreeze_blocks: int = setting(0, "train the last K named blocks of the backbone too (0: base frozen; "
                                       "VGG 5, ResNet50 5, MobileNetV2 9, InceptionV3 12 blocks)",
                                    type=Bounded(int, 0))
+    freeze_epochs: int = setting(0, "first train the head alone on the frozen base for N epochs, then unfreeze "
+                                    "--unfreeze-blocks and train --epochs more (0)", type=Bounded(int, 0))
+    train_bn: bool = setting(False, "keep the BatchNormalization layers of frozen blocks training (scale, offset "
+                                    "and statistics; disables the feature cache)", action="store_true")
     image_size: tuple = setting(None, f"input size N or HxW, up to {MAX_IMAGE_SIDE} (224)", type=parse_image_size,
                                 cli_default=(224, 224))
     width: float = setting(1.0, f"the backbone's width multiplier, MobileNetV2's alpha, up to {MAX_WIDTH:g} "
@@ -125,13 +135,16 @@ class Settings:
     dropout: float = setting(0.0, "dropout after each hidden head layer, from 0 to below 1", type=fraction)
     pooling: str = setting("flatten", "flatten block5_pool or average it globally", choices=["flatten", "avg"])
     augment: bool = setting(False, "random crops and flips (disables the feature cache)", action="store_true")
-    schedule: str = setting("none", "learning-rate schedule", choices=["none", "step", "cosine"])
+    schedule: str = setting("none", "learning-rate schedule over each phase's batches", choices=SCHEDULES)
+    warmup_epochs: float = setting(0.0, "linear warm-up of the rate over this many epochs of each phase "
+                                        "(onecycle: its rise, by default a quarter of the phase)",
+                                   type=Bounded(float, 0))
     patience: int = setting(None, "stop when val loss has not improved for this many epochs", type=positive_int)
     seed: int = setting(0, "random seed, from 0 to 2**32 - 1 (0)", type=Bounded(int, 0, 2**32 - 1))
     arch: str = setting("vgg16", "the pretrained backbone (minitl models compares them)", choices=ARCHS)
 
-    TRAINING = ("epochs", "batch_size", "optimizer", "lr", "base_lr", "momentum", "weight_decay",
-                "unfreeze_blocks", "schedule", "patience", "augment", "clip_norm")
+    TRAINING = ("epochs", "batch_size", "optimizer", "lr", "lr_mult", "momentum", "weight_decay", "unfreeze_blocks",
+                "freeze_epochs", "train_bn", "schedule", "warmup_epochs", "patience", "augment", "clip_norm")
 
     def __post_init__(self):
         self.hidden = tuple(self.hidden)
@@ -144,6 +157,17 @@ class Settings:
         if self.optimizer not in DEFAULT_LR:
             raise ValueError(f"unknown optimizer {self.optimizer!r}: use sgd or adam")
         return DEFAULT_LR[self.optimizer]
+
+    def phases(self):
+        """[(first epoch, end epoch, unfrozen blocks)]: the frozen phase of ``freeze_epochs``
+        when blocks are unfrozen after it, then ``epochs`` with ``unfreeze_blocks`` trainable."""
+        if self.unfreeze_blocks and self.freeze_epochs:
+            end = self.freeze_epochs + self.epochs
+            return [(0, self.freeze_epochs, 0), (self.freeze_epochs, end, self.unfreeze_blocks)]
+        return [(0, self.epochs, self.unfreeze_blocks)]
+
+    def total_epochs(self):
+        return self.phases()[-1][1]
 
     def training(self):
         """The record's 'training' entry."""
@@ -160,10 +184,13 @@ class Settings:
         """The settings of a recorded run, to resume it: everything as recorded but ``epochs``
         (when given), and never fewer epochs than the run has done."""
         model, training = record["model"], record.get("training") or {}
-        values = {name: training[name] for name in cls.TRAINING if name in training}
+        values = {**EARLIER_TRAINING, **{name: training[name] for name in cls.TRAINING if name in training}}
+        if training.get("base_lr"):  # --base-lr B of earlier versions: the first unfrozen block at B
+            values["lr_mult"] = training["lr"] / training["base_lr"]
         values.update({k: model[k] for k in ("arch", "width", "hidden", "dropout", "pooling") if k in model})
         values.update(seed=record["seed"], image_size=record["image_size"])
-        values["epochs"] = max(epochs or training.get("epochs", 1), record["epoch"])
+        first = values["freeze_epochs"] if values.get("unfreeze_blocks") else 0
+        values["epochs"] = max(epochs or training.get("epochs", 1), record["epoch"] - first)
         return cls(**values)
 
     @classmethod
@@ -301,12 +328,11 @@ class RunFolder:
             write_json(self.path / RECORD, self.record)
 
     def commit_epoch(self, model, optimizer, row, improved, **entries):
-        """Add an epoch's ``row`` (and ``entries``) to the record and write the epoch's files
-        together: checkpoint.h5, optimizer.h5 and best.h5 (when ``improved``) under staged
+        """Record the epoch of ``row`` (the last row of the record's history) and ``entries``,
+        and write the epoch's files together: checkpoint.h5, optimizer.h5 and best.h5 (when ``improved``) under staged
         names, record.json naming them by digest, then the renames. Ctrl-C meanwhile waits
         until all are written; returns True when it came."""
         with HeldInterrupt() as held:
-            self.record.setdefault("history", []).append(row)
             self.record["epoch"] = row["epoch"]
             self.record.update(entries)
             staged = {}

@@ -14,10 +14,10 @@ from minitl.applications import get_backbone
 from minitl.backend import normalize_device
 from minitl.data import ArrayDataset, DataLoader
 from minitl.errors import DataError, ShapeError, TrainingError, WeightsError
-from minitl.files import atomic_write
+from minitl.files import atomic_write, write_json
 from minitl.io import load_weights, save_weights
-from minitl.nn import Dense, Dropout, Flatten, GlobalAvgPool2D, Sequential, manual_seed
-from minitl.optim import SGD, Adam, CosineLR, StepLR
+from minitl.nn import BatchNormalization, Dense, Dropout, Flatten, GlobalAvgPool2D, Sequential, manual_seed
+from minitl.optim import SGD, Adam, make_schedule
 from minitl.runs import (
     BEST,
     CHECKPOINT,
@@ -35,22 +35,23 @@ from minitl.runs import (
     read_record,
     write_features,
 )
-from minitl.train import fit, predict
+from minitl.train import fit, lr_find, predict, run_callbacks
 
 __all__ = [
     "BEST",
     "CHECKPOINT",
     "Settings",
     "base_and_head",
+    "block_learning_rates",
     "build_head",
     "build_model",
     "cached_features",
     "export_run",
+    "find_lr",
     "finetune",
     "keras_script",
     "load_run",
     "make_optimizer",
-    "make_schedule",
     "set_trainable_blocks",
 ]
 
@@ -82,8 +83,14 @@ def base_and_head(model):
     return model[0], model[1]
 
 
-def set_trainable_blocks(base, blocks):
-    """Freeze the base except its last ``blocks`` blocks (0: all frozen; all of them: all trainable)."""
+def set_trainable_blocks(base, blocks, train_bn=False):
+    """Freeze the base except its last ``blocks`` blocks (0: all frozen; all of them: all trainable).
+
+    A frozen BatchNormalization runs in inference mode with its moving statistics (Keras'
+    rule); ``train_bn=True`` keeps every BatchNormalization trainable instead (fastai's
+    rule): its scale and offset train and, in training mode, it normalises with the batch's
+    statistics and updates its moving ones.
+    """
     named = list(base.blocks().values())
     if not 0 <= blocks <= len(named):
         raise ValueError(f"{base.name} has {len(named)} blocks ({', '.join(base.blocks())}): cannot unfreeze {blocks}")
@@ -91,28 +98,49 @@ def set_trainable_blocks(base, blocks):
     for layers in named[len(named) - blocks:]:
         for layer in layers:
             layer.unfreeze()
+    if train_bn:
+        for m in base.modules():
+            if isinstance(m, BatchNormalization):
+                m.unfreeze()
 
 
-def make_optimizer(model, lr, base_lr=None, momentum=0.9, weight_decay=0.0, clip_norm=None, optimizer="sgd"):
-    """SGD (or Adam) with two parameter groups: the head at ``lr``, unfrozen base layers at ``base_lr`` (lr/10)."""
+def unfrozen_blocks(base):
+    """How many of the base's last blocks are trainable, every layer of them."""
+    count = 0
+    for layers in reversed(list(base.blocks().values())):
+        if not all(m.trainable for layer in layers for m in layer.modules()):
+            break
+        count += 1
+    return count
+
+
+def block_learning_rates(lr, lr_mult, blocks):
+    """[η_1, …, η_K, η_head]: the rates of K unfrozen blocks and the head, geometric from lr/M
+    at the first unfrozen block to lr at the head (fastai's ``slice(lr/M, lr)``):
+    η_j = lr · M^(−(K − j)/K) for j = 1 … K, η_head = lr."""
+    return [lr * lr_mult ** (-(blocks - j) / blocks) for j in range(blocks)] + [lr]
+
+
+def make_optimizer(model, lr, lr_mult=1.0, momentum=0.9, weight_decay=0.0, clip_norm=None, optimizer="sgd"):
+    """SGD (or Adam) with a parameter group per unfrozen block of the base and one for the head,
+    at the rates of `block_learning_rates` (``lr_mult`` 1: all at ``lr``). Trainable
+    parameters of frozen blocks (BatchNormalization with ``train_bn``) go in a first group
+    at lr/M."""
     base, head = base_and_head(model)
-    groups = [{"params": head.parameters(), "lr": lr}]
-    groups.append({"params": base.parameters(), "lr": base_lr if base_lr is not None else lr / 10})
+    blocks = list(base.blocks().items())
+    k = unfrozen_blocks(base)
+    rates = block_learning_rates(lr, lr_mult, k)
+    in_blocks = {id(p) for _, layers in blocks[len(blocks) - k:] for layer in layers for p in layer.parameters()}
+    groups = [{"name": "frozen blocks", "lr": lr / lr_mult,
+               "params": [p for p in base.parameters() if p.requires_grad and id(p) not in in_blocks]}]
+    for (name, layers), rate in zip(blocks[len(blocks) - k:], rates):
+        groups.append({"name": name, "lr": rate, "params": [p for layer in layers for p in layer.parameters()]})
+    groups.append({"name": "head", "lr": lr, "params": head.parameters()})
     if optimizer == "sgd":
         return SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, clip_norm=clip_norm)
     if optimizer == "adam":
         return Adam(groups, lr=lr, weight_decay=weight_decay, clip_norm=clip_norm)
     raise ValueError(f"unknown optimizer {optimizer!r}: use sgd or adam")
-
-
-def make_schedule(optimizer, name, epochs):
-    if name in (None, "none", "constant"):
-        return None
-    if name == "cosine":
-        return CosineLR(optimizer, t_max=max(epochs, 1))
-    if name == "step":
-        return StepLR(optimizer, step_size=max(epochs // 3, 1), gamma=0.1)
-    raise ValueError(f"unknown learning-rate schedule {name!r}: use none, step or cosine")
 
 
 def cached_features(run_dir, base, loaders, device="cpu", progress=False):
@@ -143,6 +171,13 @@ def _check_data(train_set, image_size, settings):
 def _start(run, model, train_set, image_size, settings, weights, allow_partial, log):
     """A new run: the pretrained base's weights (every layer of them, unless ``allow_partial``)
     and a fresh record."""
+    _load_base(model, weights, allow_partial, settings, log)
+    config = settings.model_config(len(train_set.classes), image_size)
+    run.record = new_record(train_set.classes, image_size, config, settings.seed, type(model[0]).PREPROCESSING,
+                            weights=str(Path(weights).resolve()) if weights else None, training=settings.training())
+
+
+def _load_base(model, weights, allow_partial, settings, log):
     if weights is not None:
         try:
             report = load_weights(model[0], weights, strict=not allow_partial)
@@ -156,18 +191,16 @@ def _start(run, model, train_set, image_size, settings, weights, allow_partial, 
         log(f"loaded {len(report.loaded)} layers from {weights}")
         if report.untouched:
             log(f"kept their initial weights (not in {weights}): {', '.join(report.untouched)}")
-    config = settings.model_config(len(train_set.classes), image_size)
-    run.record = new_record(train_set.classes, image_size, config, settings.seed, type(model[0]).PREPROCESSING,
-                            weights=str(Path(weights).resolve()) if weights else None, training=settings.training())
 
 
 def _restore(run, model, settings, log):
     """A resumed run: its last checkpoint, or the pretrained base when it stopped in its first epoch."""
     record = run.record
-    if record["status"] == "finished" and record["epoch"] >= settings.epochs:
+    if record["status"] == "finished" and record["epoch"] >= settings.total_epochs():
         log(f"{run} already finished {record['epoch']} epochs")
     else:
-        log(f"resuming {run} after epoch {record['epoch']} of {settings.epochs}, with the settings in {RECORD}")
+        log(f"resuming {run} after epoch {record['epoch']} of {settings.total_epochs()}, with the settings in "
+            f"{RECORD}")
     if run.has(CHECKPOINT):
         load_weights(model, run.path / CHECKPOINT)
     elif record.get("weights"):
@@ -181,17 +214,20 @@ def _loaders(train_set, val_set, settings, device):
     return train, val
 
 
-def _train(run, model, optimizer, train_set, val_set, settings, cache_features, device, progress, log):
-    """Fit the head on the base's cached features while the base is frozen and nothing is random
-    in the data; else fit the whole model on the images."""
+def _train_phase(run, model, optimizer, train_set, val_set, settings, phase, cache_features, device, progress, log):
+    """One phase, epochs ``first`` to ``end`` with ``blocks`` unfrozen: the head alone on the
+    base's cached features while the base is frozen (its BatchNormalization too) and nothing
+    is random in the data; else the whole model on the images."""
+    first, end, blocks = phase
     train_loader, val_loader = _loaders(train_set, val_set, settings, device)
-    schedule = make_schedule(optimizer, settings.schedule, settings.epochs)
-    use_cache = cache_features and settings.unfreeze_blocks == 0 and not settings.augment
-    run.record["feature_cache"] = use_cache
-    fit_args = {"run_dir": run.path, "record": run.record, "schedule": schedule, "patience": settings.patience,
-                    "device": device, "progress": progress, "seed": settings.seed, "log": log}
+    use_cache = cache_features and blocks == 0 and not settings.augment and not settings.train_bn
+    if blocks == 0 or "feature_cache" not in run.record:
+        run.record["feature_cache"] = use_cache
+    schedule = make_schedule(settings.schedule, settings.warmup_epochs / (end - first))
+    options = {"record": run.record, "seed": settings.seed, "patience": settings.patience, "schedule": schedule,
+               "first_epoch": first, "progress": progress, "log": log, "last": end == settings.total_epochs()}
     if not use_cache:
-        return fit(model, optimizer, train_loader, val_loader, settings.epochs, **fit_args)
+        return fit(model, optimizer, train_loader, val_loader, end, run_callbacks(run.path, **options), device=device)
     base, head = base_and_head(model)
     loaders = {"train": DataLoader(train_set, settings.batch_size)}
     if val_loader is not None:
@@ -201,7 +237,8 @@ def _train(run, model, optimizer, train_set, val_set, settings, cache_features, 
     run.record["feature_seconds"] = time.perf_counter() - t0
     train_loader = DataLoader(ArrayDataset(*feats["train"]), settings.batch_size, shuffle=True, seed=settings.seed)
     val_loader = DataLoader(ArrayDataset(*feats["val"]), settings.batch_size) if "val" in feats else None
-    return fit(head, optimizer, train_loader, val_loader, settings.epochs, save_model=model, **fit_args)
+    return fit(head, optimizer, train_loader, val_loader, end, run_callbacks(run.path, save_model=model, **options),
+               device=device)
 
 
 def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume=False, cache_features=True,
@@ -210,13 +247,17 @@ def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume
 
     Builds the base without top (``settings.arch``, VGG16 by default; loading ``weights``,
     the published notop file or any file in Keras' layouts, which must hold every layer of
-    the base unless ``allow_partial_weights``), adds a new head, freezes the base except its last
-    ``unfreeze_blocks`` blocks, and trains with the ``optimizer``, 'sgd' or 'adam' (head
-    at ``lr``, by default 0.01 for SGD and 0.001 for Adam; base at ``base_lr`` = lr/10
-    by default). ``settings``: a `minitl.runs.Settings`; ``changes``: fields of it to
-    change (``epochs=3, lr=0.001``). ``resume``: go on with the run in ``run_dir``, with
-    its recorded settings; only ``epochs`` may change. While the whole base is frozen
-    and there is no random augmentation, the base's features are computed once and cached.
+    the base unless ``allow_partial_weights``) and adds a new head. With ``freeze_epochs``
+    and ``unfreeze_blocks``, it trains in two phases in one run: the head alone on the
+    frozen base, then the last ``unfreeze_blocks`` blocks too for ``epochs`` more; else one
+    phase of ``epochs`` with ``unfreeze_blocks`` unfrozen. The ``optimizer`` ('sgd' or
+    'adam', head at ``lr``, by default 0.01 for SGD and 0.001 for Adam) gives each unfrozen
+    block its own rate (`make_optimizer`, ``lr_mult``) and follows ``schedule`` over each
+    phase's batches; each phase starts with a fresh optimizer state. ``settings``: a
+    `minitl.runs.Settings`; ``changes``: fields of it to change (``epochs=3, lr=0.001``).
+    ``resume``: go on with the run in ``run_dir``, in whichever phase it stopped, with its
+    recorded settings; only ``epochs`` may change. While the whole base is frozen and there
+    is no random augmentation, the base's features are computed once and cached.
     """
     settings = dataclasses.replace(settings or Settings(), **changes)
     run = RunFolder(run_dir)
@@ -229,6 +270,10 @@ def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume
         run.record["training"] = settings.training()
     elif settings.epochs < 1:
         raise TrainingError(f"epochs must be at least 1, got {settings.epochs}")
+    shortest = min(end - first for first, end, _ in settings.phases())
+    if settings.warmup_epochs >= shortest:
+        raise TrainingError(f"the warm-up of {settings.warmup_epochs:g} epochs must be shorter than each phase "
+                            f"(the shortest has {shortest} epochs)")
     _check_data(train_set, image_size, settings)
     manual_seed(settings.seed)
     model = build_model(run.record["model"] if resume else settings.model_config(len(train_set.classes), image_size))
@@ -236,23 +281,70 @@ def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume
         _restore(run, model, settings, log)
     else:
         _start(run, model, train_set, image_size, settings, weights, allow_partial_weights, log)
-    set_trainable_blocks(model[0], settings.unfreeze_blocks)
+    set_trainable_blocks(model[0], settings.unfreeze_blocks, settings.train_bn)  # checks the count
     model.to(device)
-    optimizer = make_optimizer(model, settings.head_lr(), settings.base_lr, settings.momentum,
-                               settings.weight_decay, settings.clip_norm, settings.optimizer)
-    if resume and run.has(OPTIMIZER):
-        load_optimizer(run.path / OPTIMIZER, optimizer)
     if not resume:
         run.clear(log)
         run.path.mkdir(parents=True, exist_ok=True)  # once the settings and weights are known to be good
         run.write_record("running")  # from now on, --resume can continue it
-    _train(run, model, optimizer, train_set, val_set, settings, cache_features, device, progress, log)
+    for phase in settings.phases():
+        first, end, blocks = phase
+        if run.record["epoch"] >= end and phase != settings.phases()[-1]:
+            continue
+        set_trainable_blocks(model[0], blocks, settings.train_bn)
+        optimizer = make_optimizer(model, settings.head_lr(), settings.lr_mult, settings.momentum,
+                                   settings.weight_decay, settings.clip_norm, settings.optimizer)
+        if run.record["epoch"] > first and run.has(OPTIMIZER):  # this phase's state, not the previous one's
+            load_optimizer(run.path / OPTIMIZER, optimizer)
+        if len(settings.phases()) > 1:
+            log(f"phase {settings.phases().index(phase) + 1}: epochs {first + 1} to {end}, "
+                + (f"the last {blocks} blocks unfrozen" if blocks else "the base frozen"))
+        _train_phase(run, model, optimizer, train_set, val_set, settings, phase, cache_features, device, progress,
+                     log)
     try:
         from minitl.plots import plot_history
-        plot_history(run.record["history"], run.path / "curves.png")
+        plot_history(run.record["history"], run.path / "curves.png",
+                     settings.phases()[0][1] if len(settings.phases()) > 1 else None)
     except ImportError:  # matplotlib is optional
         pass
     return model, run.record
+
+
+def find_lr(train_set, out, settings=None, *, weights=None, cache_features=True, allow_partial_weights=False,
+            num=100, device="cpu", progress=True, log=print, **changes):
+    """``minitl lr-find``: `minitl.train.lr_find` on the model that the first phase of
+    `finetune` with these settings would train (the head alone on cached features when the
+    base starts frozen), from its first batches; writes lr_find.json and lr_find.png (with
+    matplotlib) into ``out`` and returns the sweep with its suggestions."""
+    settings = dataclasses.replace(settings or Settings(), **changes)
+    image_size = tuple(train_set[0][0].shape[:2]) if len(train_set) else None
+    _check_data(train_set, image_size, settings)
+    manual_seed(settings.seed)
+    model = build_model(settings.model_config(len(train_set.classes), image_size))
+    _load_base(model, weights, allow_partial_weights, settings, log)
+    blocks = settings.phases()[0][2]
+    set_trainable_blocks(model[0], blocks, settings.train_bn)
+    model.to(device)
+    optimizer = make_optimizer(model, settings.head_lr(), settings.lr_mult, settings.momentum, settings.weight_decay,
+                               settings.clip_norm, settings.optimizer)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    loader = DataLoader(train_set, settings.batch_size, shuffle=True, seed=settings.seed)
+    trained = model
+    if cache_features and blocks == 0 and not settings.augment and not settings.train_bn:
+        base, trained = base_and_head(model)
+        feats = cached_features(out, base, {"train": DataLoader(train_set, settings.batch_size)}, device, progress)
+        loader = DataLoader(ArrayDataset(*feats["train"]), settings.batch_size, shuffle=True, seed=settings.seed)
+    result = lr_find(trained, optimizer, loader, num=num, device=device)
+    result.update(settings=settings.training(), trained="head" if blocks == 0 else f"the last {blocks} blocks and "
+                  "the head", batches=len(result["lrs"]))
+    write_json(out / "lr_find.json", result)
+    try:
+        from minitl.plots import plot_lr_find
+        plot_lr_find(result, out / "lr_find.png")
+    except ImportError:  # matplotlib is optional
+        pass
+    return result
 
 
 def load_run(run_dir, which=CHECKPOINT, device="cpu"):

@@ -150,7 +150,8 @@ def test_cli_errors_are_one_line_without_traceback(args, message, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["--lr", "-0.1"], "argument --lr: expected a number above 0, got '-0.1'"),
-    (["--base-lr", "0"], "argument --base-lr: expected a number above 0, got '0'"),
+    (["--lr-mult", "0.5"], "argument --lr-mult: expected a number of at least 1, got '0.5'"),
+    (["--schedule", "linear"], "argument --schedule: invalid choice: 'linear'"),
     (["--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
 ])
 def test_cli_rejects_bad_optimizer_settings_before_reading_any_data(args, message, capsys):

@@ -65,10 +65,10 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(folder, notop, t
 
     real = T.train_epoch
 
-    def interrupted(model, loader, optimizer, epoch, *args, **kw):
-        if epoch == 2:
+    def interrupted(loop):
+        if loop.epoch == 2:
             raise KeyboardInterrupt
-        return real(model, loader, optimizer, epoch, *args, **kw)
+        return real(loop)
 
     monkeypatch.setattr(T, "train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -216,15 +216,15 @@ def test_a_run_that_diverges_in_one_batch_writes_no_checkpoint_and_a_strict_json
 
 
 def test_non_finite_weights_after_an_epoch_keep_the_last_finite_checkpoint(tmp_path, monkeypatch):
-    real = T._epoch
+    real = T.train_epoch
 
-    def poisoned(model, optimizer, *args):  # the update of epoch 2 leaves one weight infinite
-        row = real(model, optimizer, *args)
-        if row["epoch"] == 2:
-            model.get_layer("head_dense1").kernel.data[0, 0] = np.inf
+    def poisoned(loop):  # the update of epoch 2 leaves one weight infinite
+        row = real(loop)
+        if loop.epoch == 1:
+            loop.model.get_layer("head_dense1").kernel.data[0, 0] = np.inf
         return row
 
-    monkeypatch.setattr(T, "_epoch", poisoned)
+    monkeypatch.setattr(T, "train_epoch", poisoned)
     with pytest.raises(TrainingError, match=r"weights of head_dense1 became NaN or infinite in epoch 2\. Try a lower "
                                             r"learning rate.*the checkpoint of epoch 1 is kept"):
         transfer.finetune(two_classes(8), two_classes(4, 1), tmp_path / "run", epochs=3, **SMALL)
