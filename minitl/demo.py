@@ -26,8 +26,9 @@ from minitl.errors import WeightsError
 from minitl.files import write_json
 from minitl.metrics import format_report
 from minitl.nn import BatchNormalization, manual_seed
+from minitl.optim import make_schedule
 from minitl.runs import BEST, Settings, new_record, read_record
-from minitl.train import evaluate, fit, update_batchnorm_statistics
+from minitl.train import evaluate, fit, run_callbacks, update_batchnorm_statistics
 from minitl.transfer import build_model, cached_features, make_optimizer, set_trainable_blocks
 
 SOURCE = ("bear", "bird", "cat", "cow", "dog")
@@ -148,10 +149,10 @@ def pretrain(arch="vgg16", out=None, epochs=None, batch_size=64, lr=0.01, seed=0
     manual_seed(seed)
     model = build_demo_model(config(base, len(SOURCE), hidden=(256, 128), dropout=0.0))
     input_aware_init(model, base, train_set.images[:1000])
-    optimizer = make_optimizer(model, lr, base_lr=lr, momentum=0.9, clip_norm=5.0)
+    optimizer = make_optimizer(model, lr, momentum=0.9, clip_norm=5.0)
     start = time.perf_counter()
     fit(model, optimizer, DataLoader(train_set, batch_size, shuffle=True, seed=seed), DataLoader(test_set, 250),
-        epochs=epochs, progress=progress, seed=seed, log=log)
+        epochs, run_callbacks(seed=seed, progress=progress, log=log))
     seconds = time.perf_counter() - start
     report = evaluate(model, DataLoader(test_set, 250), list(SOURCE))
     if update_batchnorm_statistics(model, DataLoader(train_set, 250)):
@@ -178,14 +179,16 @@ class _Target:
         self.test_loader = DataLoader(data["test"], 250)
         self.reports = {}
 
-    def fit(self, name, model, optimizer, train_loader, val_loader, epochs, save_model=None, **entries):
+    def fit(self, name, model, optimizer, train_loader, val_loader, epochs, save_model=None, schedule=None,
+            **entries):
         """Train one setting into out/<name>, then evaluate its best epoch on the test set."""
         run_dir = self.out / name
         run_dir.mkdir(exist_ok=True)
         record = new_record(TARGET, (SIZE, SIZE), self.cfg, self.seed, preprocessing=self.base.preprocessing,
                             setting=name, **entries)
-        fit(model, optimizer, train_loader, val_loader, epochs, run_dir, record, progress=self.progress,
-            seed=self.seed, log=self.log, save_model=save_model, device=self.device)
+        fit(model, optimizer, train_loader, val_loader, epochs,
+            run_callbacks(run_dir, record, self.seed, schedule=schedule, progress=self.progress, log=self.log,
+                          save_model=save_model), device=self.device)
         model = model if save_model is None else save_model
         weights_io.load_weights(model, run_dir / BEST)  # the epoch with the lowest validation loss
         report = evaluate(model, self.test_loader, list(TARGET), self.device)
@@ -202,11 +205,41 @@ def _scratch(task, epochs, lr):
     input_aware_init(model, task.base, task.data["train"].images)
     model.to(task.device)
     set_trainable_blocks(model[0], len(model[0].blocks()))
-    opt = make_optimizer(model, lr, base_lr=lr, clip_norm=5.0)
+    opt = make_optimizer(model, lr, clip_norm=5.0)
     task.fit("scratch", model, opt, task.train_loader, task.val_loader, epochs)
 
 
-def _frozen(task, weights, epochs, lr):
+@dataclass(frozen=True)
+class Recipe:
+    """How the frozen and the fine-tuned settings train: the two phases of `minitl finetune`.
+
+    The frozen setting trains the new head on the base's cached features for the demo's
+    ``epochs`` at ``frozen_lr``; the fine-tuned one starts from its best epoch, unfreezes
+    the last ``unfreeze_blocks`` blocks (None: the base's own number) and trains
+    ``finetune_epochs`` at ``lr`` for the head, spread down to lr/``lr_mult`` over the
+    blocks; both with ``optimizer`` and ``schedule`` over their batches.
+    """
+    frozen_lr: float = 0.01
+    finetune_epochs: int = 15
+    lr: float = 0.001
+    lr_mult: float = 1.0
+    optimizer: str = "sgd"
+    schedule: str = "none"
+    unfreeze_blocks: int = None
+    train_bn: bool = False
+    augment: bool = False
+
+
+def flip_and_shift(x, rng, shift=2):
+    """A random left-right flip, then a random shift of up to ``shift`` pixels each way (the
+    silhouettes' 2-pixel background border rolls round, so nothing of an animal is lost)."""
+    if rng.random() < 0.5:
+        x = x[:, ::-1]
+    dy, dx = rng.integers(-shift, shift + 1, size=2)
+    return np.roll(x, (dy, dx), axis=(0, 1))
+
+
+def _frozen(task, weights, epochs, recipe):
     """The pretrained base (loaded like the published notop file), frozen, with a new head
     trained on the base's cached features; returns the model."""
     task.log(f"\n[2/3] frozen: pretrained base from {weights.name}, new head, base frozen")
@@ -219,29 +252,35 @@ def _frozen(task, weights, epochs, lr):
     (task.out / "frozen").mkdir(exist_ok=True)
     loaders = {"train": DataLoader(task.data["train"], 100), "val": task.val_loader}
     feats = cached_features(task.out / "frozen", base, loaders, task.device)
-    opt = make_optimizer(model, lr)
+    opt = make_optimizer(model, recipe.frozen_lr, optimizer=recipe.optimizer)
     task.fit("frozen", head, opt, DataLoader(ArrayDataset(*feats["train"]), task.batch_size, shuffle=True,
                                              seed=task.seed),
-             DataLoader(ArrayDataset(*feats["val"]), 100), epochs, save_model=model, weights=str(weights))
+             DataLoader(ArrayDataset(*feats["val"]), 100), epochs, save_model=model,
+             schedule=make_schedule(recipe.schedule), weights=str(weights))
     return model
 
 
-def _finetuned(task, model, weights, epochs, unfreeze_blocks, lr):
-    """From the frozen result: the last blocks unfrozen, a lower learning rate."""
-    task.log(f"\n[3/3] finetuned: last {unfreeze_blocks} blocks unfrozen, learning rate {lr:g}")
-    set_trainable_blocks(model[0], unfreeze_blocks)
-    opt = make_optimizer(model, lr, base_lr=lr)
-    task.fit("finetuned", model, opt, task.train_loader, task.val_loader, epochs, weights=str(weights),
-             unfreeze_blocks=unfreeze_blocks)
+def _finetuned(task, model, weights, recipe):
+    """From the frozen result: the last blocks unfrozen, each at its own lower rate."""
+    blocks = task.base.unfreeze_blocks if recipe.unfreeze_blocks is None else recipe.unfreeze_blocks
+    task.log(f"\n[3/3] finetuned: last {blocks} blocks unfrozen, learning rate {recipe.lr:g} "
+             f"(down to {recipe.lr / recipe.lr_mult:g})")
+    set_trainable_blocks(model[0], blocks, recipe.train_bn)
+    opt = make_optimizer(model, recipe.lr, recipe.lr_mult, optimizer=recipe.optimizer)
+    train = task.data["train"]
+    loader = DataLoader(ArrayDataset(train.images, train.labels, flip_and_shift, seed=task.seed), task.batch_size,
+                        shuffle=True, seed=task.seed) if recipe.augment else task.train_loader
+    task.fit("finetuned", model, opt, loader, task.val_loader, recipe.finetune_epochs,
+             schedule=make_schedule(recipe.schedule), weights=str(weights), unfreeze_blocks=blocks)
 
 
-def run(out=None, arch="vgg16", weights=None, train_per_class=20, epochs=30, finetune_epochs=15, unfreeze_blocks=None,
-        lr=0.01, batch_size=32, seed=0, progress=True, log=print, device="cpu"):
-    """Scratch vs frozen vs fine-tuned on the target animals with the arch's small backbone;
-    returns the results dict."""
+def run(out=None, arch="vgg16", weights=None, train_per_class=20, epochs=30, recipe=None, lr=0.01, batch_size=32,
+        seed=0, progress=True, log=print, device="cpu"):
+    """Scratch (``epochs`` at ``lr``) vs frozen vs fine-tuned (`Recipe`) on the target animals
+    with the arch's small backbone; returns the results dict."""
     t_start = time.perf_counter()
     base = demo_base(arch)
-    unfreeze_blocks = base.unfreeze_blocks if unfreeze_blocks is None else unfreeze_blocks
+    recipe = recipe or Recipe()
     weights = Path(weights) if weights else demo_weights_path(arch)
     if not weights.is_file():  # before any training: the frozen and fine-tuned settings need it
         problem = "is not a file" if weights.exists() else "does not exist"
@@ -255,8 +294,8 @@ def run(out=None, arch="vgg16", weights=None, train_per_class=20, epochs=30, fin
         f"{len(data['train'])} training images, {len(data['val'])} validation, {len(data['test'])} test")
     task = _Target(out, base, data, seed, batch_size, device, progress, log)
     _scratch(task, epochs, lr)
-    model = _frozen(task, weights, epochs, lr)
-    _finetuned(task, model, weights, finetune_epochs, unfreeze_blocks, lr / 10)
+    model = _frozen(task, weights, epochs, recipe)
+    _finetuned(task, model, weights, recipe)
     reports = task.reports
     results = {name: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]} for name, r in reports.items()}
     samples = _save_samples(out / "samples", images, labels, names, data["test_index"])

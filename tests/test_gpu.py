@@ -104,7 +104,7 @@ def test_demo_finetuning_runs_on_gpu(tmp_path):
         out=tmp_path / "demo",
         train_per_class=5,
         epochs=2,
-        finetune_epochs=1,
+        recipe=demo.Recipe(finetune_epochs=1),
         progress=False,
         device="gpu",
         log=lambda *a: None,
