@@ -72,3 +72,41 @@ def test_every_check_fails_on_the_untouched_stubs(on_stubs, on_solutions):
                         "`git stash` or `git checkout exercises/` gives the untouched ones back")
     elsewhere = sorted(k for k, (_, text) in on_stubs.items() if "NotImplementedError" not in text)
     assert not elsewhere, f"these checks failed on the stubs, but not on a task's NotImplementedError: {elsewhere}"
+
+
+MISTAKES = {  # task file: (solution line, the typical mistake, a check that must catch it)
+    "task01_backward.py": ("grads[id(x)] = grads[id(x)] + gx if id(x) in grads else gx", "grads[id(x)] = gx",
+                           "test_task01_walk_gives_the_engines_gradients_when_nodes_are_read_twice"),
+    "task02_broadcast_backward.py": ("return grad.sum(axis=stretched, keepdims=True) if stretched else grad",
+                                     "return grad", "test_task02_add_backward[shapes0]"),
+    "task03_activations.py": ("return np.where(x >= 0, 1 / (1 + e), e / (1 + e))", "return 1 / (1 + np.exp(-x))",
+                              "test_task03_sigmoid_is_exact_on_both_tails"),
+    "task05_sgd.py": ("v = p.grad.copy() if v is None else self.momentum * v + p.grad", "v = p.grad",
+                      "test_task05_steps_match_the_engines_sgd[0.9]"),
+    "task07_conv_backward.py": ("sw, :] += blocks", "sw, :] = blocks",
+                                "test_task07_col2im_is_the_adjoint_of_im2col"),
+    "task09_batchnorm.py": ("(gy - gy.mean(axis=axes, keepdims=True) - x_hat", "(gy - x_hat",
+                            "test_task09_matches_the_engine_and_the_chain_of_primitive_ops"),
+}
+
+
+def test_the_checks_catch_typical_mistakes(tmp_path):
+    folder = tmp_path / "mistakes"
+    folder.mkdir()
+    for path in SOLUTIONS.glob("task*.py"):
+        text = path.read_text(encoding="utf8")
+        if path.name in MISTAKES:
+            right, wrong, _ = MISTAKES[path.name]
+            assert right in text, f"{path.name} no longer holds {right!r}"
+            text = text.replace(right, wrong)
+        (folder / path.name).write_text(text, encoding="utf8")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["MINITL_EXERCISES"] = str(folder)
+    tasks = " or ".join(name[:6] for name in MISTAKES)
+    done = subprocess.run([sys.executable, "-m", "pytest", "exercises", "-q", "-p", "no:cacheprovider", "-rf",
+                           "-k", tasks], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    failed = [line for line in done.stdout.splitlines() if line.startswith("FAILED ")]
+    for name, (_, wrong, check) in MISTAKES.items():
+        assert any(f"::{check}" in line for line in failed), \
+            f"{check} passed with {wrong!r} in {name}:\n{done.stdout[-3000:]}"
