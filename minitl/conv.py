@@ -22,6 +22,7 @@ __all__ = [
     "ZeroPadding2DFunction",
     "avg_pool2d",
     "conv2d",
+    "conv2d_backward_reference",
     "conv2d_reference",
     "depthwise_conv2d",
     "depthwise_conv2d_reference",
@@ -145,12 +146,22 @@ class Conv2DFunction(Function):
     A 1×1 kernel without padding needs no im2col: cols is X itself (every sh-th row and
     sw-th column of it), so Y = X_mat @ W_mat, dW_mat = X_matᵀ @ gY and dX = gY @ W_matᵀ
     put back on that grid (``_pointwise_forward``, ``_pointwise_backward``).
+    Under ``set_algorithm('reference')`` forward and backward are the loops of
+    ``conv2d_reference`` and ``conv2d_backward_reference`` instead.
     """
 
     def __init__(self, stride, pads, relu=False):
         self.stride, self.pads, self.relu = stride, pads, relu
 
     def forward(self, x, w, b=None):
+        self.reference = get_algorithm() == "reference"
+        if self.reference:
+            self.x, self.w, self.has_bias = x, w, b is not None
+            y = conv2d_reference(x, w, b, self.stride, self.pads)
+            if self.relu:
+                y = get_array_module(y).maximum(y, 0)
+                self.y = y
+            return y
         # -- Winograd (minitl.winograd) for 3x3 stride-1 kernels, when winograd.choose says so
         self.tile = winograd.choose(x, w, b, self.stride, self.pads)
         if self.tile:
@@ -220,6 +231,11 @@ class Conv2DFunction(Function):
         return y
 
     def backward(self, gy):
+        if self.reference:
+            g = gy * (self.y > 0) if self.relu else gy
+            dx, dw, db = conv2d_backward_reference(g, self.x, self.w, self.stride, self.pads)
+            grads = (dx, dw, db)[:3 if self.has_bias else 2]
+            return tuple(gi if need else None for gi, need in zip(grads, self.needs_grad))
         xp = get_array_module(gy)
         x, w = self.x, self.w
         kh, kw, c, o = w.shape
@@ -274,16 +290,44 @@ class Conv2DFunction(Function):
 def conv2d_reference(x, w, b=None, stride=(1, 1), pads=(0, 0, 0, 0)):
     """The formula itself, as loops over output positions, to check ``Conv2DFunction`` against:
     y[n, i, j, o] = b[o] + Σ_{a,b,c} x_pad[n, i·sh + a, j·sw + b, c] · W[a, b, c, o], for arrays."""
+    xp = get_array_module(x)
     kh, kw, _, o = w.shape
     top, bottom, left, right = pads
-    x_pad = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    x_pad = xp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
     rows = range(0, x_pad.shape[1] - kh + 1, stride[0])      # the top row of each window that fits
     cols = range(0, x_pad.shape[2] - kw + 1, stride[1])
-    y = np.zeros((x.shape[0], len(rows), len(cols), o), dtype=np.result_type(x, w))
+    y = xp.zeros((x.shape[0], len(rows), len(cols), o), dtype=xp.result_type(x, w))
     for i, r in enumerate(rows):
         for j, s in enumerate(cols):
-            y[:, i, j, :] = np.tensordot(x_pad[:, r:r + kh, s:s + kw, :], w, axes=3)
+            y[:, i, j, :] = xp.tensordot(x_pad[:, r:r + kh, s:s + kw, :], w, axes=3)
     return y if b is None else y + b
+
+
+def conv2d_backward_reference(gy, x, w, stride=(1, 1), pads=(0, 0, 0, 0)):
+    """dX, dW and db of y = ``conv2d_reference(x, w, b, stride, pads)`` as loops over output
+    positions (i, j), the slow twin of ``Conv2DFunction.backward``, for arrays:
+
+        dW[a, b, c, o]               += Σ_n x_pad[n, i·sh + a, j·sw + b, c] · gy[n, i, j, o]
+        dx_pad[n, i·sh + a, j·sw + b, c] += Σ_o W[a, b, c, o] · gy[n, i, j, o]
+        db[o]                        += Σ_n gy[n, i, j, o]
+
+    and dX is dx_pad without its padding (a pixel in several windows gets the sum of their
+    gradients, which is what col2im does)."""
+    xp = get_array_module(x)
+    kh, kw = w.shape[:2]
+    sh, sw = stride
+    top, bottom, left, right = pads
+    x_pad = xp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    dx_pad = xp.zeros(x_pad.shape, dtype=xp.result_type(gy, w))
+    dw = xp.zeros(w.shape, dtype=xp.result_type(gy, x))
+    for i in range(gy.shape[1]):
+        for j in range(gy.shape[2]):
+            r, s = i * sh, j * sw
+            g = gy[:, i, j, :]                                                      # (N, O)
+            dw += xp.tensordot(x_pad[:, r:r + kh, s:s + kw, :], g, axes=([0], [0]))  # (kh, kw, C, O)
+            dx_pad[:, r:r + kh, s:s + kw, :] += xp.tensordot(g, w, axes=([1], [3]))  # (N, kh, kw, C)
+    dx = xp.ascontiguousarray(dx_pad[:, top:top + x.shape[1], left:left + x.shape[2], :])
+    return dx, dw, gy.sum(axis=(0, 1, 2))
 
 
 def conv2d(x, w, b=None, stride=1, padding="valid", activation=None):

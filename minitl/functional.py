@@ -9,7 +9,7 @@ import numpy as np
 from minitl import kernels
 from minitl.backend import device_of, get_array_module, to_device
 from minitl.errors import DeviceError, ShapeError
-from minitl.ops import matmul, reshape
+from minitl.ops import matmul, mean, reshape, sqrt
 from minitl.tensor import Function, Tensor, as_tensor, records
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "Tanh",
     "avg_pool2d",
     "batch_norm",
+    "batch_norm_reference",
     "clipped_relu",
     "conv2d",
     "dense",
@@ -407,6 +408,21 @@ def batch_norm(x, gamma, beta, moving_mean, moving_variance, training=False, mom
             batch = to_device(batch, device_of(data)).astype(data.dtype, copy=False)
             data[...] = data * momentum + batch * (1.0 - momentum)
     return y
+
+
+def batch_norm_reference(x, gamma=None, beta=None, epsilon=1e-3, axis=-1):
+    """Training-mode batch normalisation as a chain of primitive ops, for students who compare:
+    μ = mean(x), d = x − μ, σ² = mean(d · d), x̂ = d / √(σ² + ε), y = γ · x̂ + β (means over every
+    axis but ``axis``). Its gradient is the autograd walk through these ops, which must equal the
+    closed form of ``BatchNormFunction.backward`` (tests/test_conv_reference.py compares them)."""
+    x = as_tensor(x)
+    axes = tuple(i for i in range(x.ndim) if i != axis % x.ndim)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    d = x - mean(x, axis=axes, keepdims=True)
+    x_hat = d / sqrt(mean(d * d, axis=axes, keepdims=True) + epsilon)
+    y = x_hat if gamma is None else x_hat * reshape(gamma, shape)
+    return y if beta is None else y + reshape(beta, shape)
 
 
 from minitl.conv import avg_pool2d, conv2d, depthwise_conv2d, global_avg_pool2d, max_pool2d, zero_padding2d

@@ -101,7 +101,7 @@ GPU_CHUNK_BYTES = 256 * 2**20
 
 # ---------------------------------------------------------------- choosing the algorithm
 
-ALGORITHMS = ("auto", "im2col", "winograd", "winograd4")
+ALGORITHMS = ("auto", "im2col", "winograd", "winograd4", "reference")
 _algorithm = "auto"
 
 
@@ -109,7 +109,10 @@ def set_algorithm(name):
     """Selects how conv2d computes 3x3, stride-1 convolutions from now on:
     'im2col' (im2col + one matrix product), 'winograd' (F(2×2, 3×3)), 'winograd4'
     (F(4×4, 3×3)) or 'auto' (the default: per layer shape, see ``choose``).
-    Other convolutions always use im2col. Returns the previous setting."""
+    Other convolutions always use im2col. 'reference' sends every conv2d, forward and
+    backward, through the formulas as loops (``minitl.conv.conv2d_reference`` and
+    ``minitl.conv.conv2d_backward_reference``): slow, for students who compare.
+    Returns the previous setting."""
     global _algorithm
     if name not in ALGORITHMS:
         raise ValueError(f"conv algorithm must be one of {', '.join(ALGORITHMS)}, got {name!r}")
@@ -153,7 +156,7 @@ def applies(w_shape, stride, pads):
 def choose(x, w, b, stride, pads):
     """How to compute conv2d(x, w, b): the Winograd output tile size m (2 or 4), or None
     for im2col."""
-    if _algorithm == "im2col" or not applies(w.shape, stride, pads):
+    if _algorithm in ("im2col", "reference") or not applies(w.shape, stride, pads):
         return None
     if x.dtype != w.dtype or x.dtype.kind != "f" or (b is not None and b.dtype != x.dtype):
         return None                                     # mixed dtypes: im2col's NumPy promotion

@@ -14,7 +14,7 @@ import pytest
 import minitl
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ["docs/math.md", "docs/architecture.md", "README.md"]
+DOCS = ["docs/math.md", "docs/architecture.md", "docs/tutorial.md", "README.md"]
 NAME = re.compile(r"`(minitl(?:\.[A-Za-z_]\w*)+)(?:\(\))?`")
 PATH = re.compile(r"`(minitl/[\w/]+\.py)`")
 FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
