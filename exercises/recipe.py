@@ -22,7 +22,7 @@ from minitl.datasets import load_animal_shapes
 from minitl.nn import manual_seed
 from minitl.optim import SGD
 from minitl.tensor import Tensor, as_tensor
-from minitl.train import fit, predict
+from minitl.train import EpochLog, fit, predict
 
 
 def _pair(v):
@@ -70,10 +70,10 @@ def run(per_class=20, epochs=3, finetune_epochs=1, lr=0.001, batch_size=20, seed
     io.load_weights(base, demo.demo_weights_path())            # the pretrained base, as a notop file
     freeze_all_but(base, [])                                    # 1. the new head on the frozen base
     history = fit(model, SGD(param_groups(model, lr, lr / 10), lr=lr, momentum=0.9), train, val, epochs,
-                  progress=False, log=log)["history"]
+                  [EpochLog(log)]).record["history"]
     freeze_all_but(base, [layer.name for layer in base.layers() if layer.name.startswith("block5")])
     history += fit(model, SGD(param_groups(model, lr / 10, lr / 10), lr=lr / 10, momentum=0.9), train, val,
-                   finetune_epochs, progress=False, log=log)["history"]   # 2. and the last block, at lr / 10
+                   finetune_epochs, [EpochLog(log)]).record["history"]   # 2. and the last block, at lr / 10
     logits, truth = predict(model, test)
     c = confusion_matrix(truth, logits.argmax(axis=1), len(demo.TARGET))
     return {"loss": F.softmax_cross_entropy(Tensor(logits), truth).item(), "accuracy": accuracy(c),

@@ -357,3 +357,16 @@ def test_outputs_that_are_the_wrong_kind_of_path(folder, tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(run), "--data", str(folder), "--out", str(tmp_path), "--quiet"]) == 1
     one_error_line(capsys, f"cannot write a file: a folder has its name: '{tmp_path}'")
+
+
+def test_cli_lr_find_prints_the_suggestions_and_writes_its_files(folder, notop, tmp_path, capsys):
+    out = tmp_path / "lr"
+    assert main(["lr-find", "--data", str(folder), "--weights", str(notop), "--out", str(out), "--image-size", "32",
+                 "--width", "0.0625", "--hidden", "8", "--batch-size", "2", "--batches", "30", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    saved = json.loads((out / "lr_find.json").read_text())
+    assert f"suggested --lr: {saved['valley']:.2g} (valley), {saved['minimum']:.2g} (minimum / 10)" in text
+    assert "the settings use 0.01" in text and saved["trained"] == "head"
+    with pytest.raises(SystemExit) as e:
+        main(["lr-find", "--help"])
+    assert e.value.code == 0 and "--freeze-epochs" in capsys.readouterr().out

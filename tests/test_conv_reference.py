@@ -97,9 +97,8 @@ def _short_run():
     head = model[1].parameters()
     block = model[0].get_layer("block5_conv3").parameters()
     optimizer = SGD([{"params": head, "lr": 0.01}, {"params": block, "lr": 0.001}], lr=0.01, momentum=0.9)
-    record = fit(model, optimizer, DataLoader(data["train"], 10, shuffle=True), DataLoader(data["val"], 10), 1,
-                 progress=False, log=lambda line: None)
-    return record["history"], evaluate(model, DataLoader(data["test"], 50), list(demo.TARGET))
+    loop = fit(model, optimizer, DataLoader(data["train"], 10, shuffle=True), DataLoader(data["val"], 10), 1)
+    return loop.record["history"], evaluate(model, DataLoader(data["test"], 50), list(demo.TARGET))
 
 
 def test_the_demo_runs_under_the_reference_algorithm_with_the_same_table(monkeypatch):

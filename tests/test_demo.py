@@ -42,8 +42,8 @@ def test_each_demo_base_names_its_arch_s_preprocessing():
 @pytest.mark.parametrize("arch", ["vgg16", "mobilenet_v2"])
 def test_short_demo_run_writes_results_and_samples(tmp_path, arch):
     lines = []
-    results = demo.run(out=tmp_path / "demo", arch=arch, train_per_class=3, epochs=1, recipe=demo.Recipe(finetune_epochs=1),
-                       progress=False, log=lines.append)
+    results = demo.run(out=tmp_path / "demo", arch=arch, train_per_class=3, epochs=1,
+                       recipe=demo.Recipe(finetune_epochs=1), progress=False, log=lines.append)
     saved = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert saved["arch"] == arch
     for name in ("scratch", "frozen", "finetuned"):

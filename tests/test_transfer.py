@@ -275,3 +275,109 @@ def test_load_run_reads_the_committed_epoch_of_a_torn_folder_without_changing_it
     folder_two.staged(runs.CHECKPOINT).unlink()  # now neither file is epoch 2's
     with pytest.raises(TrainingError, match="checkpoint.h5 differs from the file of epoch 2 that record.json names"):
         transfer.load_run(two)
+
+
+# ---- per-block rates, two phases, BatchNorm rules -------------------------------
+def test_block_learning_rates_spread_geometrically_from_the_head_down_to_lr_over_m():
+    assert transfer.block_learning_rates(0.01, 10, 0) == [0.01]
+    np.testing.assert_allclose(transfer.block_learning_rates(0.01, 10, 2), [0.001, 0.01 / 10 ** 0.5, 0.01])
+    np.testing.assert_allclose(transfer.block_learning_rates(0.01, 1, 3), [0.01] * 4)
+
+
+def test_make_optimizer_gives_each_unfrozen_block_its_group():
+    model = transfer.build_model({"arch": "vgg16", "input_shape": [32, 32, 3], "width": 1 / 16, "num_classes": 3,
+                                  "hidden": [8]})
+    transfer.set_trainable_blocks(model[0], 2)
+    groups = transfer.make_optimizer(model, 0.01, lr_mult=100).param_groups
+    assert [g["name"] for g in groups] == ["frozen blocks", "block4", "block5", "head"]
+    np.testing.assert_allclose([g["lr"] for g in groups], [1e-4, 1e-4, 1e-3, 1e-2])
+    assert not groups[0]["params"]
+    block4 = {id(p) for layer in model[0].blocks()["block4"] for p in layer.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == block4
+    every = [p for g in groups for p in g["params"]]
+    assert len(every) == len({id(p) for p in every}) == len(model.trainable_parameters())
+
+
+def test_train_bn_keeps_the_batchnorm_of_frozen_blocks_training_in_a_group_of_its_own():
+    from minitl.applications import MobileNetV2
+    from minitl.nn import BatchNormalization
+    base = MobileNetV2(include_top=False, input_shape=(32, 32, 3), alpha=0.35)
+    model = transfer.Sequential([base, transfer.build_head(3, hidden=(8,))], input_shape=(32, 32, 3))
+    transfer.set_trainable_blocks(base, 1, train_bn=True)
+    last = set(map(id, list(base.blocks().values())[-1]))
+    for layer in base.layers():
+        if layer.parameters():
+            trains = any(p.requires_grad for p in layer.parameters())
+            assert trains == (id(layer) in last or isinstance(layer, BatchNormalization)), layer.name
+    groups = transfer.make_optimizer(model, 0.01, lr_mult=10).param_groups
+    assert groups[0]["name"] == "frozen blocks" and groups[0]["lr"] == pytest.approx(1e-3)
+    assert groups[0]["params"] and all(p.name in ("gamma", "beta") for p in groups[0]["params"])
+    transfer.set_trainable_blocks(base, 1)  # Keras' rule: frozen BatchNormalization is frozen
+    assert not any(p.requires_grad for m in base.modules() if isinstance(m, BatchNormalization)
+                   and id(m) not in last for p in m.parameters())
+
+
+TWO_PHASES = dict(SMALL, epochs=2, freeze_epochs=2, unfreeze_blocks=2, schedule="onecycle", optimizer="adam",
+                  lr=1e-3, lr_mult=10)
+
+
+def test_two_phases_train_the_head_on_cached_features_then_the_blocks(folder, notop, tmp_path, monkeypatch):
+    train, val = datasets(folder)
+    seen = []
+    real = T.train_epoch
+
+    def watch(loop):  # which weights each epoch trains
+        seen.append((loop.epoch, loop.train_loader.dataset[0][0].shape))
+        return real(loop)
+
+    monkeypatch.setattr(T, "train_epoch", watch)
+    model, record = transfer.finetune(train, val, tmp_path / "run", weights=notop, **TWO_PHASES)
+    assert record["epoch"] == 4 and record["status"] == "finished" and record["feature_cache"]
+    assert (tmp_path / "run" / "features.h5").is_file()
+    # epochs 1-2: the head on features (1x1x32); epochs 3-4: the whole model on 32x32 images
+    assert seen == [(0, (1, 1, 32)), (1, (1, 1, 32)), (2, (32, 32, 3)), (3, (32, 32, 3))]
+    stored = {e.name: e.arrays for e in io.read_keras_weights(notop)}
+    np.testing.assert_array_equal(model[0].get_layer("block3_conv1").kernel.data, stored["block3_conv1"][0])
+    assert not np.array_equal(model[0].get_layer("block5_conv1").kernel.data, stored["block5_conv1"][0])
+    assert record["training"]["freeze_epochs"] == 2 and record["training"]["lr_mult"] == 10
+
+
+@pytest.mark.parametrize("stop", [1, 2, 3])  # in phase 1, at the switch, in phase 2
+def test_a_two_phase_run_resumes_bit_for_bit_in_either_phase(folder, notop, tmp_path, monkeypatch, stop):
+    train, val = datasets(folder)
+    full, _ = transfer.finetune(train, val, tmp_path / "full", weights=notop, **TWO_PHASES)
+    restore = interrupt_at(monkeypatch, stop)
+    with pytest.raises(KeyboardInterrupt):
+        transfer.finetune(train, val, tmp_path / "cut", weights=notop, **TWO_PHASES)
+    assert json.loads((tmp_path / "cut" / "record.json").read_text())["epoch"] == stop
+    restore()
+    resumed, record = transfer.finetune(train, val, tmp_path / "cut", resume=True, **TWO_PHASES)
+    assert record["epoch"] == 4 and record["status"] == "finished"
+    for (k, a), b in zip(params(full).items(), params(resumed).values()):
+        np.testing.assert_array_equal(a, b, err_msg=k)
+
+
+def test_a_warmup_longer_than_a_phase_is_refused(folder, notop, tmp_path):
+    train, val = datasets(folder)
+    with pytest.raises(TrainingError, match=r"warm-up of 2 epochs must be shorter than each phase \(the shortest has"):
+        transfer.finetune(train, val, tmp_path / "run", weights=notop, **dict(TWO_PHASES, warmup_epochs=2))
+
+
+def test_a_record_of_an_earlier_version_resumes_with_its_own_rules():
+    record = {"model": {"arch": "vgg16"}, "seed": 0, "image_size": [32, 32], "epoch": 2,
+              "training": {"epochs": 5, "lr": 0.01, "base_lr": 0.001, "unfreeze_blocks": 2}}
+    settings = runs.Settings.from_record(record)
+    assert settings.lr_mult == pytest.approx(10) and settings.freeze_epochs == 0 and settings.schedule == "none"
+    assert settings.phases() == [(0, 5, 2)]
+
+
+def test_find_lr_sweeps_the_first_phase_and_writes_its_files(folder, notop, tmp_path):
+    train, _ = datasets(folder)
+    result = transfer.find_lr(train, tmp_path / "lr", weights=notop, num=20, **dict(SMALL, batch_size=2))
+    assert result["trained"] == "head" and 2 <= result["batches"] <= 20
+    assert result["lrs"][0] == pytest.approx(1e-7)
+    saved = json.loads((tmp_path / "lr" / "lr_find.json").read_text())
+    assert saved["valley"] == result["valley"] and saved["minimum"] == result["minimum"]
+    assert (tmp_path / "lr" / "features.h5").is_file()
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "lr" / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
