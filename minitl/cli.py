@@ -106,8 +106,8 @@ def cmd_lr_find(args):
         return 1
     print(f"swept the learning rate of the head ({result['trained']} trained) over {result['batches']} batches, "
           f"{result['lrs'][0]:.2g} to {result['lrs'][-1]:.2g}")
-    print(f"suggested --lr: {result['valley']:.2g} (valley), {result['minimum']:.2g} (minimum / 10); "
-          f"the settings use {settings.head_lr():g}")
+    print(f"suggested --lr: {result['minimum']:.2g} (the minimum's rate / 10; the valley rule gives "
+          f"{result['valley']:.2g}); the settings use {settings.head_lr():g}")
     print(f"saved {os.path.join(args.out, 'lr_find.json')} and lr_find.png")
     return 0
 
@@ -259,6 +259,9 @@ def cmd_demo(args):
     from minitl import demo
     if args.pretrain:
         demo.pretrain(args.arch, out=args.weights, progress=not args.quiet)
+    elif args.lr_find:
+        demo.lr_find(out=args.out, arch=args.arch, weights=args.weights, train_per_class=args.train_per_class,
+                     seed=args.seed, progress=not args.quiet)
     else:
         demo.run(out=args.out, arch=args.arch, weights=args.weights, train_per_class=args.train_per_class,
                  epochs=args.epochs, seed=args.seed, progress=not args.quiet, device=_device(args.device))
@@ -294,10 +297,12 @@ def _add_demo(sub):
     p.add_argument("--out", help="run directory (default: a new folder under runs/)")
     p.add_argument("--weights", help="pretrained base weights (default: weights/demo_ARCH_animals_notop.h5)")
     p.add_argument("--train-per-class", type=positive_int, default=20, help="labelled training images per class (20)")
-    p.add_argument("--epochs", type=positive_int, default=30, help="epochs for the scratch and frozen settings (30)")
+    p.add_argument("--epochs", type=positive_int, default=30, help="epochs of the scratch setting (30)")
     p.add_argument("--seed", type=Bounded(int, 0, 2**32 - 1), default=0,
                    help="seed of the split, the initial weights and the shuffling (0)")
     p.add_argument("--pretrain", action="store_true", help="rebuild the pretrained demo weights instead")
+    p.add_argument("--lr-find", action="store_true",
+                   help="instead, sweep the learning rate of the frozen setting's head and suggest one")
     _add_common(p)
     p.set_defaults(func=cmd_demo)
 

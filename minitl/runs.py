@@ -30,7 +30,7 @@ from minitl.io import save_weights
 RECORD, CHECKPOINT, BEST, OPTIMIZER, FEATURES = "record.json", "checkpoint.h5", "best.h5", "optimizer.h5", "features.h5"
 RUN_FILES = (RECORD, CHECKPOINT, BEST, OPTIMIZER, "curves.png", "evaluation.json", "evaluation.png")
 EPOCH_FILES = (CHECKPOINT, OPTIMIZER, BEST)  # written by each epoch, named in the record by digest
-DEFAULT_LR = {"sgd": 0.01, "adam": 0.001}
+DEFAULT_LR = {"sgd": 0.01, "adam": 0.003}
 SCHEDULES = ("none", "step", "cosine", "onecycle")
 ARCHS = ("vgg16", "vgg19", "resnet50", "inception_v3", "mobilenet_v2")  # the keys of minitl.applications.BACKBONES
 
@@ -108,22 +108,25 @@ class Settings:
     `Settings.from_record` reads them back for ``--resume``.
     """
 
-    epochs: int = setting(10, "number of epochs (10; with --resume, the run's own)", type=positive_int,
+    epochs: int = setting(10, "epochs with the blocks unfrozen, after --freeze-epochs (10; with --resume, the "
+                              "run's own)", type=positive_int,
                           cli_default=None)
     batch_size: int = setting(32, "images per batch (32)", type=positive_int)
-    optimizer: str = setting("sgd", "sgd (with momentum) or adam", choices=("sgd", "adam"))
-    lr: float = setting(None, "learning rate of the new head (0.01 for sgd, 0.001 for adam)", type=positive)
+    optimizer: str = setting("adam", "adam (decoupled weight decay) or sgd (with momentum)", choices=("adam", "sgd"))
+    lr: float = setting(None, "learning rate of the new head (0.003 for adam, 0.01 for sgd); minitl lr-find "
+                              "suggests one", type=positive)
     lr_mult: float = setting(10.0, "spread the rates of the unfrozen blocks geometrically from lr at the head "
                                    "down to lr/M at the first unfrozen block (10)", type=Bounded(float, 1))
     momentum: float = setting(0.9, "SGD momentum, from 0 to below 1 (0.9)", type=fraction)
     weight_decay: float = setting(0.0, "weight decay (0): L2 for sgd, decoupled (AdamW) for adam",
                                   type=Bounded(float, 0))
     clip_norm: float = setting(None, "clip the global gradient norm to this value", type=positive)
-    unfreeze_blocks: int = setting(0, "train the last K named blocks of the backbone too (0: base frozen; "
+    unfreeze_blocks: int = setting(2, "train the last K named blocks of the backbone too (2; 0: base frozen; "
                                       "VGG 5, ResNet50 5, MobileNetV2 9, InceptionV3 12 blocks)",
                                    type=Bounded(int, 0))
-    freeze_epochs: int = setting(0, "first train the head alone on the frozen base for N epochs, then unfreeze "
-                                    "--unfreeze-blocks and train --epochs more (0)", type=Bounded(int, 0))
+    freeze_epochs: int = setting(10, "first train the head alone on the frozen base for N epochs (features "
+                                     "cached), then unfreeze --unfreeze-blocks and train --epochs more (10)",
+                                 type=Bounded(int, 0))
     train_bn: bool = setting(False, "keep the BatchNormalization layers of frozen blocks training (scale, offset "
                                     "and statistics; disables the feature cache)", action="store_true")
     image_size: tuple = setting(None, f"input size N or HxW, up to {MAX_IMAGE_SIDE} (224)", type=parse_image_size,
@@ -135,7 +138,8 @@ class Settings:
     dropout: float = setting(0.0, "dropout after each hidden head layer, from 0 to below 1", type=fraction)
     pooling: str = setting("flatten", "flatten block5_pool or average it globally", choices=["flatten", "avg"])
     augment: bool = setting(False, "random crops and flips (disables the feature cache)", action="store_true")
-    schedule: str = setting("none", "learning-rate schedule over each phase's batches", choices=SCHEDULES)
+    schedule: str = setting("onecycle", "learning-rate schedule over each phase's batches (onecycle)",
+                            choices=SCHEDULES)
     warmup_epochs: float = setting(0.0, "linear warm-up of the rate over this many epochs of each phase "
                                         "(onecycle: its rise, by default a quarter of the phase)",
                                    type=Bounded(float, 0))
@@ -252,23 +256,52 @@ def check_resume(run_dir, record, classes, image_size):
 
 # ---- optimizer state ----------------------------------------------------------
 def save_optimizer(path, optimizer):
-    """The optimizer's state in HDF5: settings as JSON attributes, buffers under state/<parameter>/<name>."""
+    """The optimizer's state in HDF5: settings as JSON attributes; each kind of buffer
+    (momentum, Adam's m, v and step) as one dataset ``buffers/<name>/values``, the buffers of
+    the parameters listed in ``buffers/<name>/params`` flattened one after the other (a few
+    datasets per file instead of one per parameter and buffer: an epoch's commit stays fast)."""
     state = optimizer.state_dict()
+    by_name = {}
+    for i, buffers in state["state"].items():
+        for name, v in buffers.items():
+            by_name.setdefault(name, []).append((int(i), np.asarray(v)))
 
     def fill(f):
         f.attrs["optimizer"] = state["optimizer"]
         f.attrs["param_groups"] = json.dumps(state["param_groups"])
-        for i, buffers in state["state"].items():
-            for name, v in buffers.items():
-                f.create_dataset(f"state/{i}/{name}", data=v)
+        for name, items in by_name.items():
+            f.create_dataset(f"buffers/{name}/params", data=np.array([i for i, _ in items], np.int64))
+            f.create_dataset(f"buffers/{name}/values", data=np.concatenate([v.ravel() for _, v in items]))
     write_h5(path, fill)
+
+
+def _read_buffers(f, params):
+    """{parameter position: {name: array}} from save_optimizer's datasets (or, in files of
+    earlier versions, from one dataset per parameter and buffer, state/<i>/<name>)."""
+    if "state" in f:
+        return {i: {name: d[()] for name, d in g.items()} for i, g in f["state"].items()}
+    state = {}
+    for name, group in f.get("buffers", {}).items():
+        positions, values, start = group["params"][()], group["values"][()], 0
+        for i in positions:
+            if not 0 <= i < len(params):
+                raise ValueError(f"buffers for parameter {i}, the optimizer has {len(params)}")
+            shape = params[i].shape if values.dtype.kind == "f" else ()  # Adam's step count is one number
+            size = int(np.prod(shape))
+            if start + size > len(values):
+                raise ValueError(f"{name}: {len(values)} numbers do not fill the parameters' shapes")
+            state.setdefault(str(i), {})[name] = values[start:start + size].reshape(shape)
+            start += size
+        if start != len(values):
+            raise ValueError(f"{name}: {len(values)} numbers, the parameters' shapes take {start}")
+    return state
 
 
 def load_optimizer(path, optimizer):
     try:
         with h5py.File(path, "r") as f:
             state = {"optimizer": f.attrs["optimizer"], "param_groups": json.loads(f.attrs["param_groups"]),
-                     "state": {i: {name: d[()] for name, d in g.items()} for i, g in f.get("state", {}).items()}}
+                     "state": _read_buffers(f, optimizer._params())}
         optimizer.load_state_dict(state)
     except (OSError, KeyError, ValueError) as e:
         raise TrainingError(f"{path}: cannot restore the optimizer: {e}") from e

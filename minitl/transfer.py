@@ -298,7 +298,8 @@ def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume
             load_optimizer(run.path / OPTIMIZER, optimizer)
         if len(settings.phases()) > 1:
             log(f"phase {settings.phases().index(phase) + 1}: epochs {first + 1} to {end}, "
-                + (f"the last {blocks} blocks unfrozen" if blocks else "the base frozen"))
+                + (f"the last {blocks} blocks unfrozen" if blocks > 1 else "the last block unfrozen" if blocks
+                   else "the base frozen"))
         _train_phase(run, model, optimizer, train_set, val_set, settings, phase, cache_features, device, progress,
                      log)
     try:

@@ -12,7 +12,11 @@ from minitl.applications import VGG16
 from minitl.data import ImageFolder
 from minitl.nn import manual_seed
 
-SMALL = {
+SMALL = {  # one phase, the base frozen, plain SGD: the run folder's rules on the cheapest run
+    "unfreeze_blocks": 0,
+    "freeze_epochs": 0,
+    "optimizer": "sgd",
+    "schedule": "none",
     "width": 1 / 16,
     "hidden": (16, 8),
     "batch_size": 4,

@@ -37,11 +37,11 @@ def test_cli_finetune_mobilenet_v2(folder, mobilenet_notop, tmp_path, capsys):
     run = tmp_path / "run"
     args = ["finetune", "--arch", "mobilenet_v2", "--data", str(folder), "--weights", str(mobilenet_notop),
             "--out", str(run), "--epochs", "1", "--image-size", "32", "--width", "0.35", "--pooling", "avg",
-            "--hidden", "8", "--batch-size", "4", "--unfreeze-blocks", "2", "--quiet"]
+            "--hidden", "8", "--batch-size", "4", "--unfreeze-blocks", "2", "--freeze-epochs", "1", "--quiet"]
     assert main(args) == 0
     record = json.loads((run / "record.json").read_text())
     assert record["model"]["arch"] == "mobilenet_v2" and record["preprocessing"] == "tf"
-    assert record["training"]["unfreeze_blocks"] == 2 and not record["feature_cache"]
+    assert record["training"]["unfreeze_blocks"] == 2 and record["feature_cache"]  # in the frozen phase
     model, _ = transfer.load_run(run)
     base = model[0]
     stored = {e.name: e.arrays for e in io.read_keras_weights(mobilenet_notop)}
@@ -118,18 +118,19 @@ def test_cli_finetune_resume_evaluate_predict_summary(arch, size, last_layer, fo
     run = tmp_path / "run"
     args = ["finetune", "--arch", arch, "--data", str(folder), "--weights", str(notop), "--out", str(run),
             "--epochs", "1", "--image-size", str(size), "--width", "0.0625", "--pooling", "avg", "--hidden", "8",
-            "--batch-size", "4", "--unfreeze-blocks", "1", "--lr", "1e-4", "--quiet"]
+            "--batch-size", "4", "--unfreeze-blocks", "1", "--freeze-epochs", "1", "--lr", "1e-4", "--quiet"]
     assert main(args) == 0
     assert last_layer in resume_evaluate_predict_summary(folder, run, arch, size, capsys)
 
 
 def resume_evaluate_predict_summary(folder, run, arch, size, capsys):
-    """Resume a one-epoch run for a second, evaluate it, check that predict prepares an image as
-    the run was trained (its preprocessing mode) and prints the model's figures; returns the summary."""
+    """Resume a run of one frozen and one unfrozen epoch for a second unfrozen one, evaluate it,
+    check that predict prepares an image as the run was trained (its preprocessing mode) and
+    prints the model's figures; returns the summary."""
     assert main(["finetune", "--data", str(folder), "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
     record = json.loads((run / "record.json").read_text())
     mode = BACKBONES[arch].PREPROCESSING
-    assert record["epoch"] == 2 and record["model"]["arch"] == arch
+    assert record["epoch"] == 3 and record["model"]["arch"] == arch
     assert record["preprocessing"] == mode and record["image_size"] == [size, size]
     capsys.readouterr()
     assert main(["evaluate", str(run), "--data", str(folder), "--quiet"]) == 0

@@ -115,9 +115,9 @@ def test_cli_finetune_evaluate_predict(folder, notop, tmp_path, capsys):
             "--optimizer", "adam"]
     assert main(args) == 0
     training = json.loads((run / "record.json").read_text())["training"]
-    assert training["optimizer"] == "adam" and training["lr"] == 0.001
+    assert training["optimizer"] == "adam" and training["lr"] == 0.003
     with h5py.File(run / "optimizer.h5") as f:
-        assert f.attrs["optimizer"] == "Adam" and set(f["state/0"]) == {"m", "v", "step"}
+        assert f.attrs["optimizer"] == "Adam" and set(f["buffers"]) == {"m", "v", "step"}
     assert main(["evaluate", str(run), "--data", str(folder), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "macro avg" in out and "confusion matrix" in out
@@ -201,16 +201,16 @@ def test_every_subcommand_has_help(capsys):
 def test_cli_resume_uses_the_recorded_settings(folder, notop, tmp_path, monkeypatch):
     args = ["finetune", "--data", str(folder), "--weights", str(notop), "--epochs", "3", "--image-size", "32",
             "--width", "0.0625", "--hidden", "16", "8", "--batch-size", "4", "--schedule", "cosine",
-            "--dropout", "0.5", "--seed", "3", "--quiet"]
+            "--dropout", "0.5", "--seed", "3", "--freeze-epochs", "2", "--quiet"]
     assert main(args + ["--out", str(tmp_path / "full")]) == 0
-    restore = interrupt_at(monkeypatch, 1)
+    restore = interrupt_at(monkeypatch, 3)  # in the second phase
     assert main(args + ["--out", str(tmp_path / "cut")]) == 130
     restore()
     # only the folders: width, head, image size, epochs, schedule and seed come from record.json
     assert main(["finetune", "--data", str(folder), "--out", str(tmp_path / "cut"), "--resume", "--quiet"]) == 0
     full, _ = transfer.load_run(tmp_path / "full")
     resumed, record = transfer.load_run(tmp_path / "cut")
-    assert record["status"] == "finished" and record["epoch"] == 3
+    assert record["status"] == "finished" and record["epoch"] == 5
     for (k, a), b in zip(params(full).items(), params(resumed).values()):
         np.testing.assert_array_equal(a, b, err_msg=k)
 
@@ -365,8 +365,9 @@ def test_cli_lr_find_prints_the_suggestions_and_writes_its_files(folder, notop, 
                  "--width", "0.0625", "--hidden", "8", "--batch-size", "2", "--batches", "30", "--quiet"]) == 0
     text = capsys.readouterr().out
     saved = json.loads((out / "lr_find.json").read_text())
-    assert f"suggested --lr: {saved['valley']:.2g} (valley), {saved['minimum']:.2g} (minimum / 10)" in text
-    assert "the settings use 0.01" in text and saved["trained"] == "head"
+    assert f"suggested --lr: {saved['minimum']:.2g} (the minimum's rate / 10; the valley rule gives " \
+           f"{saved['valley']:.2g})" in text
+    assert "the settings use 0.003" in text and saved["trained"] == "head"
     with pytest.raises(SystemExit) as e:
         main(["lr-find", "--help"])
     assert e.value.code == 0 and "--freeze-epochs" in capsys.readouterr().out

@@ -23,9 +23,12 @@ import h5py
 import numpy as np
 
 TIMINGS = ("seconds", "images_per_s")  # the only entries of a history row allowed to differ
-RUN = {
+RUN = {  # two phases: a frozen epoch on cached features, then two with the last block unfrozen
     "weights": None,
-    "epochs": 3,
+    "freeze_epochs": 1,
+    "unfreeze_blocks": 1,
+    "epochs": 2,
+    "optimizer": "sgd",
     "width": 1 / 16,
     "hidden": (8,),
     "batch_size": 4,

@@ -309,3 +309,32 @@ def test_adam_bad_arguments():
         Adam([], lr=-1e-3)
     with pytest.raises(ValueError, match="weight decay"):
         Adam([], weight_decay=-1e-4)
+
+
+def test_optimizer_file_holds_one_dataset_per_kind_of_buffer_and_refuses_other_shapes(tmp_path):
+    import h5py
+
+    from minitl.errors import TrainingError
+    from minitl.runs import load_optimizer, save_optimizer
+    rng = np.random.default_rng(0)
+    shapes = [(3, 3, 2, 4), (4,), (5, 2)]
+
+    def make():
+        ps = [Tensor(np.zeros(s, np.float32), requires_grad=True) for s in shapes]
+        return ps, SGD(ps, lr=0.1, momentum=0.9)
+
+    ps, opt = make()
+    for p in ps:
+        p.grad = rng.standard_normal(p.shape).astype(np.float32)
+    opt.step()
+    save_optimizer(tmp_path / "opt.h5", opt)
+    with h5py.File(tmp_path / "opt.h5") as f:
+        assert list(f["buffers"]) == ["momentum"] and f["buffers/momentum/params"][()].tolist() == [0, 1, 2]
+        assert f["buffers/momentum/values"].shape == (72 + 4 + 10,)
+    qs, again = make()
+    load_optimizer(tmp_path / "opt.h5", again)
+    for p, q in zip(ps, qs):
+        np.testing.assert_array_equal(again.state[id(q)]["momentum"], opt.state[id(p)]["momentum"])
+    other = SGD([Tensor(np.zeros(s, np.float32), requires_grad=True) for s in [(3, 3, 2, 4), (4,), (5, 3)]], lr=0.1)
+    with pytest.raises(TrainingError, match=r"opt\.h5: cannot restore the optimizer: momentum: 86 numbers"):
+        load_optimizer(tmp_path / "opt.h5", other)

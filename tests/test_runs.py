@@ -23,7 +23,7 @@ def test_options_become_settings_and_the_record_entries():
                                                  "--image-size", "40x48", "--augment", "--seed", "7"))
     assert (s.epochs, s.optimizer, s.hidden, s.image_size, s.augment, s.seed) == (3, "adam", (16,), (40, 48), True, 7)
     training = s.training()
-    assert list(training) == list(runs.Settings.TRAINING) and training["lr"] == 0.001  # Adam's default rate
+    assert list(training) == list(runs.Settings.TRAINING) and training["lr"] == 0.003  # Adam's default rate
     assert s.model_config(4, s.image_size) == {"arch": "vgg16", "input_shape": [40, 48, 3], "width": 1.0,
                                                "num_classes": 4, "hidden": [16], "dropout": 0.0,
                                                "pooling": "flatten"}
@@ -36,7 +36,9 @@ def test_resume_takes_the_recorded_settings_and_never_fewer_epochs_than_done():
     again = runs.Settings.from_record(record)
     assert again == runs.Settings(**{**vars(s), "image_size": (32, 32)})
     assert runs.Settings.from_record(record, epochs=9).epochs == 9
-    assert runs.Settings.from_record(record, epochs=2).epochs == 4  # the epochs done stay done
+    assert runs.Settings.from_record(record, epochs=2).epochs == 2  # epoch 4 is in the frozen phase of 10
+    record["epoch"] = 13
+    assert runs.Settings.from_record(record, epochs=2).epochs == 3  # the epochs done stay done: 10 + 3
 
 
 def test_an_unknown_optimizer_has_no_default_rate():
