@@ -104,8 +104,8 @@ def cmd_lr_find(args):
     if result["valley"] is None:
         print("the sweep stopped before its first batch's loss: no suggestion")
         return 1
-    print(f"swept the learning rate of the head ({result['trained']} trained) over {result['batches']} batches, "
-          f"{result['lrs'][0]:.2g} to {result['lrs'][-1]:.2g}")
+    print(f"swept the head's learning rate from {result['lrs'][0]:.2g} to {result['lrs'][-1]:.2g} over "
+          f"{result['batches']} batches, training {result['trained']}")
     print(f"suggested --lr: {result['minimum']:.2g} (the minimum's rate / 10; the valley rule gives "
           f"{result['valley']:.2g}); the settings use {settings.head_lr():g}")
     print(f"saved {os.path.join(args.out, 'lr_find.json')} and lr_find.png")
@@ -310,9 +310,11 @@ def _add_demo(sub):
 def _add_finetune(sub):
     p = sub.add_parser("finetune", help="fine-tune a pretrained backbone on a folder of images "
                                         "(one sub-folder per class)",
-                       description="Replace the backbone's head (--arch, VGG16 by default), freeze the base "
-                                   "(optionally unfreeze its last blocks), fine-tune with SGD or Adam and save "
-                                   "the run directory.")
+                       description="Replace the backbone's head (--arch, VGG16 by default) and fine-tune in "
+                                   "two phases of one run: the new head alone on the frozen base (--freeze-epochs, "
+                                   "features cached), then with the last --unfreeze-blocks blocks, each block at "
+                                   "its own lower rate (--lr-mult), each phase under its own schedule (--schedule); "
+                                   "the run directory keeps every epoch and --resume continues in either phase.")
     p.add_argument("--out", default="runs/finetune", help="run directory (default runs/finetune)")
     _add_training_options(p)
     p.add_argument("--resume", action="store_true",

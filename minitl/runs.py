@@ -117,7 +117,8 @@ class Settings:
                               "suggests one", type=positive)
     lr_mult: float = setting(10.0, "spread the rates of the unfrozen blocks geometrically from lr at the head "
                                    "down to lr/M at the first unfrozen block (10)", type=Bounded(float, 1))
-    momentum: float = setting(0.9, "SGD momentum, from 0 to below 1 (0.9)", type=fraction)
+    momentum: float = setting(0.9, "SGD momentum, from 0 to below 1 (0.9; onecycle moves it from 0.95 to 0.85 "
+                                   "and back)", type=fraction)
     weight_decay: float = setting(0.0, "weight decay (0): L2 for sgd, decoupled (AdamW) for adam",
                                   type=Bounded(float, 0))
     clip_norm: float = setting(None, "clip the global gradient norm to this value", type=positive)
@@ -125,7 +126,8 @@ class Settings:
                                       "VGG 5, ResNet50 5, MobileNetV2 9, InceptionV3 12 blocks)",
                                    type=Bounded(int, 0))
     freeze_epochs: int = setting(10, "first train the head alone on the frozen base for N epochs (features "
-                                     "cached), then unfreeze --unfreeze-blocks and train --epochs more (10)",
+                                     "cached), then unfreeze --unfreeze-blocks and train --epochs more (10; "
+                                     "unused with --unfreeze-blocks 0)",
                                  type=Bounded(int, 0))
     train_bn: bool = setting(False, "keep the BatchNormalization layers of frozen blocks training (scale, offset "
                                     "and statistics; disables the feature cache)", action="store_true")

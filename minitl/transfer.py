@@ -337,8 +337,8 @@ def find_lr(train_set, out, settings=None, *, weights=None, cache_features=True,
         feats = cached_features(out, base, {"train": DataLoader(train_set, settings.batch_size)}, device, progress)
         loader = DataLoader(ArrayDataset(*feats["train"]), settings.batch_size, shuffle=True, seed=settings.seed)
     result = lr_find(trained, optimizer, loader, num=num, device=device)
-    result.update(settings=settings.training(), trained="head" if blocks == 0 else f"the last {blocks} blocks and "
-                  "the head", batches=len(result["lrs"]))
+    result.update(settings=settings.training(), batches=len(result["lrs"]),
+                  trained="the head" if blocks == 0 else f"the last {blocks} blocks and the head")
     write_json(out / "lr_find.json", result)
     try:
         from minitl.plots import plot_lr_find

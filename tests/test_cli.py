@@ -367,7 +367,7 @@ def test_cli_lr_find_prints_the_suggestions_and_writes_its_files(folder, notop, 
     saved = json.loads((out / "lr_find.json").read_text())
     assert f"suggested --lr: {saved['minimum']:.2g} (the minimum's rate / 10; the valley rule gives " \
            f"{saved['valley']:.2g})" in text
-    assert "the settings use 0.003" in text and saved["trained"] == "head"
+    assert "the settings use 0.003" in text and saved["trained"] == "the head"
     with pytest.raises(SystemExit) as e:
         main(["lr-find", "--help"])
     assert e.value.code == 0 and "--freeze-epochs" in capsys.readouterr().out

@@ -374,7 +374,7 @@ def test_a_record_of_an_earlier_version_resumes_with_its_own_rules():
 def test_find_lr_sweeps_the_first_phase_and_writes_its_files(folder, notop, tmp_path):
     train, _ = datasets(folder)
     result = transfer.find_lr(train, tmp_path / "lr", weights=notop, num=20, **dict(SMALL, batch_size=2))
-    assert result["trained"] == "head" and 2 <= result["batches"] <= 20
+    assert result["trained"] == "the head" and 2 <= result["batches"] <= 20
     assert result["lrs"][0] == pytest.approx(1e-7)
     saved = json.loads((tmp_path / "lr" / "lr_find.json").read_text())
     assert saved["valley"] == result["valley"] and saved["minimum"] == result["minimum"]
