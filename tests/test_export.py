@@ -31,7 +31,7 @@ ARCHS = {
     "inception_v3": (75, ["--pooling", "avg"], "inception_v3"),
     "mobilenet_v2": (32, ["--width", "0.35", "--dropout", "0.25"], "mobilenet_v2_0.35_224"),
 }
-TINY = ["--hidden", "8", "--epochs", "1", "--batch-size", "8", "--quiet"]
+TINY = ["--hidden", "8", "--freeze-epochs", "1", "--epochs", "1", "--batch-size", "8", "--quiet"]
 
 
 def finetune(arch, folder, run):
@@ -42,7 +42,8 @@ def finetune(arch, folder, run):
 
 @pytest.fixture(scope="module", params=list(ARCHS))
 def exported(request, folder, tmp_path_factory):
-    """(arch, run folder, exported .h5, its script) of a one-epoch run at width 1 (alpha 0.35)."""
+    """(arch, run folder, exported .h5, its script) of a run of one frozen and one unfrozen epoch at width 1
+    (alpha 0.35)."""
     arch, tmp = request.param, tmp_path_factory.mktemp(request.param)
     finetune(arch, folder, tmp / "run")
     assert main(["export", str(tmp / "run"), "--out", str(tmp / "model.h5"), "--best"]) == 0
@@ -196,7 +197,7 @@ def test_refuses_a_folder_that_is_not_a_run_and_a_run_that_lost_its_best_h5(smal
     shutil.copytree(small_run, run)
     (run / BEST).unlink()
     assert main(["export", str(run), "--out", str(tmp_path / "model.h5"), "--best"]) == 1
-    one_error_line(capsys, f"{run / BEST} is missing, unlike the file of epoch 1 that record.json names")
+    one_error_line(capsys, f"{run / BEST} is missing, unlike the file of epoch 2 that record.json names")
     assert not (tmp_path / "model.h5").exists() and not (tmp_path / "model_keras.py").exists()
 
 
