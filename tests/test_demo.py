@@ -57,3 +57,32 @@ def test_short_demo_run_writes_results_and_samples(tmp_path, arch):
     text = "\n".join(lines)
     assert "minitl predict" in text and f"minitl finetune --arch {arch} --data" in text and "scratch" in text
     assert f"minitl weights fetch {arch}-notop" in text
+
+
+def test_flip_and_shift_moves_the_silhouette_inside_its_border_without_wrapping_it():
+    x = demo.to_input(np.random.default_rng(0).integers(1, 256, (1, 28, 28)).astype(np.uint8), "caffe")[0]
+    seen = set()
+    for i in range(20):
+        y = demo.flip_and_shift(x, np.random.default_rng(i))
+        rng = np.random.default_rng(i)  # the same draws: the flip, then the shift
+        flip, (dy, dx) = rng.random() < 0.5, rng.integers(-2, 3, size=2)
+        expected = np.broadcast_to(x[0, 0], x.shape).copy()  # the background of the border
+        expected[2 + dy:30 + dy, 2 + dx:30 + dx] = (x[:, ::-1] if flip else x)[2:30, 2:30]
+        np.testing.assert_array_equal(y, expected)
+        seen.add(y.tobytes())
+    assert len(seen) > 5  # flips and shifts vary
+
+
+def test_the_demo_seed_and_lr_find_from_the_command_line(tmp_path, capsys):
+    from minitl.cli import main
+    assert main(["demo", "--lr-find", "--out", str(tmp_path / "lr"), "--quiet", "--seed", "1"]) == 0
+    saved = json.loads((tmp_path / "lr" / "lr_find.json").read_text())
+    out = capsys.readouterr().out
+    assert f"suggested {saved['minimum']:.2g} (the minimum's rate / 10" in out and "recipe uses 0.003" in out
+    assert 10 <= len(saved["lrs"]) <= 100 and saved["lrs"][0] == pytest.approx(1e-7)
+    results = demo.run(out=tmp_path / "d", train_per_class=3, seed=1, recipe=demo.Recipe(frozen_epochs=1,
+                       finetune_epochs=1), progress=False, log=lambda *a: None, scratch=False)
+    assert set(results) == {"frozen", "finetuned"}
+    saved = json.loads((tmp_path / "d" / "results.json").read_text())
+    assert saved["seed"] == 1 and saved["recipe"]["frozen_epochs"] == 1
+    assert 0 <= saved["finetuned"]["val_accuracy"] <= 1 and saved["finetuned"]["seconds"] > 0
