@@ -448,6 +448,13 @@ def train_val_folders(root, image_size=(224, 224), validation_split=0.2, seed=0,
     return train, val
 
 
+def dataset_labels(dataset):
+    """The class index of every item of an ArrayDataset or ImageFolder, without reading images."""
+    if hasattr(dataset, "samples"):
+        return np.array([label for _, label in dataset.samples], dtype=np.int64)
+    return np.asarray(dataset.labels, dtype=np.int64)
+
+
 class ArrayDataset:
     """In-memory images and labels: ds[i] -> (float32 images[i], int labels[i]).
 
@@ -483,7 +490,8 @@ class ArrayDataset:
 class DataLoader:
     """Batches (x float32 (B, ...), y int64 (B,)) from a dataset, decoded one batch at a time.
 
-    shuffle: the order of epoch e is numpy.random.default_rng(seed + e).permutation(N).
+    shuffle: the order of epoch e is numpy.random.default_rng(seed + e).permutation(N);
+    balanced: classes drawn evenly instead (see ``order``).
     Each pass over the loader uses the next epoch (0, 1, 2, ...); set_epoch(e) picks
     the next one, e.g. to resume a run. batches(epoch, start) reads one epoch from
     batch `start` on. The dataset's set_epoch, if any, is called with the epoch so
@@ -491,11 +499,12 @@ class DataLoader:
     the batches are the same as without it.
     """
 
-    def __init__(self, dataset, batch_size=32, shuffle=False, seed=0, drop_last=False, prefetch=0):
+    def __init__(self, dataset, batch_size=32, shuffle=False, seed=0, drop_last=False, prefetch=0, balanced=False):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.dataset = dataset
         self.batch_size = int(batch_size)
+        self.balanced = bool(balanced)
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
@@ -510,8 +519,16 @@ class DataLoader:
         self.epoch = int(epoch)
 
     def order(self, epoch):
-        """Dataset indices in the order epoch `epoch` reads them."""
+        """Dataset indices in the order epoch `epoch` reads them. balanced=True: N draws, each
+        of a class chosen uniformly, then of one of its items uniformly (with replacement),
+        from numpy.random.default_rng([seed, epoch]), so every class is seen about N/K times."""
         n = len(self.dataset)
+        if self.balanced:
+            labels = dataset_labels(self.dataset)
+            members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+            rng = np.random.default_rng([self.seed, epoch])
+            chosen = rng.integers(len(members), size=n)
+            return np.array([members[c][rng.integers(len(members[c]))] for c in chosen], dtype=np.int64)
         if self.shuffle:
             return np.random.default_rng(self.seed + epoch).permutation(n)
         return np.arange(n)

@@ -217,14 +217,36 @@ def _check_targets(z, targets):
     return t.astype(z.dtype, copy=False)
 
 
-def softmax_cross_entropy(logits, targets, reduction="mean"):
-    """Mean cross-entropy of softmax(logits) against integer labels or (N, K) targets (see SoftmaxCrossEntropy)."""
+def softmax_cross_entropy(logits, targets, reduction="mean", label_smoothing=0.0, class_weights=None):
+    """Mean cross-entropy of softmax(logits) against integer labels or (N, K) targets (see SoftmaxCrossEntropy).
+
+    ``label_smoothing`` ε: each target row t_i becomes (1 − ε) t_i + ε/K (Keras' and
+    PyTorch's ``label_smoothing``). ``class_weights`` w (K,): example i counts w · t_i times
+    (w_{y_i} for a label; for a mixed target the mix of its classes' weights), and the mean
+    stays over N, as Keras' ``class_weight``: L = 1/N Σ_i (w · t_i) l_i. Both go through
+    the soft-target form, so dL/dz_i = (w · t_i)(softmax(z_i) − t_i) / N.
+    """
     logits = as_tensor(logits)
     if logits.ndim != 2:
         raise ShapeError(f"softmax_cross_entropy: logits must be (N, K), got shape {logits.shape}")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    return SoftmaxCrossEntropy(_check_targets(logits.data, targets), reduction)(logits)
+    if not 0 <= label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    t = _check_targets(logits.data, targets)
+    if label_smoothing or class_weights is not None:
+        xp = get_array_module(logits.data)
+        k = logits.shape[1]
+        if t.ndim == 1:
+            t = xp.eye(k, dtype=logits.dtype)[t]
+        t = (1 - label_smoothing) * t + label_smoothing / k
+        if class_weights is not None:
+            w = xp.asarray(class_weights, dtype=logits.dtype)
+            if w.shape != (k,):
+                raise ShapeError(f"softmax_cross_entropy: {w.shape} class weights for {k} classes")
+            t = t * (t @ w)[:, None]
+        t = t.astype(logits.dtype, copy=False)
+    return SoftmaxCrossEntropy(t, reduction)(logits)
 
 
 # ---- functional forms ---------------------------------------------------------

@@ -140,6 +140,15 @@ class Settings:
     dropout: float = setting(0.0, "dropout after each hidden head layer, from 0 to below 1", type=fraction)
     pooling: str = setting("flatten", "flatten block5_pool or average it globally", choices=["flatten", "avg"])
     augment: bool = setting(False, "random crops and flips (disables the feature cache)", action="store_true")
+    label_smoothing: float = setting(0.0, "targets (1 − ε)·onehot + ε/K, from 0 to below 1 (0)", type=fraction)
+    mixup: float = setting(0.0, "mix pairs of images and their targets, λ ~ Beta(α, α), while blocks train "
+                                "(α; 0: off)", type=Bounded(float, 0))
+    cutmix: float = setting(0.0, "paste a box of another image, area share 1 − λ, λ ~ Beta(α, α), while blocks "
+                                 "train (α; 0: off)", type=Bounded(float, 0))
+    class_weight: str = setting(None, "weigh each image's loss by its class: 'balanced' (n / (K · n_k)) or a JSON "
+                                      "file {class: weight}")
+    balanced_sampling: bool = setting(False, "draw the classes evenly in every epoch (with replacement)",
+                                      action="store_true")
     schedule: str = setting("onecycle", "learning-rate schedule over each phase's batches (onecycle)",
                             choices=SCHEDULES)
     warmup_epochs: float = setting(0.0, "linear warm-up of the rate over this many epochs of each phase "
@@ -150,7 +159,8 @@ class Settings:
     arch: str = setting("vgg16", "the pretrained backbone (minitl models compares them)", choices=ARCHS)
 
     TRAINING = ("epochs", "batch_size", "optimizer", "lr", "lr_mult", "momentum", "weight_decay", "unfreeze_blocks",
-                "freeze_epochs", "train_bn", "schedule", "warmup_epochs", "patience", "augment", "clip_norm")
+                "freeze_epochs", "train_bn", "schedule", "warmup_epochs", "patience", "augment", "clip_norm",
+                "label_smoothing", "mixup", "cutmix", "class_weight", "balanced_sampling")
 
     def __post_init__(self):
         self.hidden = tuple(self.hidden)

@@ -272,6 +272,54 @@ class EarlyStopping(Callback):
             self.log(f"early stopping: no improvement of the validation loss for {self.patience} epochs")
 
 
+class MixBatches(Callback):
+    """Mixup and CutMix: before each batch, every image is mixed with another of the batch
+    (π, a random permutation) in the proportion λ ~ Beta(α, α), and so are the targets:
+
+        mixup:   x ← λ x + (1 − λ) x[π]
+        cutmix:  x ← x with a box of x[π] pasted in (sides H√(1 − λ), W√(1 − λ), centre drawn
+                 uniformly, clipped to the image); λ becomes the share of x left uncovered
+        both:    t ← λ onehot(y) + (1 − λ) onehot(y[π])
+
+    With both α given, each batch is one or the other, with probability 1/2. The draws come
+    from numpy.random.default_rng([seed, epoch, batch]), so a resumed run mixes the same.
+    The soft targets go to the loss; training accuracy counts the class with the larger share.
+    """
+    order = -5
+
+    def __init__(self, num_classes, mixup=0.0, cutmix=0.0, seed=0):
+        if mixup < 0 or cutmix < 0 or not mixup + cutmix > 0:
+            raise ValueError(f"mixup and cutmix take α ≥ 0, at least one above 0; got {mixup} and {cutmix}")
+        self.num_classes, self.mixup, self.cutmix, self.seed = num_classes, mixup, cutmix, seed
+
+    def before_batch(self, loop):
+        rng = np.random.default_rng([self.seed, loop.epoch, loop.batch])
+        use_cutmix = self.cutmix > 0 and (self.mixup == 0 or rng.random() < 0.5)
+        alpha = self.cutmix if use_cutmix else self.mixup
+        lam, perm = rng.beta(alpha, alpha), rng.permutation(len(loop.x))
+        x = np.asarray(loop.x)
+        if use_cutmix:
+            x, lam = paste_box(x, perm, lam, rng)
+        else:
+            x = (lam * x + (1 - lam) * x[perm]).astype(x.dtype, copy=False)
+        y = np.asarray(loop.y)
+        t = np.eye(self.num_classes, dtype=np.float32)[y] if y.ndim == 1 else y
+        loop.x, loop.y = x, (lam * t + (1 - lam) * t[perm]).astype(np.float32)
+
+
+def paste_box(x, perm, lam, rng):
+    """CutMix's images (N, H, W, C): a box of x[perm] pasted into x, and the share λ of each image
+    left uncovered."""
+    h, w = x.shape[1:3]
+    cut_h, cut_w = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+    cy, cx = rng.integers(h), rng.integers(w)
+    top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h - cut_h // 2, h)
+    left, right = max(cx - cut_w // 2, 0), min(cx + cut_w - cut_w // 2, w)
+    x = x.copy()
+    x[:, top:bottom, left:right] = x[perm, top:bottom, left:right]
+    return x, 1 - (bottom - top) * (right - left) / (h * w)
+
+
 class RunCheckpoint(Callback):
     """The run folder's side of a fit (see `minitl.runs.RunFolder`): continue from its record,
     commit every epoch (checkpoint.h5 of ``save_model``, the whole model when the loop trains

@@ -7,12 +7,18 @@ and its preprocessing mode (``PREPROCESSING``) and never reads layer names itsel
 What a run writes, and the settings it is made with, are in `minitl.runs`.
 """
 import dataclasses
+import functools
+import json
 import time
+import warnings
 from pathlib import Path
 
+import numpy as np
+
+from minitl import functional as F
 from minitl.applications import get_backbone
 from minitl.backend import normalize_device
-from minitl.data import ArrayDataset, DataLoader
+from minitl.data import ArrayDataset, DataLoader, dataset_labels
 from minitl.errors import DataError, ShapeError, TrainingError, WeightsError
 from minitl.files import atomic_write, write_json
 from minitl.io import load_weights, save_weights
@@ -35,7 +41,7 @@ from minitl.runs import (
     read_record,
     write_features,
 )
-from minitl.train import fit, lr_find, predict, run_callbacks
+from minitl.train import MixBatches, fit, lr_find, predict, run_callbacks
 
 __all__ = [
     "BEST",
@@ -46,11 +52,13 @@ __all__ = [
     "build_head",
     "build_model",
     "cached_features",
+    "class_weights",
     "export_run",
     "find_lr",
     "finetune",
     "keras_script",
     "load_run",
+    "make_loss",
     "make_optimizer",
     "set_trainable_blocks",
 ]
@@ -209,9 +217,53 @@ def _restore(run, model, settings, log):
 
 def _loaders(train_set, val_set, settings, device):
     prefetch = 1 if normalize_device(device) == "gpu" else 0  # decode the next batch while the GPU works
-    train = DataLoader(train_set, settings.batch_size, shuffle=True, seed=settings.seed, prefetch=prefetch)
+    train = DataLoader(train_set, settings.batch_size, shuffle=True, seed=settings.seed, prefetch=prefetch,
+                       balanced=settings.balanced_sampling)
     val = DataLoader(val_set, settings.batch_size, prefetch=prefetch) if val_set is not None and len(val_set) else None
     return train, val
+
+
+def class_weights(settings, train_set):
+    """The (K,) class weights of ``settings.class_weight``: 'balanced', n / (K · n_k) for the n_k
+    images of class k among n, so that every class weighs as much in the loss; or a JSON file
+    {class name: weight}; None without it."""
+    spec = settings.class_weight
+    if spec is None:
+        return None
+    classes = list(train_set.classes)
+    if spec == "balanced":
+        counts = np.bincount(dataset_labels(train_set), minlength=len(classes))
+        return [len(train_set) / (len(classes) * c) if c else 0.0 for c in counts]
+    try:
+        given = json.loads(Path(spec).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"--class-weight {spec}: not 'balanced' nor a readable JSON file ({e})") from None
+    if not isinstance(given, dict):
+        raise DataError(f"--class-weight {spec}: expected a JSON object {{class: weight}}")
+    missing = [c for c in classes if c not in given]
+    bad = [c for c in classes if c in given and not (isinstance(given[c], (int, float)) and not
+                                                      isinstance(given[c], bool) and 0 <= given[c] < float("inf"))]
+    if missing or bad:
+        raise DataError(f"--class-weight {spec}: " + (f"no weight for {', '.join(missing)}" if missing else
+                                                      f"weights must be numbers of at least 0: {', '.join(bad)}"))
+    return [float(given[c]) for c in classes]
+
+
+def make_loss(settings, train_set):
+    """The training loss: softmax cross-entropy, with ``label_smoothing`` and class weights."""
+    weights = class_weights(settings, train_set)
+    if not settings.label_smoothing and weights is None:
+        return F.softmax_cross_entropy
+    return functools.partial(F.softmax_cross_entropy, label_smoothing=settings.label_smoothing, class_weights=weights)
+
+
+def _warn_if_unbalanced(train_set, settings):
+    counts = np.bincount(dataset_labels(train_set), minlength=len(train_set.classes))
+    large, small = int(np.argmax(counts)), int(np.argmin(counts))
+    if counts[large] > 3 * counts[small] and settings.class_weight is None and not settings.balanced_sampling:
+        warnings.warn(f"the classes are unbalanced: {train_set.classes[large]} has {counts[large]} training images, "
+                      f"{train_set.classes[small]} {counts[small]}; --class-weight balanced or --balanced-sampling "
+                      f"lets the small classes count as much", stacklevel=3)
 
 
 def _train_phase(run, model, optimizer, train_set, val_set, settings, phase, cache_features, device, progress, log):
@@ -226,8 +278,12 @@ def _train_phase(run, model, optimizer, train_set, val_set, settings, phase, cac
     schedule = make_schedule(settings.schedule, settings.warmup_epochs / (end - first))
     options = {"record": run.record, "seed": settings.seed, "patience": settings.patience, "schedule": schedule,
                "first_epoch": first, "progress": progress, "log": log, "last": end == settings.total_epochs()}
+    loss = make_loss(settings, train_set)
     if not use_cache:
-        return fit(model, optimizer, train_loader, val_loader, end, run_callbacks(run.path, **options), device=device)
+        callbacks = run_callbacks(run.path, **options)
+        if settings.mixup or settings.cutmix:  # images, not cached features, are mixed
+            callbacks.append(MixBatches(len(train_set.classes), settings.mixup, settings.cutmix, settings.seed))
+        return fit(model, optimizer, train_loader, val_loader, end, callbacks, loss=loss, device=device)
     base, head = base_and_head(model)
     loaders = {"train": DataLoader(train_set, settings.batch_size)}
     if val_loader is not None:
@@ -235,10 +291,11 @@ def _train_phase(run, model, optimizer, train_set, val_set, settings, phase, cac
     t0 = time.perf_counter()
     feats = cached_features(run.path, base, loaders, device, progress)
     run.record["feature_seconds"] = time.perf_counter() - t0
-    train_loader = DataLoader(ArrayDataset(*feats["train"]), settings.batch_size, shuffle=True, seed=settings.seed)
+    train_loader = DataLoader(ArrayDataset(*feats["train"]), settings.batch_size, shuffle=True, seed=settings.seed,
+                              balanced=settings.balanced_sampling)
     val_loader = DataLoader(ArrayDataset(*feats["val"]), settings.batch_size) if "val" in feats else None
     return fit(head, optimizer, train_loader, val_loader, end, run_callbacks(run.path, save_model=model, **options),
-               device=device)
+               loss=loss, device=device)
 
 
 def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume=False, cache_features=True,
@@ -275,6 +332,8 @@ def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume
         raise TrainingError(f"the warm-up of {settings.warmup_epochs:g} epochs must be shorter than each phase "
                             f"(the shortest has {shortest} epochs)")
     _check_data(train_set, image_size, settings)
+    class_weights(settings, train_set)  # a bad --class-weight file, before anything is written
+    _warn_if_unbalanced(train_set, settings)
     manual_seed(settings.seed)
     model = build_model(run.record["model"] if resume else settings.model_config(len(train_set.classes), image_size))
     if resume:

@@ -95,3 +95,23 @@ def test_bad_labels_get_clear_errors(labels, match):
 def test_logits_must_be_2d():
     with pytest.raises(ShapeError, match=r"\(N, K\)"):
         F.softmax_cross_entropy(Tensor(np.zeros(3)), np.array([0]))
+
+
+def test_label_smoothing_and_class_weights_against_the_formulas(rng):
+    z, labels, eps, w = rng.standard_normal((6, 3)), np.array([0, 1, 2, 2, 1, 0]), 0.1, np.array([0.5, 2.0, 1.0])
+    log_p = z - np.log(np.exp(z).sum(1, keepdims=True))
+    t = (1 - eps) * np.eye(3)[labels] + eps / 3                   # (1 − ε) onehot + ε/K
+    smoothed = F.softmax_cross_entropy(Tensor(z), labels, label_smoothing=eps).item()
+    np.testing.assert_allclose(smoothed, -(t * log_p).sum(1).mean(), rtol=1e-12)
+    weighted = F.softmax_cross_entropy(Tensor(z), labels, class_weights=w).item()
+    np.testing.assert_allclose(weighted, np.mean(w[labels] * -log_p[np.arange(6), labels]), rtol=1e-12)  # over N
+    logits = Tensor(z, requires_grad=True)
+    F.softmax_cross_entropy(logits, labels, label_smoothing=eps, class_weights=w).backward()
+    weight = t @ w                                                # w · t_i for a smoothed row
+    np.testing.assert_allclose(logits.grad, weight[:, None] * (np.exp(log_p) - t) / 6, rtol=1e-10)
+    assert F.softmax_cross_entropy(Tensor(z), labels, class_weights=np.ones(3)).item() == pytest.approx(
+        F.softmax_cross_entropy(Tensor(z), labels).item(), rel=1e-12)
+    with pytest.raises(ShapeError, match=r"\(2,\) class weights for 3 classes"):
+        F.softmax_cross_entropy(Tensor(z), labels, class_weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        F.softmax_cross_entropy(Tensor(z), labels, label_smoothing=1.0)

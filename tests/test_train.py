@@ -233,3 +233,56 @@ def test_lr_find_sweeps_exponentially_stops_at_divergence_and_restores_the_weigh
         {k: v["momentum"].tolist() for k, v in buffers.items()}
     assert all(g["lr"] == 0.1 for g in optimizer.param_groups) and before.keys() == trained.keys()
     assert 1e-5 < result["valley"] < result["lrs"][-1]
+
+
+# ---- mixing batches ---------------------------------------------------------------
+def _mixed(mixup, cutmix, epoch=0, batch=0, seed=0):
+    x = np.random.default_rng(9).normal(size=(6, 8, 8, 3)).astype(np.float32)
+    y = np.array([0, 1, 2, 0, 1, 2])
+    loop = T.Loop(None, None, None, None, 1, [], None, "cpu")
+    loop.x, loop.y, loop.epoch, loop.batch = x, y, epoch, batch
+    T.MixBatches(3, mixup, cutmix, seed).before_batch(loop)
+    return x, y, loop.x, loop.y
+
+
+def test_mixup_mixes_images_and_targets_in_one_proportion():
+    x, y, mixed, targets = _mixed(0.4, 0.0)
+    rng = np.random.default_rng([0, 0, 0])  # the callback's draws: λ, then π
+    lam, perm = rng.beta(0.4, 0.4), rng.permutation(6)
+    np.testing.assert_allclose(mixed, lam * x + (1 - lam) * x[perm], rtol=1e-6)
+    np.testing.assert_allclose(targets, lam * np.eye(3)[y] + (1 - lam) * np.eye(3)[y[perm]], rtol=1e-6)
+    np.testing.assert_allclose(targets.sum(1), 1, rtol=1e-6)
+    again = _mixed(0.4, 0.0)
+    np.testing.assert_array_equal(again[2], mixed)  # seeded by (seed, epoch, batch)
+    assert not np.array_equal(_mixed(0.4, 0.0, batch=1)[2], mixed)
+
+
+def test_cutmix_pastes_a_box_and_weighs_the_targets_by_its_area():
+    for batch in range(10):
+        x, y, mixed, targets = _mixed(0.0, 1.0, batch=batch)
+        changed = (mixed != x).any(axis=(0, 3))  # the pasted box, over the whole batch
+        rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
+        area = len(rows) * len(cols) / 64 if changed.any() else 0.0
+        if changed.any():
+            assert changed[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all()  # one box
+        rng = np.random.default_rng([0, 0, batch])
+        rng.beta(1.0, 1.0)  # λ, then π
+        perm = rng.permutation(6)
+        expected = np.eye(3)[y] * (1 - area) + np.eye(3)[y[perm]] * area
+        np.testing.assert_allclose(targets, expected, atol=1e-6)
+
+
+def test_a_run_with_every_regulariser_resumes_bit_for_bit(folder, notop, tmp_path, monkeypatch):
+    from finetune_fixtures import datasets, interrupt_at, params
+    train, val = datasets(folder)
+    opts = dict(SMALL, weights=notop, epochs=2, freeze_epochs=1, unfreeze_blocks=1, label_smoothing=0.1, mixup=0.4,
+                cutmix=1.0, class_weight="balanced", balanced_sampling=True, optimizer="adam", lr=1e-3)
+    full, record = transfer.finetune(train, val, tmp_path / "full", **opts)
+    assert record["training"]["mixup"] == 0.4 and record["training"]["class_weight"] == "balanced"
+    restore = interrupt_at(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        transfer.finetune(train, val, tmp_path / "cut", **opts)
+    restore()
+    resumed, _ = transfer.finetune(train, val, tmp_path / "cut", resume=True, **opts)
+    for (k, a), b in zip(params(full).items(), params(resumed).values()):
+        np.testing.assert_array_equal(a, b, err_msg=k)

@@ -381,3 +381,48 @@ def test_find_lr_sweeps_the_first_phase_and_writes_its_files(folder, notop, tmp_
     assert (tmp_path / "lr" / "features.h5").is_file()
     if importlib.util.find_spec("matplotlib"):
         assert (tmp_path / "lr" / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ---- class imbalance ----------------------------------------------------------------
+def unbalanced(counts):
+    labels = np.repeat(np.arange(len(counts)), counts)
+    data = ArrayDataset(np.zeros((len(labels), 32, 32, 3), np.float32), labels)
+    data.classes = [f"c{i}" for i in range(len(counts))]
+    return data
+
+
+def test_balanced_class_weights_make_every_class_weigh_the_same(tmp_path):
+    data = unbalanced([40, 20, 10, 5, 5])
+    w = transfer.class_weights(runs.Settings(class_weight="balanced"), data)
+    np.testing.assert_allclose(w, [80 / (5 * 40), 80 / (5 * 20), 80 / 50, 80 / 25, 80 / 25])
+    np.testing.assert_allclose(np.array(w) * [40, 20, 10, 5, 5], 16)  # n / K for each class
+    path = tmp_path / "w.json"
+    write_json(path, {"c0": 1, "c1": 2, "c2": 3, "c3": 4, "c4": 0.5})
+    assert transfer.class_weights(runs.Settings(class_weight=str(path)), data) == [1, 2, 3, 4, 0.5]
+    write_json(path, {"c0": 1, "c1": -2})
+    with pytest.raises(DataError, match=r"w\.json: no weight for c2, c3, c4"):
+        transfer.class_weights(runs.Settings(class_weight=str(path)), data)
+    with pytest.raises(DataError, match="not 'balanced' nor a readable JSON file"):
+        transfer.class_weights(runs.Settings(class_weight="equal"), data)
+
+
+def test_balanced_sampling_draws_the_classes_evenly_and_the_same_on_every_pass():
+    from minitl.data import DataLoader
+    data = unbalanced([40, 20, 10, 5, 5])
+    loader = DataLoader(data, 16, seed=3, balanced=True)
+    drawn = np.concatenate([loader.order(e) for e in range(50)])
+    shares = np.bincount(data.labels[drawn], minlength=5) / len(drawn)
+    np.testing.assert_allclose(shares, 0.2, atol=0.02)
+    np.testing.assert_array_equal(loader.order(7), DataLoader(data, 16, seed=3, balanced=True).order(7))
+    assert not np.array_equal(loader.order(7), loader.order(8))
+
+
+def test_an_unbalanced_training_set_is_warned_about_naming_both_options(tmp_path):
+    data = unbalanced([13, 4])
+    with pytest.warns(UserWarning, match=r"c0 has 13 training images, c1 4; --class-weight balanced or "
+                                         r"--balanced-sampling"):
+        transfer.finetune(data, None, tmp_path / "run", epochs=1, **SMALL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        transfer.finetune(data, None, tmp_path / "run", epochs=1, class_weight="balanced", **SMALL)
+        transfer.finetune(unbalanced([12, 4]), None, tmp_path / "run", epochs=1, **SMALL)  # 3 times: no warning
