@@ -119,23 +119,64 @@ def cmd_evaluate(args):
     from minitl.files import write_json
     from minitl.metrics import format_report
     from minitl.runs import BEST, CHECKPOINT
-    from minitl.train import evaluate
+    from minitl.train import predict_proba, report_from_probabilities
     from minitl.transfer import load_run
     device = _device(args.device)
     model, record = load_run(args.run_dir, BEST if args.best else CHECKPOINT, device)
     data = ImageFolder(args.data, tuple(record["image_size"]), classes=record["classes"],
                        preprocess=record.get("preprocessing", "caffe"))
-    report = evaluate(model, DataLoader(data, args.batch_size), record["classes"], device)
+    probs, labels = predict_proba(model, DataLoader(data, args.batch_size), device, args.tta, progress=not args.quiet)
+    report = report_from_probabilities(probs, labels, record["classes"], args.tta)
     print(format_report(report))
+    if report["most_confused"]:
+        print("\nmost confused (true → predicted: images, share of the true class)")
+        for pair in report["most_confused"]:
+            print(f"  {pair['true']} → {pair['predicted']}: {pair['count']}, {pair['share']:.0%}")
     out = Path(args.out) if args.out else Path(args.run_dir) / "evaluation.json"
     write_json(out, report)
+    errors = write_errors(out.with_name("errors.csv"), data, probs, labels, record["classes"])
     try:
         from minitl.plots import plot_confusion
         plot_confusion(report, out.with_suffix(".png"))
+        plot_losses(out.with_name("top_losses.png"), data, probs, labels, record["classes"], args.top_losses)
+        pictures = f", {out.with_suffix('.png').name} and top_losses.png"
     except ImportError:
-        pass
-    print(f"saved {out}")
+        pictures = ""
+    print(f"saved {out}{pictures}; {errors} misclassified images in {out.with_name('errors.csv')}")
     return 0
+
+
+def write_errors(path, data, probs, labels, classes):
+    """errors.csv: file, true class, predicted class, its probability and the loss of every
+    misclassified image, highest loss first; returns how many."""
+    import csv
+
+    from minitl.files import atomic_write
+    from minitl.train import image_losses
+    losses, predicted = image_losses(probs, labels), probs.argmax(axis=1)
+    wrong = sorted((i for i in range(len(labels)) if predicted[i] != labels[i]), key=lambda i: -losses[i])
+    with atomic_write(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "true", "predicted", "probability", "loss"])
+        for i in wrong:
+            writer.writerow([data.samples[i][0], classes[labels[i]], classes[predicted[i]],
+                             f"{probs[i, predicted[i]]:.4f}", f"{losses[i]:.4f}"])
+    return len(wrong)
+
+
+def plot_losses(path, data, probs, labels, classes, k):
+    """top_losses.png: the k images with the highest loss, titled true / predicted / probability / loss."""
+    import numpy as np
+
+    from minitl.data import open_image, resize_and_crop
+    from minitl.plots import plot_top_losses
+    from minitl.train import image_losses
+    losses, predicted = image_losses(probs, labels), probs.argmax(axis=1)
+    top = np.argsort(-losses, kind="stable")[:k]
+    images = [resize_and_crop(open_image(data.samples[i][0]), (160, 160)) for i in top]
+    titles = [f"{classes[labels[i]]} → {classes[predicted[i]]}\np {probs[i, predicted[i]]:.2f}, loss {losses[i]:.2f}"
+              for i in top]
+    plot_top_losses(images, titles, path)
 
 
 def cmd_predict(args):
@@ -146,7 +187,7 @@ def cmd_predict(args):
     from minitl.functional import softmax
     from minitl.runs import BEST, CHECKPOINT
     from minitl.tensor import Tensor
-    from minitl.train import predict_on_batch
+    from minitl.train import predict_on_batch, tta_views
     from minitl.transfer import load_run
     device = _device(args.device)
     model, record = load_run(args.run_dir, BEST if args.best else CHECKPOINT, device)
@@ -155,9 +196,11 @@ def cmd_predict(args):
     for problem in problems:  # reported; the other images are still classified
         print(f"minitl predict: error: {problem}", file=sys.stderr)
 
-    def show(batch):  # one forward pass for a batch of (path, image) pairs
-        logits = predict_on_batch(model, np.stack([x for _, x in batch]), device)
-        probs = softmax(Tensor(logits)).numpy()
+    def show(batch):  # one forward pass (6 with --tta) for a batch of (path, image) pairs
+        x = np.stack([x for _, x in batch])
+        views = tta_views(x) if args.tta else [x]
+        probs = np.mean([softmax(Tensor(predict_on_batch(model, np.ascontiguousarray(v), device))).numpy()
+                         for v in views], axis=0)
         for (path, _), p in zip(batch, probs):
             print(path)
             for i in np.argsort(-p)[:args.top]:
@@ -362,7 +405,11 @@ def _add_evaluate(sub):
     p.add_argument("--data", required=True, help="folder with one sub-folder per class")
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--best", action="store_true", help="use best.h5 (lowest val loss) instead of the last epoch")
-    p.add_argument("--out", help="JSON report path (default RUN_DIR/evaluation.json)")
+    p.add_argument("--out", help="JSON report path (default RUN_DIR/evaluation.json); errors.csv and "
+                                 "top_losses.png are written beside it")
+    p.add_argument("--tta", action="store_true", help="average the probabilities over 6 views of each image: "
+                                                      "itself, its mirror image and 4 shifted crops (6 times the time)")
+    p.add_argument("--top-losses", type=positive_int, default=9, help="images in top_losses.png (9)")
     _add_common(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -377,6 +424,7 @@ def _add_predict(sub):
     p.add_argument("--top", type=positive_int, default=3, help="how many classes to show (3)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (32)")
     p.add_argument("--best", action="store_true", help="use best.h5 instead of the last checkpoint")
+    p.add_argument("--tta", action="store_true", help="average over 6 views of each image (as evaluate --tta)")
     _add_common(p)
     p.set_defaults(func=cmd_predict)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minitl import functional as F
 from minitl import io as weights_io
 from minitl.applications import get_backbone
 from minitl.data import ArrayDataset, DataLoader, get_preprocess
@@ -29,8 +30,8 @@ from minitl.metrics import format_report
 from minitl.nn import BatchNormalization, manual_seed
 from minitl.optim import make_schedule
 from minitl.runs import BEST, Settings, new_record, read_record
-from minitl.train import evaluate, fit, run_callbacks, update_batchnorm_statistics
-from minitl.transfer import build_model, cached_features, make_optimizer, set_trainable_blocks
+from minitl.train import MixBatches, evaluate, fit, run_callbacks, update_batchnorm_statistics
+from minitl.transfer import build_model, cached_features, make_loss, make_optimizer, set_trainable_blocks
 
 SOURCE = ("bear", "bird", "cat", "cow", "dog")
 TARGET = ("elephant", "giraffe", "horse", "sheep", "zebra")
@@ -44,11 +45,13 @@ class Recipe:
 
     The frozen setting trains the new head on the base's cached features for
     ``frozen_epochs`` at ``frozen_lr``; the fine-tuned one starts from its best epoch,
-    unfreezes the last ``unfreeze_blocks`` blocks and trains
-    ``finetune_epochs`` at ``lr`` for the head, spread down to lr/``lr_mult`` over the
-    blocks, on flipped and shifted images when ``augment``; both with ``optimizer`` and
-    ``schedule`` over their batches. Each demo base has its own (`DEMO_BASES`), chosen on the
-    validation images over seeds 0, 1 and 2 (README, "How the recipe was chosen").
+    unfreezes the last ``unfreeze_blocks`` blocks and trains ``finetune_epochs`` at ``lr``
+    for the head, spread down to lr/``lr_mult`` over the blocks, on flipped and shifted
+    images when ``augment``, its batches mixed with ``mixup`` and ``cutmix``. Both use
+    ``optimizer`` and ``schedule`` over their batches, ``label_smoothing`` and
+    ``class_weight`` in the loss, and ``balanced_sampling``. Each demo base has its own
+    (`DEMO_BASES`), chosen on the validation images over seeds 0, 1 and 2 (README, "The
+    fine-tuning recipe").
     """
     frozen_epochs: int = 10
     frozen_lr: float = 3e-3
@@ -60,6 +63,11 @@ class Recipe:
     unfreeze_blocks: int = 2
     train_bn: bool = False
     augment: bool = True
+    label_smoothing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    class_weight: str = None
+    balanced_sampling: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,12 +118,14 @@ def to_input(images, preprocessing="caffe"):
 
 
 def split_target(images, labels, names, per_class_train, per_class_val, per_class_test, seed, preprocessing="caffe"):
-    """Few labelled images per target class for training, a few for validation, a fixed test set."""
+    """Few labelled images per target class for training (``per_class_train``: one number, or
+    one per class for an unbalanced set), a few for validation, a fixed test set."""
     rng = np.random.default_rng(seed)
     parts = {"train": [], "val": [], "test": []}
+    train_counts = np.broadcast_to(per_class_train, len(TARGET))
     for new_label, name in enumerate(TARGET):
         idx = rng.permutation(np.flatnonzero(labels == names.index(name)))
-        counts = (per_class_train, per_class_val, per_class_test)
+        counts = (int(train_counts[new_label]), per_class_val, per_class_test)
         start = 0
         for part, n in zip(parts, counts):
             parts[part] += [(i, new_label) for i in idx[start:start + n]]
@@ -206,16 +216,17 @@ class _Target:
         self.reports = {}
 
     def fit(self, name, model, optimizer, train_loader, val_loader, epochs, save_model=None, schedule=None,
-            **entries):
+            loss=None, extra=(), **entries):
         """Train one setting into out/<name>, then evaluate its best epoch on the test set."""
         run_dir = self.out / name
         run_dir.mkdir(exist_ok=True)
         record = new_record(TARGET, (SIZE, SIZE), self.cfg, self.seed, preprocessing=self.base.preprocessing,
                             setting=name, **entries)
         start = time.perf_counter()
-        fit(model, optimizer, train_loader, val_loader, epochs,
-            run_callbacks(run_dir, record, self.seed, schedule=schedule, progress=self.progress, log=self.log,
-                          save_model=save_model), device=self.device)
+        callbacks = run_callbacks(run_dir, record, self.seed, schedule=schedule, progress=self.progress, log=self.log,
+                                  save_model=save_model)
+        fit(model, optimizer, train_loader, val_loader, epochs, [*callbacks, *extra],
+            loss=loss or F.softmax_cross_entropy, device=self.device)
         seconds = time.perf_counter() - start
         model = model if save_model is None else save_model
         weights_io.load_weights(model, run_dir / BEST)  # the epoch with the lowest validation loss
@@ -263,9 +274,10 @@ def _frozen(task, weights, recipe):
     feats = cached_features(task.out / "frozen", base, loaders, task.device)
     opt = make_optimizer(model, recipe.frozen_lr, optimizer=recipe.optimizer)
     task.fit("frozen", head, opt, DataLoader(ArrayDataset(*feats["train"]), task.batch_size, shuffle=True,
-                                             seed=task.seed),
+                                             seed=task.seed, balanced=recipe.balanced_sampling),
              DataLoader(ArrayDataset(*feats["val"]), 100), recipe.frozen_epochs, save_model=model,
-             schedule=make_schedule(recipe.schedule), weights=str(weights))
+             schedule=make_schedule(recipe.schedule), loss=make_loss(recipe, task.data["train"]),
+             weights=str(weights))
     return model
 
 
@@ -277,10 +289,12 @@ def _finetuned(task, model, weights, recipe):
     set_trainable_blocks(model[0], blocks, recipe.train_bn)
     opt = make_optimizer(model, recipe.lr, recipe.lr_mult, optimizer=recipe.optimizer)
     train = task.data["train"]
-    loader = DataLoader(ArrayDataset(train.images, train.labels, flip_and_shift, seed=task.seed), task.batch_size,
-                        shuffle=True, seed=task.seed) if recipe.augment else task.train_loader
+    data = ArrayDataset(train.images, train.labels, flip_and_shift if recipe.augment else None, seed=task.seed)
+    loader = DataLoader(data, task.batch_size, shuffle=True, seed=task.seed, balanced=recipe.balanced_sampling)
+    mixing = [MixBatches(len(TARGET), recipe.mixup, recipe.cutmix, task.seed)] if recipe.mixup or recipe.cutmix else []
     task.fit("finetuned", model, opt, loader, task.val_loader, recipe.finetune_epochs,
-             schedule=make_schedule(recipe.schedule), weights=str(weights), unfreeze_blocks=blocks)
+             schedule=make_schedule(recipe.schedule), loss=make_loss(recipe, train), extra=mixing,
+             weights=str(weights), unfreeze_blocks=blocks)
 
 
 def run(out=None, arch="vgg16", weights=None, train_per_class=20, epochs=30, recipe=None, lr=0.01, batch_size=32,

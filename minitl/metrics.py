@@ -41,6 +41,17 @@ def classification_report(y_true, y_pred, class_names):
     }
 
 
+def most_confused(confusion, class_names, top=5):
+    """The ``top`` off-diagonal cells of a confusion matrix, largest first: [{'true', 'predicted',
+    'count', 'share'}], share = count / the true class's images (fastai's ``most_confused``)."""
+    c = np.asarray(confusion)
+    support = c.sum(axis=1)
+    cells = [(int(c[i, j]), i, j) for i in range(len(c)) for j in range(len(c)) if i != j and c[i, j]]
+    cells.sort(key=lambda cell: (-cell[0], cell[1], cell[2]))
+    return [{"true": class_names[i], "predicted": class_names[j], "count": n, "share": n / int(support[i])}
+            for n, i, j in cells[:top]]
+
+
 def format_report(report):
     """The report as printable tables."""
     names = report["classes"]

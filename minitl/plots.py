@@ -79,3 +79,17 @@ def plot_lr_find(result, path):
     ax.legend()
     fig.tight_layout()
     _save(fig, path)
+
+
+def plot_top_losses(images, titles, path, columns=3):
+    """A grid of images (uint8 RGB arrays), each with its title (fastai's ``plot_top_losses``)."""
+    plt = _pyplot()
+    rows = max(1, -(-len(images) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.4 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, image, title in zip(axes.ravel(), images, titles):
+        ax.imshow(image)
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)

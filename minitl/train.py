@@ -16,7 +16,7 @@ import numpy as np
 from minitl import functional as F
 from minitl.backend import get_array_module, to_device, to_numpy
 from minitl.errors import TrainingError
-from minitl.metrics import classification_report
+from minitl.metrics import classification_report, most_confused
 from minitl.nn import BatchNormalization, manual_seed
 from minitl.runs import CHECKPOINT, RunFolder
 from minitl.tensor import Tensor, no_grad
@@ -42,11 +42,53 @@ def predict(model, loader, device="cpu", progress=False, desc="predict"):
     return np.concatenate(outs), np.concatenate(labels)
 
 
-def evaluate(model, loader, class_names, device="cpu"):
-    """Loss, accuracy, per-class precision/recall/F1, macro averages and the confusion matrix."""
-    logits, labels = predict(model, loader, device)
-    report = classification_report(labels, logits.argmax(axis=1), class_names)
-    report["loss"] = float(F.softmax_cross_entropy(Tensor(logits), labels).item())
+def tta_views(x):
+    """The views that test-time augmentation averages over, for a batch (N, H, W, C): the image,
+    its mirror image, and the image shifted by s = max(1, round(H/16)) pixels towards each of
+    its four corners (crops of the image with its edge pixels repeated s times): 6 views."""
+    h, w = x.shape[1:3]
+    s = max(1, round(h / 16))
+    padded = np.pad(x, ((0, 0), (s, s), (s, s), (0, 0)), mode="edge")
+    corners = [padded[:, dy:dy + h, dx:dx + w] for dy in (0, 2 * s) for dx in (0, 2 * s)]
+    return [x, x[:, :, ::-1], *corners]
+
+
+def predict_proba(model, loader, device="cpu", tta=False, progress=False):
+    """(probabilities (N, K) in float64, labels) over every batch of ``loader``, in order;
+    with ``tta``, each image's probabilities averaged over its `tta_views` (6 forward passes)."""
+    from tqdm import tqdm
+    probs, labels = [], []
+    for x, y in tqdm(loader.batches(0), total=len(loader), desc="predict", disable=not progress, leave=False):
+        views = tta_views(x) if tta else [x]
+        probs.append(np.mean([_softmax(predict_on_batch(model, np.ascontiguousarray(v), device)) for v in views],
+                             axis=0))
+        labels.append(y)
+    return np.concatenate(probs), np.concatenate(labels)
+
+
+def _softmax(logits):
+    z = logits.astype(np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def image_losses(probs, labels):
+    """Each image's cross-entropy, −log p(true class)."""
+    return -np.log(np.maximum(probs[np.arange(len(labels)), labels], np.finfo(np.float64).tiny))
+
+
+def evaluate(model, loader, class_names, device="cpu", tta=False):
+    """Loss, accuracy, per-class precision/recall/F1, macro averages, the confusion matrix and
+    its most confused pairs of classes; ``tta``: on probabilities averaged over `tta_views`."""
+    probs, labels = predict_proba(model, loader, device, tta)
+    return report_from_probabilities(probs, labels, class_names, tta)
+
+
+def report_from_probabilities(probs, labels, class_names, tta=False):
+    """`evaluate`'s report from the predicted probabilities (N, K) and the true labels."""
+    report = classification_report(labels, probs.argmax(axis=1), class_names)
+    report.update(loss=float(image_losses(probs, labels).mean()), tta=bool(tta),
+                  most_confused=most_confused(report["confusion_matrix"], class_names))
     return report
 
 

@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import shutil
@@ -371,3 +372,33 @@ def test_cli_lr_find_prints_the_suggestions_and_writes_its_files(folder, notop, 
     with pytest.raises(SystemExit) as e:
         main(["lr-find", "--help"])
     assert e.value.code == 0 and "--freeze-epochs" in capsys.readouterr().out
+
+
+def test_cli_evaluate_shows_the_errors_and_tta_averages_six_views(folder, notop, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["finetune", "--data", str(folder), "--weights", str(notop), "--out", str(run), "--freeze-epochs", "1",
+                 "--epochs", "1", "--image-size", "32", "--width", "0.0625", "--hidden", "8", "--batch-size", "4",
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--data", str(folder), "--quiet", "--top-losses", "4"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads((run / "evaluation.json").read_text())
+    rows = (run / "errors.csv").read_text().splitlines()
+    wrong = sum(map(sum, report["confusion_matrix"])) - sum(report["confusion_matrix"][i][i] for i in range(3))
+    assert rows[0] == "file,true,predicted,probability,loss" and len(rows) == 1 + wrong
+    losses = [float(row.split(",")[-1]) for row in rows[1:]]
+    assert losses == sorted(losses, reverse=True) and all(loss > 0 for loss in losses)
+    for pair in report["most_confused"]:
+        assert f"  {pair['true']} → {pair['predicted']}: {pair['count']}, {pair['share']:.0%}" in out
+    if wrong:
+        assert report["most_confused"] and f"{wrong} misclassified images" in out
+    if importlib.util.find_spec("matplotlib"):
+        assert (run / "top_losses.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["evaluate", str(run), "--data", str(folder), "--quiet", "--tta", "--out",
+                 str(tmp_path / "tta.json")]) == 0
+    tta = json.loads((tmp_path / "tta.json").read_text())
+    assert tta["tta"] and not report["tta"] and tta["loss"] != report["loss"]
+    image = next((folder / "green").glob("*.png"))
+    capsys.readouterr()
+    assert main(["predict", str(run), str(image), "--tta"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == str(image)

@@ -286,3 +286,32 @@ def test_a_run_with_every_regulariser_resumes_bit_for_bit(folder, notop, tmp_pat
     resumed, _ = transfer.finetune(train, val, tmp_path / "cut", resume=True, **opts)
     for (k, a), b in zip(params(full).items(), params(resumed).values()):
         np.testing.assert_array_equal(a, b, err_msg=k)
+
+
+def test_tta_views_are_the_image_its_mirror_and_four_shifted_crops():
+    x = np.arange(2 * 32 * 32 * 3, dtype=np.float32).reshape(2, 32, 32, 3)
+    views = T.tta_views(x)
+    assert len(views) == 6 and all(v.shape == x.shape for v in views)
+    np.testing.assert_array_equal(views[1], x[:, :, ::-1])
+    np.testing.assert_array_equal(views[2][:, 2:, 2:], x[:, :30, :30])   # shifted 2 = 32/16 pixels down-right
+    np.testing.assert_array_equal(views[5][:, :30, :30], x[:, 2:, 2:])   # and up-left
+    np.testing.assert_array_equal(views[2][:, 0, 5], x[:, 0, 3])         # the edge repeated
+
+
+def test_evaluate_with_tta_averages_the_views_probabilities():
+    model, _, loader = _tiny_task()
+    probs, labels = T.predict_proba(model, loader, tta=True)
+    x = np.concatenate([x for x, _ in loader.batches(0)])
+    each = [T._softmax(T.predict_on_batch(model, np.ascontiguousarray(v))) for v in T.tta_views(x)]
+    np.testing.assert_allclose(probs, np.mean(each, axis=0), rtol=1e-12)
+    report = T.evaluate(model, loader, ["a", "b"], tta=True)
+    assert report["tta"] and report["loss"] == pytest.approx(-np.mean(np.log(probs[np.arange(6), labels])))
+
+
+def test_most_confused_lists_the_largest_off_diagonal_cells_with_their_share():
+    from minitl.metrics import most_confused
+    c = [[5, 3, 0], [1, 6, 0], [4, 0, 2]]
+    assert most_confused(c, ["a", "b", "c"]) == [
+        {"true": "c", "predicted": "a", "count": 4, "share": 4 / 6},
+        {"true": "a", "predicted": "b", "count": 3, "share": 3 / 8},
+        {"true": "b", "predicted": "a", "count": 1, "share": 1 / 7}]
