@@ -146,18 +146,53 @@ def _cover_size(h, w, size):
     return max(th, int(h * scale + 0.5)), max(tw, int(w * scale + 0.5))
 
 
+def random_resized_box(h, w, rng, scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3)):
+    """(top, left, height, width) of a random box of an (h, w) image: area a·h·w with a ~ U(scale),
+    aspect ratio width/height r with log r ~ U(log ratio), clipped to the image, placed uniformly
+    (torchvision's RandomResizedCrop, without its retries)."""
+    area = h * w * rng.uniform(*scale)
+    r = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+    bh, bw = min(h, max(1, round(math.sqrt(area / r)))), min(w, max(1, round(math.sqrt(area * r))))
+    return int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1)), bh, bw
+
+
+def jitter(x, rng, rotate=10.0, brightness=0.2, contrast=0.2):
+    """RGB (H, W, 3) float 0..255: rotated by an angle ~ U(−rotate, rotate) degrees about its
+    centre (bilinear, the corners filled with its mean colour), then x ← (x − m)·c + m·b with
+    contrast c ~ U(1 ± contrast), brightness b ~ U(1 ± brightness), m the mean; clipped to 0..255."""
+    angle = rng.uniform(-rotate, rotate)
+    mean = x.mean(axis=(0, 1))
+    img = Image.fromarray(np.clip(x, 0, 255).astype(np.uint8))
+    x = np.asarray(img.rotate(angle, Image.BILINEAR, fillcolor=tuple(int(v) for v in mean)), dtype=np.float32)
+    c, b = rng.uniform(1 - contrast, 1 + contrast), rng.uniform(1 - brightness, 1 + brightness)
+    return np.clip((x - mean) * c + mean * b, 0, 255).astype(np.float32)
+
+
+# what --augment light and standard do to a training image; written into the run's record
+AUGMENTATIONS = {
+    "none": {},
+    "light": {"crop": "random", "flip": True},
+    "standard": {"crop": "random-resized", "scale": [0.35, 1.0], "ratio": [0.75, 1.3333], "flip": True,
+                 "rotate": 10.0, "brightness": 0.2, "contrast": 0.2},
+}
+
+
 def resize_and_crop(img, image_size, crop="center", resize=None, rng=None):
     """Pillow image (H, W) -> uint8 array (h, w, C): resize keeping the aspect ratio, then crop.
 
     The resize makes the shorter side `resize` (None: just enough to cover image_size,
     and never less than that); the crop is the central (h, w) window, or with
-    crop='random' a uniformly placed one (top, then left, drawn from rng). Only the
+    crop='random' a uniformly placed one (top, then left, drawn from rng); crop='random-resized'
+    takes a `random_resized_box` of the image instead and resizes it to image_size. Only the
     crop is computed, from the source pixels under it (Pillow's resize with a box:
     the same bilinear filter, the same result as resizing the whole image and cropping
     up to rounding), so an extreme aspect ratio (1 x 2,000,000) costs no more than the output.
     """
     th, tw = image_size
     h, w = img.height, img.width
+    if crop == "random-resized":
+        top, left, bh, bw = random_resized_box(h, w, rng)
+        return np.asarray(img.resize((tw, th), Image.BILINEAR, box=(left, top, left + bw, top + bh)))
     if resize is None:
         rh, rw = _cover_size(h, w, image_size)
     else:
@@ -193,12 +228,14 @@ def get_preprocess(preprocess):
     raise ValueError(f"preprocess must be 'caffe', 'tf', None or a function, got {preprocess!r}")
 
 
-def _prepare(img, image_size, crop, resize, flip, transform, preprocess, rng):
-    """Pillow RGB image -> float32 (H, W, 3): resize, crop, flip, transform, preprocess."""
+def _prepare(img, image_size, crop, resize, flip, transform, preprocess, rng, jittered=False):
+    """Pillow RGB image -> float32 (H, W, 3): resize, crop, flip, jitter, transform, preprocess."""
     x = resize_and_crop(img, image_size, crop, resize, rng)
     if flip:
         x = random_flip(x, rng)
     x = x.astype(np.float32)
+    if jittered:
+        x = jitter(x, rng)
     if transform is not None:
         x = np.asarray(transform(x, rng), dtype=np.float32)
     if preprocess is not None:
@@ -310,16 +347,17 @@ class ImageFolder:
     raises DataError when it is read.
 
     ds[i] -> (float32 (H, W, 3), int label); see the module docstring for the steps.
-    crop: 'center' or 'random'; flip: random left-right flips; resize: shorter side
-    before the crop (None: just enough to cover image_size); transform(image, rng):
-    runs after flip, before preprocess; preprocess: 'caffe', None (RGB 0..255) or a function.
+    crop: 'center', 'random' or 'random-resized'; flip: random left-right flips; jittered:
+    random rotation, brightness and contrast (`jitter`); resize: shorter side before the crop
+    (None: just enough to cover image_size); transform(image, rng): runs after them, before
+    preprocess; preprocess: 'caffe', None (RGB 0..255) or a function.
     """
 
     def __init__(self, root, image_size=(224, 224), classes=None, transform=None,
                  validation_split=None, subset=None, seed=0, crop="center", flip=False,
-                 preprocess="caffe", resize=None, verify=True):
-        if crop not in ("center", "random"):
-            raise ValueError(f"crop must be 'center' or 'random', got {crop!r}")
+                 preprocess="caffe", resize=None, verify=True, jittered=False):
+        if crop not in ("center", "random", "random-resized"):
+            raise ValueError(f"crop must be 'center', 'random' or 'random-resized', got {crop!r}")
         if subset not in (None, "training", "validation"):
             raise ValueError(f"subset must be 'training', 'validation' or None, got {subset!r}")
         if (subset is None) != (validation_split is None):
@@ -331,6 +369,7 @@ class ImageFolder:
         self.seed = int(seed)
         self.crop = crop
         self.flip = bool(flip)
+        self.jittered = bool(jittered)
         self.resize = None if resize is None else int(resize)
         self.preprocess = get_preprocess(preprocess)
         self.epoch = 0
@@ -411,12 +450,24 @@ class ImageFolder:
     def __getitem__(self, index):
         path, label = self.samples[index]
         rng = None
-        if self.crop == "random" or self.flip or self.transform is not None:
+        if self.random:
             rng = np.random.default_rng([self.seed, self.epoch, index % len(self.samples)])
         img = open_image(path, min_size=max(self.resize or 0, *self.image_size))
         x = _prepare(img, self.image_size, self.crop, self.resize, self.flip,
-                     self.transform, self.preprocess, rng)
+                     self.transform, self.preprocess, rng, self.jittered)
         return x, label
+
+    @property
+    def random(self):
+        """Whether an item changes from epoch to epoch (random crops, flips, jitter or a transform)."""
+        return self.crop != "center" or self.flip or self.jittered or self.transform is not None
+
+    def plain(self):
+        """The same images prepared as for validation: centre crops, no flip, jitter or transform
+        (what a frozen phase caches the features of)."""
+        copy = object.__new__(ImageFolder)
+        copy.__dict__.update(self.__dict__, crop="center", flip=False, jittered=False, transform=None)
+        return copy
 
     def __repr__(self):
         subset = f", subset={self.subset!r}" if self.subset else ""
@@ -425,16 +476,19 @@ class ImageFolder:
 
 
 def train_val_folders(root, image_size=(224, 224), validation_split=0.2, seed=0,
-                      augment=True, **options):
+                      augment="light", **options):
     """(training, validation) ImageFolders for root.
 
     If root holds train and val folders (see find_splits) they are used, and the
     validation set takes the training set's classes. Otherwise root's class folders
-    are split with validation_split and seed. augment=True gives the training set
-    random crops and flips; validation always uses a center crop and no flip.
-    options (classes, preprocess, resize, transform, verify) go to both.
+    are split with validation_split and seed. augment (`AUGMENTATIONS`): 'light' gives the
+    training set random crops and flips, 'standard' random resized crops, flips, rotations,
+    brightness and contrast, 'none' (or False) nothing; validation always uses a center
+    crop and no flip. options (classes, preprocess, resize, transform, verify) go to both.
     """
-    extra = {"crop": "random", "flip": True} if augment else {}
+    level = {True: "light", False: "none", None: "none"}.get(augment, augment)
+    steps = AUGMENTATIONS[level]
+    extra = {"crop": steps["crop"], "flip": True, "jittered": "rotate" in steps} if steps else {}
     splits = find_splits(root)
     if splits is not None:
         train = ImageFolder(splits[0], image_size, seed=seed, **extra, **options)

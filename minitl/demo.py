@@ -49,7 +49,8 @@ class Recipe:
     for the head, spread down to lr/``lr_mult`` over the blocks, on flipped and shifted
     images when ``augment``, its batches mixed with ``mixup`` and ``cutmix``. Both use
     ``optimizer`` and ``schedule`` over their batches, ``label_smoothing`` and
-    ``class_weight`` in the loss, and ``balanced_sampling``. Each demo base has its own
+    ``class_weight`` in the loss, and ``balanced_sampling``; ``tta`` evaluates both with
+    test-time augmentation (`minitl.train.tta_views`). Each demo base has its own
     (`DEMO_BASES`), chosen on the validation images over seeds 0, 1 and 2 (README, "The
     fine-tuning recipe").
     """
@@ -68,6 +69,7 @@ class Recipe:
     cutmix: float = 0.0
     class_weight: str = None
     balanced_sampling: bool = False
+    tta: bool = False
 
 
 @dataclass(frozen=True)
@@ -213,7 +215,7 @@ class _Target:
         self.train_loader = DataLoader(data["train"], batch_size, shuffle=True, seed=seed)
         self.val_loader = DataLoader(data["val"], 100)
         self.test_loader = DataLoader(data["test"], 250)
-        self.reports = {}
+        self.reports, self.tta = {}, False
 
     def fit(self, name, model, optimizer, train_loader, val_loader, epochs, save_model=None, schedule=None,
             loss=None, extra=(), **entries):
@@ -230,9 +232,11 @@ class _Target:
         seconds = time.perf_counter() - start
         model = model if save_model is None else save_model
         weights_io.load_weights(model, run_dir / BEST)  # the epoch with the lowest validation loss
-        report = evaluate(model, self.test_loader, list(TARGET), self.device)
+        report = evaluate(model, self.test_loader, list(TARGET), self.device, tta=self.tta)
         best = min(record["history"], key=lambda row: row["val_loss"])
-        report.update(val_accuracy=best["val_accuracy"], best_epoch=best["epoch"], seconds=seconds)
+        val_accuracy = evaluate(model, self.val_loader, list(TARGET), self.device, tta=True)["accuracy"] \
+            if self.tta else best["val_accuracy"]
+        report.update(val_accuracy=val_accuracy, best_epoch=best["epoch"], seconds=seconds)
         write_json(run_dir / "metrics.json", report)
         self.reports[name] = report
         self.log(f"{name}: test accuracy {report['accuracy']:.3f}, macro F1 {report['macro_f1']:.3f}")
@@ -318,6 +322,7 @@ def run(out=None, arch="vgg16", weights=None, train_per_class=20, epochs=30, rec
     log(f"backbone {arch} (width {base.width:g}, {SIZE}×{SIZE}); target task: {', '.join(TARGET)}; "
         f"{len(data['train'])} training images, {len(data['val'])} validation, {len(data['test'])} test")
     task = _Target(out, base, data, seed, batch_size, device, progress, log)
+    task.tta = recipe.tta
     if scratch:
         _scratch(task, epochs, lr)
     model = _frozen(task, weights, recipe)

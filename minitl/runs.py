@@ -32,6 +32,7 @@ RUN_FILES = (RECORD, CHECKPOINT, BEST, OPTIMIZER, "curves.png", "evaluation.json
 EPOCH_FILES = (CHECKPOINT, OPTIMIZER, BEST)  # written by each epoch, named in the record by digest
 DEFAULT_LR = {"sgd": 0.01, "adam": 0.003}
 SCHEDULES = ("none", "step", "cosine", "onecycle")
+AUGMENT_LEVELS = ("none", "light", "standard")  # minitl.data.AUGMENTATIONS
 ARCHS = ("vgg16", "vgg19", "resnet50", "inception_v3", "mobilenet_v2")  # the keys of minitl.applications.BACKBONES
 
 
@@ -139,7 +140,10 @@ class Settings:
                             type=Bounded(int, 1, MAX_UNITS), nargs="*", cli_default=[1024, 512])
     dropout: float = setting(0.0, "dropout after each hidden head layer, from 0 to below 1", type=fraction)
     pooling: str = setting("flatten", "flatten block5_pool or average it globally", choices=["flatten", "avg"])
-    augment: bool = setting(False, "random crops and flips (disables the feature cache)", action="store_true")
+    augment: str = setting("none", "augment the training images while blocks train: light (random crops and "
+                                   "flips; --augment alone), standard (random resized crops, flips, rotations, "
+                                   "brightness, contrast) or none; a frozen phase before them trains on cached "
+                                   "features of the centre crops", choices=AUGMENT_LEVELS, nargs="?", const="light")
     label_smoothing: float = setting(0.0, "targets (1 − ε)·onehot + ε/K, from 0 to below 1 (0)", type=fraction)
     mixup: float = setting(0.0, "mix pairs of images and their targets, λ ~ Beta(α, α), while blocks train "
                                 "(α; 0: off)", type=Bounded(float, 0))
@@ -163,6 +167,7 @@ class Settings:
                 "label_smoothing", "mixup", "cutmix", "class_weight", "balanced_sampling")
 
     def __post_init__(self):
+        self.augment = {True: "light", False: "none", None: "none"}.get(self.augment, self.augment)  # earlier records
         self.hidden = tuple(self.hidden)
         self.image_size = tuple(self.image_size) if self.image_size is not None else None
 

@@ -18,7 +18,7 @@ import numpy as np
 from minitl import functional as F
 from minitl.applications import get_backbone
 from minitl.backend import normalize_device
-from minitl.data import ArrayDataset, DataLoader, dataset_labels
+from minitl.data import AUGMENTATIONS, ArrayDataset, DataLoader, dataset_labels
 from minitl.errors import DataError, ShapeError, TrainingError, WeightsError
 from minitl.files import atomic_write, write_json
 from minitl.io import load_weights, save_weights
@@ -182,7 +182,8 @@ def _start(run, model, train_set, image_size, settings, weights, allow_partial, 
     _load_base(model, weights, allow_partial, settings, log)
     config = settings.model_config(len(train_set.classes), image_size)
     run.record = new_record(train_set.classes, image_size, config, settings.seed, type(model[0]).PREPROCESSING,
-                            weights=str(Path(weights).resolve()) if weights else None, training=settings.training())
+                            weights=str(Path(weights).resolve()) if weights else None, training=settings.training(),
+                            augmentation=AUGMENTATIONS[settings.augment])
 
 
 def _load_base(model, weights, allow_partial, settings, log):
@@ -272,7 +273,9 @@ def _train_phase(run, model, optimizer, train_set, val_set, settings, phase, cac
     is random in the data; else the whole model on the images."""
     first, end, blocks = phase
     train_loader, val_loader = _loaders(train_set, val_set, settings, device)
-    use_cache = cache_features and blocks == 0 and not settings.augment and not settings.train_bn
+    # a frozen phase before unfrozen ones caches the features of the centre crops; augmentation is for the latter
+    use_cache = cache_features and blocks == 0 and not settings.train_bn and \
+        (settings.augment == "none" or end < settings.total_epochs())
     if blocks == 0 or "feature_cache" not in run.record:
         run.record["feature_cache"] = use_cache
     schedule = make_schedule(settings.schedule, settings.warmup_epochs / (end - first))
@@ -285,7 +288,8 @@ def _train_phase(run, model, optimizer, train_set, val_set, settings, phase, cac
             callbacks.append(MixBatches(len(train_set.classes), settings.mixup, settings.cutmix, settings.seed))
         return fit(model, optimizer, train_loader, val_loader, end, callbacks, loss=loss, device=device)
     base, head = base_and_head(model)
-    loaders = {"train": DataLoader(train_set, settings.batch_size)}
+    plain = train_set.plain() if hasattr(train_set, "plain") else train_set
+    loaders = {"train": DataLoader(plain, settings.batch_size)}
     if val_loader is not None:
         loaders["val"] = val_loader
     t0 = time.perf_counter()
@@ -314,7 +318,9 @@ def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume
     `minitl.runs.Settings`; ``changes``: fields of it to change (``epochs=3, lr=0.001``).
     ``resume``: go on with the run in ``run_dir``, in whichever phase it stopped, with its
     recorded settings; only ``epochs`` may change. While the whole base is frozen and there
-    is no random augmentation, the base's features are computed once and cached.
+    is no random augmentation, the base's features are computed once and cached; in a frozen
+    phase before unfrozen ones, they are the features of the centre crops, and ``augment``
+    applies once blocks train.
     """
     settings = dataclasses.replace(settings or Settings(), **changes)
     run = RunFolder(run_dir)
@@ -391,7 +397,7 @@ def find_lr(train_set, out, settings=None, *, weights=None, cache_features=True,
     out.mkdir(parents=True, exist_ok=True)
     loader = DataLoader(train_set, settings.batch_size, shuffle=True, seed=settings.seed)
     trained = model
-    if cache_features and blocks == 0 and not settings.augment and not settings.train_bn:
+    if cache_features and blocks == 0 and settings.augment == "none" and not settings.train_bn:
         base, trained = base_and_head(model)
         feats = cached_features(out, base, {"train": DataLoader(train_set, settings.batch_size)}, device, progress)
         loader = DataLoader(ArrayDataset(*feats["train"]), settings.batch_size, shuffle=True, seed=settings.seed)

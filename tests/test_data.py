@@ -602,3 +602,32 @@ def test_array_dataset():
     np.testing.assert_array_equal(x, ds[1][0])
     with pytest.raises(DataError):
         ArrayDataset(images, [0, 1])
+
+
+def test_standard_augmentation_is_seeded_and_stays_in_range(tmp_path):
+    from minitl.data import AUGMENTATIONS, jitter, random_resized_box
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # a box inside the image, of about the drawn area
+        top, left, h, w = random_resized_box(40, 60, rng)
+        assert 0 <= top and top + h <= 40 and 0 <= left and left + w <= 60 and h * w >= 1
+    x = np.random.default_rng(1).uniform(0, 255, (16, 16, 3)).astype(np.float32)
+    a, b = jitter(x, np.random.default_rng(5)), jitter(x, np.random.default_rng(5))
+    np.testing.assert_array_equal(a, b)
+    assert a.min() >= 0 and a.max() <= 255 and not np.array_equal(a, x)
+    still = jitter(x, np.random.default_rng(5), rotate=0, brightness=0, contrast=0)
+    np.testing.assert_allclose(still, np.clip(x, 0, 255).astype(np.uint8), atol=1e-3)  # nothing but the uint8 trip
+    folder = tmp_path / "photos"
+    for name in ("a", "b"):
+        (folder / name).mkdir(parents=True)
+        for i in range(3):
+            pixels = np.random.default_rng(i).integers(0, 255, (40, 50, 3), np.uint8)
+            Image.fromarray(pixels).save(folder / name / f"{i}.png")
+    train, val = train_val_folders(folder, (24, 24), 0.34, augment="standard", preprocess=None)
+    assert train.crop == "random-resized" and train.flip and train.jittered and not val.random
+    first, again = train[0][0], train[0][0]
+    np.testing.assert_array_equal(first, again)  # the same epoch: the same draws
+    train.set_epoch(1)
+    assert not np.array_equal(train[0][0], first) and first.shape == (24, 24, 3)
+    plain = train.plain()
+    assert not plain.random and train.random and plain.samples == train.samples
+    assert set(AUGMENTATIONS) == {"none", "light", "standard"}

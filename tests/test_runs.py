@@ -21,7 +21,8 @@ def test_every_setting_with_a_help_text_is_a_finetune_option_with_its_default():
 def test_options_become_settings_and_the_record_entries():
     s = runs.Settings.from_options(finetune_args("--epochs", "3", "--optimizer", "adam", "--hidden", "16",
                                                  "--image-size", "40x48", "--augment", "--seed", "7"))
-    assert (s.epochs, s.optimizer, s.hidden, s.image_size, s.augment, s.seed) == (3, "adam", (16,), (40, 48), True, 7)
+    assert (s.epochs, s.optimizer, s.hidden, s.image_size, s.seed) == (3, "adam", (16,), (40, 48), 7)
+    assert s.augment == "light"  # --augment alone
     training = s.training()
     assert list(training) == list(runs.Settings.TRAINING) and training["lr"] == 0.003  # Adam's default rate
     assert s.model_config(4, s.image_size) == {"arch": "vgg16", "input_shape": [40, 48, 3], "width": 1.0,

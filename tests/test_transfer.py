@@ -13,7 +13,7 @@ from finetune_fixtures import SMALL, datasets, interrupt_at, params
 import minitl.train as T
 from minitl import DataError, TrainingError, io, runs, transfer
 from minitl.applications import VGG16
-from minitl.data import ArrayDataset, ImageFolder
+from minitl.data import ArrayDataset, DataLoader, ImageFolder
 from minitl.files import write_json
 from minitl.nn import manual_seed
 
@@ -426,3 +426,21 @@ def test_an_unbalanced_training_set_is_warned_about_naming_both_options(tmp_path
         warnings.simplefilter("error")
         transfer.finetune(data, None, tmp_path / "run", epochs=1, class_weight="balanced", **SMALL)
         transfer.finetune(unbalanced([12, 4]), None, tmp_path / "run", epochs=1, **SMALL)  # 3 times: no warning
+
+
+def test_augmentation_leaves_the_frozen_phase_its_cache_and_is_recorded(folder, notop, tmp_path):
+    from minitl.data import AUGMENTATIONS, train_val_folders
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train, val = train_val_folders(folder, (32, 32), 0.34, augment="standard")
+    _, record = transfer.finetune(train, val, tmp_path / "run", weights=notop,
+                                  **dict(SMALL, freeze_epochs=1, unfreeze_blocks=1, epochs=1, augment="standard"))
+    assert record["feature_cache"] and record["augmentation"] == AUGMENTATIONS["standard"]
+    base = transfer.build_model(record["model"])[0]
+    io.load_weights(base, notop)
+    with h5py.File(tmp_path / "run" / "features.h5") as f:  # the centre crops' features
+        np.testing.assert_allclose(f["train/features"][()], T.predict(base, DataLoader(train.plain(), 4))[0],
+                                   rtol=1e-5, atol=1e-6)
+    _, single = transfer.finetune(train, val, tmp_path / "single", weights=notop,
+                                  **dict(SMALL, epochs=1, augment="light"))
+    assert not single["feature_cache"]  # a single frozen phase with augmentation computes its features anew
