@@ -7,6 +7,7 @@ shows the traceback instead.
 import argparse
 import os
 import platform
+import signal
 import sys
 import warnings
 
@@ -484,8 +485,9 @@ def main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from minitl.runs import StopOnSignals, signal_name
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), StopOnSignals():
             if not args.debug:
                 warnings.showwarning = _warning_line(args.command)
             return args.func(args) or 0
@@ -498,9 +500,11 @@ def main(argv=None):
         what = f"not enough memory ({e})" if isinstance(e, MemoryError) else str(e)
         print(f"minitl {args.command}: error: {what}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"minitl {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM and SIGHUP (minitl.runs.Stopped)
+        signum = getattr(e, "signum", signal.SIGINT)
+        how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal_name(signum)}"
+        print(f"minitl {args.command}: {how}", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -310,26 +310,68 @@ def load_optimizer(path, optimizer):
 
 
 # ---- the folder ---------------------------------------------------------------
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (``signum``), handled as Ctrl-C is: a run stops at a safe point and
+    keeps its last epoch; ``args`` ends with "committed" when it was raised after an epoch's commit."""
+
+    def __init__(self, signum, *args):
+        super().__init__(signum, *args)
+        self.signum = signum
+
+
+def signal_name(signum):
+    return signal.Signals(signum).name
+
+
+class StopOnSignals:
+    """Inside a ``with`` block, SIGTERM (kill, timeout, docker stop, batch schedulers) and
+    SIGHUP (the terminal went away) raise `Stopped`, as Ctrl-C raises KeyboardInterrupt.
+    A signal that is ignored (nohup) stays ignored; outside the main thread it does nothing."""
+
+    def __enter__(self):
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS[1:]:
+                if signal.getsignal(signum) == signal.SIG_DFL:
+                    self._previous[signum] = signal.signal(signum, self._stop)
+        return self
+
+    @staticmethod
+    def _stop(signum, frame):
+        raise Stopped(signum)
+
+    def __exit__(self, *exc):
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        return False
+
+
 class HeldInterrupt:
-    """Hold Ctrl-C (SIGINT) inside a ``with`` block; ``caught`` tells whether it came.
+    """Hold Ctrl-C (SIGINT), and SIGTERM and SIGHUP where `StopOnSignals` handles them, inside
+    a ``with`` block; ``caught`` is the signal that came (0: none).
 
     A group of files written together (checkpoint, optimizer state, record) is then never
-    left half old, half new. Outside the main thread, or when SIGINT is ignored, it does nothing.
+    left half old, half new. Outside the main thread, or for a signal that is ignored or left
+    to the system's default action, it does nothing.
     """
 
     def __enter__(self):
-        self.caught, self._previous = False, None
-        if threading.current_thread() is threading.main_thread() \
-                and signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, None):
-            self._previous = signal.signal(signal.SIGINT, self._hold)
+        self.caught, self._previous = 0, {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                if callable(signal.getsignal(signum)):
+                    self._previous[signum] = signal.signal(signum, self._hold)
         return self
 
     def _hold(self, signum, frame):
-        self.caught = True
+        self.caught = self.caught or signum
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
         return False
 
 
@@ -365,8 +407,8 @@ class RunFolder:
     def commit_epoch(self, model, optimizer, row, improved, **entries):
         """Record the epoch of ``row`` (the last row of the record's history) and ``entries``,
         and write the epoch's files together: checkpoint.h5, optimizer.h5 and best.h5 (when ``improved``) under staged
-        names, record.json naming them by digest, then the renames. Ctrl-C meanwhile waits
-        until all are written; returns True when it came."""
+        names, record.json naming them by digest, then the renames. Ctrl-C (or SIGTERM, SIGHUP)
+        meanwhile waits until all are written; returns the signal that came, else 0."""
         with HeldInterrupt() as held:
             self.record["epoch"] = row["epoch"]
             self.record.update(entries)

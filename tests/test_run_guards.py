@@ -1,0 +1,69 @@
+"""A run's folder against the outside world, with real processes: stop signals (SIGTERM,
+SIGHUP), a second writer on the same folder, full disks and an unprivileged user."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+TINY = ["--image-size", "32", "--width", "0.0625", "--hidden", "16", "8", "--batch-size", "4", "--optimizer", "sgd",
+        "--schedule", "none", "--lr", "0.01", "--unfreeze-blocks", "0", "--quiet"]
+
+
+def minitl(*args, user=None):
+    """The command line of ``python -m minitl ARGS`` with this checkout's minitl, as ``user`` when given."""
+    command = [sys.executable, "-m", "minitl", *map(str, args)]
+    return ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command] if user else command
+
+
+ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+def start(*args, user=None):
+    return subprocess.Popen(minitl(*args, user=user), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ENV, cwd=ROOT)
+
+
+def run(*args, user=None, timeout=120):
+    return subprocess.run(minitl(*args, user=user), capture_output=True, text=True, env=ENV, cwd=ROOT,
+                          timeout=timeout, check=False)
+
+
+def errors(stderr):
+    """stderr's lines but the warnings about the fixture's corrupt image."""
+    return [line for line in stderr.splitlines() if "warning" not in line and "broken.jpg" not in line]
+
+
+def wait_for_epoch(run_dir, process, epoch=1, timeout=60):
+    """Wait until the run in ``run_dir`` has committed ``epoch``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            if json.loads((run_dir / "record.json").read_text())["epoch"] >= epoch:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{run_dir}: no epoch {epoch} after {timeout} s")
+
+
+@pytest.mark.parametrize("name, status", [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_a_stop_signal_ends_a_run_as_ctrl_c_does(folder, notop, tmp_path, name, status):
+    run_dir = tmp_path / "run"
+    p = start("finetune", "--data", folder, "--weights", notop, "--out", run_dir, "--epochs", 10000, *TINY)
+    wait_for_epoch(run_dir, p)
+    p.send_signal(getattr(signal, name))
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == status, err
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["status"] == "interrupted"
+    assert f"stopped by {name}" in out.splitlines()[-1]
+    assert f"the checkpoint of epoch {record['epoch']} is kept in {run_dir}; continue with --resume" in out
+    assert errors(err) == [f"minitl finetune: stopped by {name}"]
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]
