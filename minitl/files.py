@@ -23,7 +23,8 @@ HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 TEMPORARY = re.compile(r"\..+\.([0-9a-f]{8})\.([0-9]+)\.[a-z0-9_]{8}\.tmp")  # atomic_write's names
 
 
-def _running(pid):
+def process_running(pid):
+    """Whether a process of this number runs on this host."""
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, OverflowError):  # gone, or a number no process can have
@@ -44,7 +45,7 @@ def remove_stale_temporaries(folder):
         return removed
     for name in names:
         match = TEMPORARY.fullmatch(name)
-        if match and match[1] == HOST and not _running(int(match[2])):
+        if match and match[1] == HOST and not process_running(int(match[2])):
             try:
                 os.unlink(Path(folder) / name)
                 removed.append(Path(folder) / name)

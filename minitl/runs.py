@@ -10,12 +10,17 @@ The files of one epoch change together (`RunFolder.commit_epoch`): after a kill 
 instant, ``--resume`` continues from the last committed epoch as if never stopped.
 """
 import argparse
+import fcntl
 import hashlib
 import json
 import math
 import os
+import shlex
 import signal
+import socket
+import sys
 import threading
+import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -24,10 +29,11 @@ import numpy as np
 
 from minitl.backend import to_numpy
 from minitl.errors import TrainingError
-from minitl.files import file_digest, remove_stale_temporaries, write_h5, write_json
+from minitl.files import file_digest, process_running, remove_stale_temporaries, write_h5, write_json
 from minitl.io import save_weights
 
 RECORD, CHECKPOINT, BEST, OPTIMIZER, FEATURES = "record.json", "checkpoint.h5", "best.h5", "optimizer.h5", "features.h5"
+LOCK = ".minitl.lock"  # held by the one process that writes the run (RunFolder.lock)
 RUN_FILES = (RECORD, CHECKPOINT, BEST, OPTIMIZER, "curves.png", "evaluation.json", "evaluation.png")
 EPOCH_FILES = (CHECKPOINT, OPTIMIZER, BEST)  # written by each epoch, named in the record by digest
 DEFAULT_LR = {"sgd": 0.01, "adam": 0.003}
@@ -375,6 +381,71 @@ class HeldInterrupt:
         return False
 
 
+_HELD_LOCKS = {}  # the real path of each run folder this process writes: [lock file descriptor, holders]
+
+
+def _lock_holder(fd):
+    """What a lock file says of its writer: {'pid', 'host', 'command', 'started'}, or {}."""
+    try:
+        holder = json.loads(os.pread(fd, 1 << 16, 0) or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _describe(holder):
+    if not holder:
+        return "another process (it has not written its name yet)"
+    return (f"{holder.get('command', 'a minitl command')!s} (PID {holder.get('pid')} on {holder.get('host')}, "
+            f"since {holder.get('started')})")
+
+
+def _program():
+    """How this process was started: 'python -m minitl', 'minitl', 'pytest', ..."""
+    path = Path(sys.argv[0])
+    return f"python -m {path.parent.name}" if path.name == "__main__.py" else path.name
+
+
+def _take_lock(path, option, log):
+    """The descriptor of ``path`` (a run folder's LOCK), locked for this process, with its name written in."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            wait = (f"wait until it ends (tail --pid={holder['pid']} -f /dev/null)"
+                    if holder.get("host") == socket.gethostname() else "wait until it ends")
+            raise TrainingError(f"{path.parent} is being written by {_describe(holder)}: one run folder takes one "
+                                f"writer at a time; {wait}, or choose another {option}") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:  # the file locked must still be the lock's: the last holder deletes it when it ends
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        left = _lock_holder(fd)
+        if left:
+            pid = left.get("pid")
+            gone = left.get("host") == socket.gethostname() and isinstance(pid, int) and not process_running(pid)
+            why = "is no longer running" if gone else "no longer holds it"
+            log(f"note: taking over the lock of {path.parent} from {_describe(left)}, which {why}")
+        me = {"pid": os.getpid(), "host": socket.gethostname(),
+              "command": f"{_program()} {shlex.join(sys.argv[1:])}".strip(),
+              "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 class RunFolder:
     """A run directory and its record. With ``path=None`` the record is kept in memory only.
 
@@ -387,6 +458,36 @@ class RunFolder:
     def __init__(self, path, record=None):
         self.path = Path(path) if path is not None else None
         self.record = record if record is not None else {}
+        self._locked = False
+
+    def lock(self, log=print, option="--out"):
+        """Make this process the folder's one writer until `unlock` (or its end): an OS lock
+        (flock) on .minitl.lock, which holds the writer's PID, host and command. TrainingError
+        naming the holder when another process holds it; a lock file that a dead process left
+        is taken over with a note. Within one process the lock can be taken again (nested)."""
+        if self.path is None or self._locked:
+            return
+        key = os.path.realpath(self.path)
+        if key not in _HELD_LOCKS:
+            _HELD_LOCKS[key] = [_take_lock(self.path / LOCK, option, log), 0]
+        _HELD_LOCKS[key][1] += 1
+        self._locked = True
+
+    def unlock(self):
+        """Give up the lock of `lock`; the last holder in this process deletes .minitl.lock."""
+        if not self._locked:
+            return
+        self._locked = False
+        key = os.path.realpath(self.path)
+        held = _HELD_LOCKS[key]
+        held[1] -= 1
+        if held[1] == 0:
+            del _HELD_LOCKS[key]
+            try:
+                os.unlink(self.path / LOCK)  # while still held, so no other process locks the old file
+            except OSError:
+                pass
+            os.close(held[0])
 
     def __str__(self):
         return str(self.path)

@@ -258,9 +258,26 @@ def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume
     ``resume``: go on with the run in ``run_dir``, in whichever phase it stopped, with its
     recorded settings; only ``epochs`` may change. While the whole base is frozen and there
     is no random augmentation, the base's features are computed once and cached.
+
+    The run folder takes one writer at a time: it is locked while the run goes on
+    (`minitl.runs.RunFolder.lock`), and a run started on a folder that another process
+    writes is refused.
     """
-    settings = dataclasses.replace(settings or Settings(), **changes)
     run = RunFolder(run_dir)
+    try:
+        return _finetune(run, train_set, val_set, settings, weights=weights, resume=resume,
+                         cache_features=cache_features, allow_partial_weights=allow_partial_weights, device=device,
+                         progress=progress, log=log, **changes)
+    finally:
+        run.unlock()
+
+
+def _finetune(run, train_set, val_set, settings, *, weights, resume, cache_features, allow_partial_weights, device,
+              progress, log, **changes):
+    """`finetune` in the run folder ``run``, which it locks."""
+    settings = dataclasses.replace(settings or Settings(), **changes)
+    if run.path.is_dir():  # refused early when another process writes it
+        run.lock(log)
     image_size = tuple(train_set[0][0].shape[:2]) if len(train_set) else None
     if resume:
         run.record = read_record(run.path, RESUME_ENTRIES)
@@ -284,8 +301,9 @@ def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume
     set_trainable_blocks(model[0], settings.unfreeze_blocks, settings.train_bn)  # checks the count
     model.to(device)
     if not resume:
-        run.clear(log)
         run.path.mkdir(parents=True, exist_ok=True)  # once the settings and weights are known to be good
+        run.lock(log)
+        run.clear(log)
         run.write_record("running")  # from now on, --resume can continue it
     for phase in settings.phases():
         first, end, blocks = phase

@@ -67,3 +67,34 @@ def test_a_stop_signal_ends_a_run_as_ctrl_c_does(folder, notop, tmp_path, name, 
     assert f"the checkpoint of epoch {record['epoch']} is kept in {run_dir}; continue with --resume" in out
     assert errors(err) == [f"minitl finetune: stopped by {name}"]
     assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_one_writer_per_run_folder_while_readers_go_on(folder, notop, tmp_path):
+    run_dir = tmp_path / "run"
+    first, second = (start("finetune", "--data", folder, "--weights", notop, "--out", run_dir, "--epochs", 10000,
+                           *TINY) for _ in range(2))  # started together on a folder that does not exist yet
+    deadline = time.monotonic() + 60
+    while first.poll() is None and second.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    refused, writer = (first, second) if first.poll() is not None else (second, first)
+    _, err = refused.communicate(timeout=60)
+    assert refused.returncode == 1, err
+    [line] = errors(err)
+    assert line.startswith(f"minitl finetune: error: {run_dir} is being written by python -m minitl finetune")
+    assert f"(PID {writer.pid} on " in line and line.endswith("or choose another --out")
+    wait_for_epoch(run_dir, writer)
+    for args in (["finetune", "--data", folder, "--out", run_dir, "--resume", *TINY],
+                 ["finetune", "--data", folder, "--weights", notop, "--out", run_dir, "--epochs", 1, *TINY]):
+        r = run(*args)
+        assert r.returncode == 1 and f"(PID {writer.pid} on " in errors(r.stderr)[0], r.stderr
+    r = run("predict", run_dir, folder / "red" / "1.jpg")  # a reader
+    assert r.returncode == 0 and "red" in r.stdout, r.stderr
+    assert writer.poll() is None  # untouched by the refused runs
+    writer.kill()  # kill -9 leaves the lock file; the next writer takes it over
+    writer.communicate()
+    assert json.loads((run_dir / ".minitl.lock").read_text())["pid"] == writer.pid
+    r = run("finetune", "--data", folder, "--out", run_dir, "--resume", "--epochs", 1, *TINY)
+    assert r.returncode == 0, r.stderr
+    assert f"note: taking over the lock of {run_dir} from python -m minitl finetune" in r.stdout
+    assert f"(PID {writer.pid} on " in r.stdout and "which is no longer running" in r.stdout
+    assert not (run_dir / ".minitl.lock").exists()
