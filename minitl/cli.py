@@ -7,12 +7,13 @@ shows the traceback instead.
 import argparse
 import os
 import platform
+import shlex
 import signal
 import sys
 import warnings
 
 from minitl import __version__
-from minitl.errors import MinitlError
+from minitl.errors import DiskFullError, MinitlError
 
 
 def cmd_info(args):
@@ -87,9 +88,15 @@ def cmd_finetune(args):
     from minitl.transfer import finetune
     device = _device(args.device)
     settings, train_set, val_set = _training_data(args, args.resume)
-    finetune(train_set, val_set, args.out, settings, weights=args.weights, resume=args.resume,
-             allow_partial_weights=args.allow_partial_weights, cache_features=not args.no_cache,
-             device=device, progress=not args.quiet)
+    try:
+        finetune(train_set, val_set, args.out, settings, weights=args.weights, resume=args.resume,
+                 allow_partial_weights=args.allow_partial_weights, cache_features=not args.no_cache,
+                 device=device, progress=not args.quiet)
+    except DiskFullError as e:
+        if not e.resume:
+            raise
+        command = shlex.join(["minitl", "finetune", "--data", args.data, "--out", args.out, "--resume"])
+        raise DiskFullError(f"{e}: {command}") from None
     print(f"run saved in {args.out}; next: minitl evaluate {args.out} --data DIR, "
           f"minitl predict {args.out} IMAGE")
     return 0

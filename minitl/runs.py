@@ -29,7 +29,7 @@ import numpy as np
 
 from minitl.backend import to_numpy
 from minitl.errors import TrainingError
-from minitl.files import file_digest, process_running, remove_stale_temporaries, write_h5, write_json
+from minitl.files import disk_full_error, file_digest, process_running, remove_stale_temporaries, write_h5, write_json
 from minitl.io import save_weights
 
 RECORD, CHECKPOINT, BEST, OPTIMIZER, FEATURES = "record.json", "checkpoint.h5", "best.h5", "optimizer.h5", "features.h5"
@@ -440,9 +440,9 @@ def _take_lock(path, option, log):
               "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(me).encode(), 0)
-    except BaseException:
+    except BaseException as e:
         os.close(fd)
-        raise
+        raise (disk_full_error(e, path) if isinstance(e, OSError) else None) or e
     return fd
 
 
@@ -511,19 +511,29 @@ class RunFolder:
         names, record.json naming them by digest, then the renames. Ctrl-C (or SIGTERM, SIGHUP)
         meanwhile waits until all are written; returns the signal that came, else 0."""
         with HeldInterrupt() as held:
+            before = dict(self.record)
             self.record["epoch"] = row["epoch"]
             self.record.update(entries)
             staged = {}
-            if self.path is not None:
-                staged = {CHECKPOINT: self.staged(CHECKPOINT), OPTIMIZER: self.staged(OPTIMIZER)}
-                save_weights(model, staged[CHECKPOINT])
-                save_optimizer(staged[OPTIMIZER], optimizer)
-                if improved:
-                    staged[BEST] = self.staged(BEST)
-                    save_weights(model, staged[BEST])
-                digests = {name: file_digest(path) for name, path in staged.items()}
-                self.record["files"] = {**self.record.get("files", {}), **digests}
-            self.write_record("running")
+            try:
+                if self.path is not None:
+                    staged = {CHECKPOINT: self.staged(CHECKPOINT), OPTIMIZER: self.staged(OPTIMIZER)}
+                    if improved:
+                        staged[BEST] = self.staged(BEST)
+                    save_weights(model, staged[CHECKPOINT])
+                    save_optimizer(staged[OPTIMIZER], optimizer)
+                    if improved:
+                        save_weights(model, staged[BEST])
+                    digests = {name: file_digest(path) for name, path in staged.items()}
+                    self.record["files"] = {**self.record.get("files", {}), **digests}
+                self.write_record("running")
+            except BaseException:  # not committed (a full disk): the record and the folder stay as they were
+                self.record.clear()
+                self.record.update(before)
+                for path in staged.values():
+                    if path.exists():
+                        path.unlink()
+                raise
             for name, path in staged.items():
                 os.replace(path, self.path / name)
         return held.caught

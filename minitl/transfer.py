@@ -13,7 +13,7 @@ from pathlib import Path
 from minitl.applications import get_backbone
 from minitl.backend import normalize_device
 from minitl.data import ArrayDataset, DataLoader
-from minitl.errors import DataError, ShapeError, TrainingError, WeightsError
+from minitl.errors import DataError, DiskFullError, ShapeError, TrainingError, WeightsError
 from minitl.files import atomic_write, write_json
 from minitl.io import load_weights, save_weights
 from minitl.nn import BatchNormalization, Dense, Dropout, Flatten, GlobalAvgPool2D, Sequential, manual_seed
@@ -268,6 +268,13 @@ def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume
         return _finetune(run, train_set, val_set, settings, weights=weights, resume=resume,
                          cache_features=cache_features, allow_partial_weights=allow_partial_weights, device=device,
                          progress=progress, log=log, **changes)
+    except DiskFullError as e:  # what the folder keeps, and how to go on
+        if not run.has(RECORD):
+            raise DiskFullError(f"{e}; free some space, then start the run again") from None
+        epoch = read_record(run.path).get("epoch", 0)
+        kept = f"the checkpoint of epoch {epoch} is kept in {run.path / CHECKPOINT}" if epoch else \
+            "no epoch was finished yet"
+        raise DiskFullError(f"{e}; {kept}; free some space, then continue with --resume", resume=True) from None
     finally:
         run.unlock()
 

@@ -98,3 +98,73 @@ def test_one_writer_per_run_folder_while_readers_go_on(folder, notop, tmp_path):
     assert f"note: taking over the lock of {run_dir} from python -m minitl finetune" in r.stdout
     assert f"(PID {writer.pid} on " in r.stdout and "which is no longer running" in r.stdout
     assert not (run_dir / ".minitl.lock").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs of 1 MiB at tmp_path/disk (remount it with ``mount -o remount,size=...``); root only."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(disk)],
+                                           capture_output=True, check=False).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def resize(disk, size):
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(disk)], check=True)
+
+
+def epoch_files(run_dir):
+    """The record's history without timings, and the bytes of each weight array of checkpoint.h5."""
+    import h5py
+    history = [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")}
+               for row in json.loads((run_dir / "record.json").read_text())["history"]]
+    arrays = {}
+    with h5py.File(run_dir / "checkpoint.h5", "r") as f:
+        f.visititems(lambda key, d: arrays.update({key: d[()].tobytes()}) if hasattr(d, "shape") else None)
+    return history, arrays
+
+
+def test_a_full_disk_keeps_the_last_epoch_and_resume_reaches_the_uninterrupted_run(folder, notop, tmp_path,
+                                                                                    small_disk):
+    args = ["--data", folder, "--weights", notop, "--epochs", 6, *TINY]
+    reference = run("finetune", *args, "--out", tmp_path / "reference")
+    assert reference.returncode == 0, reference.stderr
+    run_dir = small_disk / "run"  # 1 MiB: the features and one epoch fit, not two epochs' checkpoints and best.h5
+    r = run("finetune", *args, "--out", run_dir)
+    assert r.returncode == 1, r.stderr
+    [line] = errors(r.stderr)
+    epoch = json.loads((run_dir / "record.json").read_text())["epoch"]
+    assert 0 < epoch < 6, r.stdout
+    assert line.startswith(f"minitl finetune: error: cannot write {run_dir}/.")
+    assert line.endswith(f": the disk is full (No space left on device); the checkpoint of epoch {epoch} is kept in "
+                         f"{run_dir}/checkpoint.h5; free some space, then continue with --resume: minitl finetune "
+                         f"--data {folder} --out {run_dir} --resume")
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]  # no temporary or staged file
+    resize(small_disk, "8M")
+    r = run("finetune", "--data", folder, "--out", run_dir, "--resume", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert epoch_files(run_dir) == epoch_files(tmp_path / "reference")
+
+
+def test_a_full_disk_while_caching_features_or_exporting_is_one_line(folder, notop, tmp_path, small_disk):
+    resize(small_disk, "12k")  # the record, not the feature cache
+    run_dir = small_disk / "run"
+    r = run("finetune", "--data", folder, "--weights", notop, "--out", run_dir, "--epochs", 1, *TINY)
+    assert r.returncode == 1, r.stderr
+    assert errors(r.stderr) == [
+        (f"minitl finetune: error: cannot write {run_dir}/features.h5: the disk is full (No space left on device); "
+         f"no epoch was finished yet; free some space, then continue with --resume: minitl finetune --data {folder} "
+         f"--out {run_dir} --resume")]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["record.json"]
+    mobile = tmp_path / "mobile"  # a base Keras can build, to export
+    r = run("finetune", "--data", folder, "--arch", "mobilenet_v2", "--image-size", 32, "--width", "0.35",
+            "--out", mobile, "--epochs", 1, *TINY[4:])
+    assert r.returncode == 0, r.stderr
+    r = run("export", mobile, "--out", small_disk / "model.h5")
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [(f"minitl export: error: cannot write {small_disk}/model.h5: the disk is full "
+                                      f"(No space left on device)")]
+    assert sorted(p.name for p in small_disk.iterdir()) == ["run"]
