@@ -21,6 +21,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -615,21 +616,41 @@ def features_key(base, loaders):
     return h.hexdigest()
 
 
+def array_digest(a):
+    """sha256 of an array's shape, dtype and bytes."""
+    a = np.ascontiguousarray(a)
+    return hashlib.sha256(f"{a.shape}{a.dtype.str}".encode() + a.tobytes()).hexdigest()
+
+
 def read_features(path, key, names):
-    """{name: (features, labels)} from features.h5 when it has ``key`` and every name, else None."""
-    if Path(path).is_file():
+    """{name: (features, labels)} from features.h5 when it has ``key`` and every name, else None.
+    Each array is checked against the sha256 written with it: a file that differs from what was
+    written (or cannot be read) is warned about once and not used."""
+    if not Path(path).is_file():
+        return None
+    try:
         with h5py.File(path, "r") as f:
-            if f.attrs.get("key") == key and all(name in f for name in names):
-                return {name: (f[name]["features"][()], f[name]["labels"][()]) for name in names}
-    return None
+            if f.attrs.get("key") != key or not all(name in f for name in names):
+                return None
+            found = {}
+            for name in names:
+                arrays = [f[name][part] for part in ("features", "labels")]
+                if any(d.attrs.get("sha256") != array_digest(d[()]) for d in arrays):
+                    raise ValueError(f"{name}: its arrays differ from their sha256")
+                found[name] = tuple(d[()] for d in arrays)
+            return found
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        warnings.warn(f"{path} is not the feature cache that was written ({e}): computing the features again")
+        return None
 
 
 def write_features(path, key, features):
-    """features.h5: ``key`` as an attribute, then <name>/features and <name>/labels."""
+    """features.h5: ``key`` as an attribute, then <name>/features and <name>/labels, each with
+    its sha256 (`array_digest`) as an attribute."""
     def fill(f):
         f.attrs["key"] = key
         for name, (x, y) in features.items():
             g = f.create_group(name)
-            g.create_dataset("features", data=x)
-            g.create_dataset("labels", data=y)
+            for part, a in (("features", x), ("labels", y)):
+                g.create_dataset(part, data=a).attrs["sha256"] = array_digest(a)
     write_h5(path, fill)

@@ -168,3 +168,28 @@ def test_a_full_disk_while_caching_features_or_exporting_is_one_line(folder, not
     assert r.stderr.splitlines() == [(f"minitl export: error: cannot write {small_disk}/model.h5: the disk is full "
                                       f"(No space left on device)")]
     assert sorted(p.name for p in small_disk.iterdir()) == ["run"]
+
+
+def overwrite(path, dataset):
+    """Overwrite half of ``dataset``'s data in the HDF5 file ``path`` with random bytes."""
+    import h5py
+    import numpy as np
+    with h5py.File(path, "r") as f:
+        offset, size = f[dataset].id.get_offset(), f[dataset].id.get_storage_size() // 2
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(np.random.default_rng(0).bytes(size))
+
+
+def test_a_corrupt_feature_cache_is_computed_again(folder, notop, tmp_path):
+    args = ["--data", folder, "--weights", notop, *TINY]
+    assert run("finetune", *args, "--epochs", 3, "--out", tmp_path / "reference").returncode == 0
+    run_dir = tmp_path / "run"
+    assert run("finetune", *args, "--epochs", 2, "--out", run_dir).returncode == 0
+    overwrite(run_dir / "features.h5", "train/features")
+    r = run("finetune", "--data", folder, "--out", run_dir, "--resume", "--epochs", 3, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert [line for line in r.stderr.splitlines() if "features.h5" in line] == [
+        (f"minitl finetune: warning: {run_dir}/features.h5 is not the feature cache that was written "
+         f"(train: its arrays differ from their sha256): computing the features again")]
+    assert epoch_files(run_dir) == epoch_files(tmp_path / "reference")
