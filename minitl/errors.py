@@ -45,3 +45,7 @@ class DiskFullError(MinitlError):
     def __init__(self, message, resume=False):
         super().__init__(message)
         self.resume = resume
+
+
+class FileAccessError(MinitlError):
+    """A file or folder that this user may not read or write, or on a read-only file system."""

@@ -69,6 +69,19 @@ def disk_full_error(error, path):
     return DiskFullError(f"cannot write {path}: {NO_SPACE[code]} ({os.strerror(code)})")
 
 
+def access_error(error, path, advice=""):
+    """A FileAccessError saying that ``path`` could not be written when ``error`` is a
+    PermissionError or EROFS; else None."""
+    from minitl.errors import FileAccessError
+    if isinstance(error, PermissionError):
+        why = f"this user may not write in {Path(error.filename or path).parent}"
+    elif isinstance(error, OSError) and error.errno == errno.EROFS:
+        why = "the file system is read-only"
+    else:
+        return None
+    return FileAccessError(f"cannot write {path}: {why}{advice}")
+
+
 @contextlib.contextmanager
 def atomic_write(path):
     """Yield a temporary path beside ``path``; on success it is synced and renamed to ``path``.
@@ -80,12 +93,12 @@ def atomic_write(path):
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "cannot write a file: a folder has its name", str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path.parent)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
-        raise disk_full_error(e, path) or e
+        raise disk_full_error(e, path) or access_error(e, path) or e
     os.close(fd)
     try:
         yield Path(tmp)

@@ -30,7 +30,15 @@ import numpy as np
 
 from minitl.backend import to_numpy
 from minitl.errors import TrainingError
-from minitl.files import disk_full_error, file_digest, process_running, remove_stale_temporaries, write_h5, write_json
+from minitl.files import (
+    access_error,
+    disk_full_error,
+    file_digest,
+    process_running,
+    remove_stale_temporaries,
+    write_h5,
+    write_json,
+)
 from minitl.io import save_weights
 
 RECORD, CHECKPOINT, BEST, OPTIMIZER, FEATURES = "record.json", "checkpoint.h5", "best.h5", "optimizer.h5", "features.h5"
@@ -462,15 +470,21 @@ class RunFolder:
         self._locked = False
 
     def lock(self, log=print, option="--out"):
-        """Make this process the folder's one writer until `unlock` (or its end): an OS lock
+        """Make this process the folder's one writer until `unlock` (or its end), creating the
+        folder if needed: an OS lock
         (flock) on .minitl.lock, which holds the writer's PID, host and command. TrainingError
         naming the holder when another process holds it; a lock file that a dead process left
         is taken over with a note. Within one process the lock can be taken again (nested)."""
         if self.path is None or self._locked:
             return
-        key = os.path.realpath(self.path)
-        if key not in _HELD_LOCKS:
-            _HELD_LOCKS[key] = [_take_lock(self.path / LOCK, option, log), 0]
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            key = os.path.realpath(self.path)
+            if key not in _HELD_LOCKS:
+                _HELD_LOCKS[key] = [_take_lock(self.path / LOCK, option, log), 0]
+        except OSError as e:
+            raise access_error(e, self.path, f"; choose another {option} (a run can still be evaluated, "
+                                             f"predicted with and exported from a read-only folder)") or e
         _HELD_LOCKS[key][1] += 1
         self._locked = True
 

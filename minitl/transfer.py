@@ -308,8 +308,7 @@ def _finetune(run, train_set, val_set, settings, *, weights, resume, cache_featu
     set_trainable_blocks(model[0], settings.unfreeze_blocks, settings.train_bn)  # checks the count
     model.to(device)
     if not resume:
-        run.path.mkdir(parents=True, exist_ok=True)  # once the settings and weights are known to be good
-        run.lock(log)
+        run.lock(log)  # creates the folder, once the settings and weights are known to be good
         run.clear(log)
         run.write_record("running")  # from now on, --resume can continue it
     for phase in settings.phases():

@@ -193,3 +193,65 @@ def test_a_corrupt_feature_cache_is_computed_again(folder, notop, tmp_path):
         (f"minitl finetune: warning: {run_dir}/features.h5 is not the feature cache that was written "
          f"(train: its arrays differ from their sha256): computing the features again")]
     assert epoch_files(run_dir) == epoch_files(tmp_path / "reference")
+
+
+def unprivileged():
+    """setpriv's options that make a command a user whom file modes bind: 'nobody' when it can
+    run this Python, else root without the capabilities that ignore file modes; None if neither."""
+    if os.geteuid() != 0:
+        return None
+    for options in (["--reuid=nobody", "--regid=nogroup", "--clear-groups"],
+                    ["--bounding-set=-dac_override,-dac_read_search,-fowner", "--inh-caps=-all"]):
+        try:
+            if subprocess.run(["setpriv", *options, sys.executable, "-c", "import h5py, minitl"], env=ENV,
+                              capture_output=True, timeout=60, check=False).returncode == 0:
+                return options
+        except OSError:  # no setpriv
+            return None
+    return None
+
+
+def test_permissions_as_a_normal_user_are_one_line(folder, notop, tmp_path):
+    from finetune_fixtures import SMALL, datasets
+
+    from minitl import transfer
+    options = unprivileged()
+    if options is None:
+        pytest.skip("needs root and setpriv to run as a user whom file modes bind")
+
+    def as_user(*args):
+        return subprocess.run(["setpriv", *options, *minitl(*args)], capture_output=True, text=True, env=ENV,
+                              cwd=ROOT, timeout=120, check=False)
+
+    for path in (tmp_path, *tmp_path.parents) if "--reuid=nobody" in options else ():  # to reach the fixtures
+        if path != Path("/"):
+            path.chmod(path.stat().st_mode | 0o055)
+    run_dir = tmp_path / "run"
+    transfer.finetune(*datasets(folder), run_dir, weights=notop, epochs=1, **SMALL)
+    (tmp_path / "closed").mkdir(mode=0o555)
+    for path in (run_dir, *run_dir.iterdir()):
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    r = as_user("finetune", "--data", folder, "--weights", notop, "--out", tmp_path / "closed" / "run", *TINY)
+    assert errors(r.stderr) == [(f"minitl finetune: error: cannot write {tmp_path}/closed/run: this user may not "
+                                 f"write in {tmp_path}/closed; choose another --out (a run can still be evaluated, "
+                                 f"predicted with and exported from a read-only folder)")], r.stderr
+    r = as_user("finetune", "--data", folder, "--out", run_dir, "--resume", "--epochs", 2, "--quiet")
+    assert r.returncode == 1 and errors(r.stderr) == [
+        (f"minitl finetune: error: cannot write {run_dir}: this user may not write in {run_dir}; choose another "
+         f"--out (a run can still be evaluated, predicted with and exported from a read-only folder)")], r.stderr
+    r = as_user("predict", run_dir, folder / "red" / "1.jpg")  # a read-only run still predicts
+    assert r.returncode == 0 and "red" in r.stdout, r.stderr
+    images = tmp_path / "images"
+    for name in ("red", "green", "blue"):
+        (images / name).mkdir(parents=True)
+        for i in range(2):
+            (images / name / f"{i}.png").write_bytes((folder / "blue" / "0.png").read_bytes())
+    (images / "red" / "0.png").chmod(0)
+    r = as_user("predict", run_dir, images / "red" / "0.png")
+    assert r.returncode == 1 and r.stderr.splitlines() == [
+        (f"minitl predict: error: cannot open image {images}/red/0.png: [Errno 13] Permission denied: "
+         f"'{images}/red/0.png'")], r.stderr
+    (images / "green").chmod(0)
+    r = as_user("finetune", "--data", images, "--out", tmp_path / "new", *TINY)
+    assert r.returncode == 1 and r.stderr.splitlines() == [
+        f"minitl finetune: error: class folder(s) that this user may not read: {images}/green"], r.stderr
