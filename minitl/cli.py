@@ -7,11 +7,13 @@ shows the traceback instead.
 import argparse
 import os
 import platform
+import shlex
+import signal
 import sys
 import warnings
 
 from minitl import __version__
-from minitl.errors import MinitlError
+from minitl.errors import DiskFullError, MinitlError
 
 
 def cmd_info(args):
@@ -86,9 +88,15 @@ def cmd_finetune(args):
     from minitl.transfer import finetune
     device = _device(args.device)
     settings, train_set, val_set = _training_data(args, args.resume)
-    finetune(train_set, val_set, args.out, settings, weights=args.weights, resume=args.resume,
-             allow_partial_weights=args.allow_partial_weights, cache_features=not args.no_cache,
-             device=device, progress=not args.quiet)
+    try:
+        finetune(train_set, val_set, args.out, settings, weights=args.weights, resume=args.resume,
+                 allow_partial_weights=args.allow_partial_weights, cache_features=not args.no_cache,
+                 device=device, progress=not args.quiet)
+    except DiskFullError as e:
+        if not e.resume:
+            raise
+        command = shlex.join(["minitl", "finetune", "--data", args.data, "--out", args.out, "--resume"])
+        raise DiskFullError(f"{e}: {command}") from None
     print(f"run saved in {args.out}; next: minitl evaluate {args.out} --data DIR, "
           f"minitl predict {args.out} IMAGE")
     return 0
@@ -532,8 +540,9 @@ def main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from minitl.runs import StopOnSignals, signal_name
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), StopOnSignals():
             if not args.debug:
                 warnings.showwarning = _warning_line(args.command)
             return args.func(args) or 0
@@ -546,9 +555,11 @@ def main(argv=None):
         what = f"not enough memory ({e})" if isinstance(e, MemoryError) else str(e)
         print(f"minitl {args.command}: error: {what}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"minitl {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM and SIGHUP (minitl.runs.Stopped)
+        signum = getattr(e, "signum", signal.SIGINT)
+        how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal_name(signum)}"
+        print(f"minitl {args.command}: {how}", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -416,6 +416,9 @@ class ImageFolder:
         if not any(files):
             raise DataError(f"no images ({' '.join(IMAGE_EXTENSIONS)}) found in {root}")
         empty = [os.path.join(root, c) for c, paths in zip(classes, files) if not paths]
+        unreadable = [path for path in empty if not os.access(path, os.R_OK | os.X_OK)]
+        if unreadable:
+            raise DataError(f"class folder(s) that this user may not read: {', '.join(unreadable)}")
         if empty:
             raise DataError(f"class folder(s) with no images: {', '.join(empty)}")
         return classes, files

@@ -29,7 +29,7 @@ from minitl.files import write_json
 from minitl.metrics import format_report
 from minitl.nn import BatchNormalization, manual_seed
 from minitl.optim import make_schedule
-from minitl.runs import BEST, Settings, new_record, read_record
+from minitl.runs import BEST, RunFolder, Settings, new_record, read_record
 from minitl.train import MixBatches, evaluate, fit, run_callbacks, update_batchnorm_statistics
 from minitl.transfer import build_model, cached_features, make_loss, make_optimizer, set_trainable_blocks
 
@@ -317,6 +317,18 @@ def run(out=None, arch="vgg16", weights=None, train_per_class=20, epochs=30, rec
                            f"(minitl demo --arch {arch} --pretrain builds them)")
     out = Path(out) if out else Path("runs") / time.strftime(f"demo-{arch}-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(out)
+    folder.lock(log)  # one writer at a time
+    try:
+        return _run(out, base, recipe, weights, arch, train_per_class, epochs, lr, batch_size, seed, progress, log,
+                    device, scratch, t_start)
+    finally:
+        folder.unlock()
+
+
+def _run(out, base, recipe, weights, arch, train_per_class, epochs, lr, batch_size, seed, progress, log, device,
+         scratch, t_start):
+    """`run` in the folder ``out``, once it is locked."""
     images, labels, names = load_animal_shapes()
     data = split_target(images, labels, names, train_per_class, 10, 100, seed, base.preprocessing)
     log(f"backbone {arch} (width {base.width:g}, {SIZE}×{SIZE}); target task: {', '.join(TARGET)}; "

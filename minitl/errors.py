@@ -36,3 +36,16 @@ class DeviceError(MinitlError):
 
 class TrainingError(MinitlError):
     """Training that cannot go on (a NaN or infinite loss, a bad run directory)."""
+
+
+class DiskFullError(MinitlError):
+    """A write that failed for lack of space or quota (ENOSPC, EDQUOT, EFBIG); its temporary
+    file is removed. ``resume``: the run can continue with --resume once there is space."""
+
+    def __init__(self, message, resume=False):
+        super().__init__(message)
+        self.resume = resume
+
+
+class FileAccessError(MinitlError):
+    """A file or folder that this user may not read or write, or on a read-only file system."""

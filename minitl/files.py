@@ -20,10 +20,13 @@ from pathlib import Path
 
 CHUNK = 1 << 20  # files are hashed in 1 MiB blocks
 HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+NO_SPACE = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+            errno.EFBIG: "the file is larger than the file system allows"}
 TEMPORARY = re.compile(r"\..+\.([0-9a-f]{8})\.([0-9]+)\.[a-z0-9_]{8}\.tmp")  # atomic_write's names
 
 
-def _running(pid):
+def process_running(pid):
+    """Whether a process of this number runs on this host."""
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, OverflowError):  # gone, or a number no process can have
@@ -44,7 +47,7 @@ def remove_stale_temporaries(folder):
         return removed
     for name in names:
         match = TEMPORARY.fullmatch(name)
-        if match and match[1] == HOST and not _running(int(match[2])):
+        if match and match[1] == HOST and not process_running(int(match[2])):
             try:
                 os.unlink(Path(folder) / name)
                 removed.append(Path(folder) / name)
@@ -53,19 +56,49 @@ def remove_stale_temporaries(folder):
     return removed
 
 
+def disk_full_error(error, path):
+    """A DiskFullError saying that ``path`` could not be written when ``error`` (an OSError, also
+    as h5py words it: '... errno = 28, ...') means no space or quota is left; else None."""
+    from minitl.errors import DiskFullError
+    code = error.errno if isinstance(error, OSError) else None
+    if code not in NO_SPACE and isinstance(error, (OSError, RuntimeError)):
+        found = re.search(r"errno = (\d+)", str(error))
+        code = int(found[1]) if found else None
+    if code not in NO_SPACE:
+        return None
+    return DiskFullError(f"cannot write {path}: {NO_SPACE[code]} ({os.strerror(code)})")
+
+
+def access_error(error, path, advice=""):
+    """A FileAccessError saying that ``path`` could not be written when ``error`` is a
+    PermissionError or EROFS; else None."""
+    from minitl.errors import FileAccessError
+    if isinstance(error, PermissionError):
+        why = f"this user may not write in {Path(error.filename or path).parent}"
+    elif isinstance(error, OSError) and error.errno == errno.EROFS:
+        why = "the file system is read-only"
+    else:
+        return None
+    return FileAccessError(f"cannot write {path}: {why}{advice}")
+
+
 @contextlib.contextmanager
 def atomic_write(path):
     """Yield a temporary path beside ``path``; on success it is synced and renamed to ``path``.
 
-    An interrupted or failed write never leaves a partial file under the final name.
-    The file gets the usual permissions (0666 minus the umask), not mkstemp's 0600.
+    An interrupted or failed write never leaves a partial file under the final name, nor its
+    temporary file; a write that finds no space left is a DiskFullError. The file gets the
+    usual permissions (0666 minus the umask), not mkstemp's 0600.
     """
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "cannot write a file: a folder has its name", str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise disk_full_error(e, path) or access_error(e, path) or e
     os.close(fd)
     try:
         yield Path(tmp)
@@ -75,11 +108,14 @@ def atomic_write(path):
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        full = disk_full_error(e, path)
+        if full is not None:
+            raise full from None
         raise
 
 
@@ -102,11 +138,35 @@ def write_json(path, obj):
         tmp.write_text(text)
 
 
+class _KeepFirstError:
+    """The file that HDF5 writes through: once a write fails (a full disk), the later writes
+    are dropped and the first error is kept, so HDF5 still closes the file cleanly (it would
+    otherwise keep it open and retry at exit) and the error is raised after."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data):
+        if self.error is None:
+            try:
+                return self.file.write(data)
+            except OSError as e:
+                self.error = e
+        return memoryview(data).nbytes
+
+    def __getattr__(self, name):  # read, readinto, seek, tell, truncate, flush
+        return getattr(self.file, name)
+
+
 def write_h5(path, fill):
     """Write an HDF5 file atomically: ``fill(f)`` gets the open ``h5py.File``."""
     import h5py
-    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
-        fill(f)
+    with atomic_write(path) as tmp, open(tmp, "w+b") as file:
+        writes = _KeepFirstError(file)
+        with h5py.File(writes, "w") as f:
+            fill(f)
+        if writes.error is not None:
+            raise writes.error
 
 
 def hash_file(path, algorithm="sha256"):

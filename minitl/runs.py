@@ -10,12 +10,18 @@ The files of one epoch change together (`RunFolder.commit_epoch`): after a kill 
 instant, ``--resume`` continues from the last committed epoch as if never stopped.
 """
 import argparse
+import fcntl
 import hashlib
 import json
 import math
 import os
+import shlex
 import signal
+import socket
+import sys
 import threading
+import time
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -24,10 +30,19 @@ import numpy as np
 
 from minitl.backend import to_numpy
 from minitl.errors import TrainingError
-from minitl.files import file_digest, remove_stale_temporaries, write_h5, write_json
+from minitl.files import (
+    access_error,
+    disk_full_error,
+    file_digest,
+    process_running,
+    remove_stale_temporaries,
+    write_h5,
+    write_json,
+)
 from minitl.io import save_weights
 
 RECORD, CHECKPOINT, BEST, OPTIMIZER, FEATURES = "record.json", "checkpoint.h5", "best.h5", "optimizer.h5", "features.h5"
+LOCK = ".minitl.lock"  # held by the one process that writes the run (RunFolder.lock)
 RUN_FILES = (RECORD, CHECKPOINT, BEST, OPTIMIZER, "curves.png", "evaluation.json", "evaluation.png")
 EPOCH_FILES = (CHECKPOINT, OPTIMIZER, BEST)  # written by each epoch, named in the record by digest
 DEFAULT_LR = {"sgd": 0.01, "adam": 0.003}
@@ -325,27 +340,134 @@ def load_optimizer(path, optimizer):
 
 
 # ---- the folder ---------------------------------------------------------------
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (``signum``), handled as Ctrl-C is: a run stops at a safe point and
+    keeps its last epoch; ``args`` ends with "committed" when it was raised after an epoch's commit."""
+
+    def __init__(self, signum, *args):
+        super().__init__(signum, *args)
+        self.signum = signum
+
+
+def signal_name(signum):
+    return signal.Signals(signum).name
+
+
+class StopOnSignals:
+    """Inside a ``with`` block, SIGTERM (kill, timeout, docker stop, batch schedulers) and
+    SIGHUP (the terminal went away) raise `Stopped`, as Ctrl-C raises KeyboardInterrupt.
+    A signal that is ignored (nohup) stays ignored; outside the main thread it does nothing."""
+
+    def __enter__(self):
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS[1:]:
+                if signal.getsignal(signum) == signal.SIG_DFL:
+                    self._previous[signum] = signal.signal(signum, self._stop)
+        return self
+
+    @staticmethod
+    def _stop(signum, frame):
+        raise Stopped(signum)
+
+    def __exit__(self, *exc):
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        return False
+
+
 class HeldInterrupt:
-    """Hold Ctrl-C (SIGINT) inside a ``with`` block; ``caught`` tells whether it came.
+    """Hold Ctrl-C (SIGINT), and SIGTERM and SIGHUP where `StopOnSignals` handles them, inside
+    a ``with`` block; ``caught`` is the signal that came (0: none).
 
     A group of files written together (checkpoint, optimizer state, record) is then never
-    left half old, half new. Outside the main thread, or when SIGINT is ignored, it does nothing.
+    left half old, half new. Outside the main thread, or for a signal that is ignored or left
+    to the system's default action, it does nothing.
     """
 
     def __enter__(self):
-        self.caught, self._previous = False, None
-        if threading.current_thread() is threading.main_thread() \
-                and signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, None):
-            self._previous = signal.signal(signal.SIGINT, self._hold)
+        self.caught, self._previous = 0, {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                if callable(signal.getsignal(signum)):
+                    self._previous[signum] = signal.signal(signum, self._hold)
         return self
 
     def _hold(self, signum, frame):
-        self.caught = True
+        self.caught = self.caught or signum
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
         return False
+
+
+_HELD_LOCKS = {}  # the real path of each run folder this process writes: [lock file descriptor, holders]
+
+
+def _lock_holder(fd):
+    """What a lock file says of its writer: {'pid', 'host', 'command', 'started'}, or {}."""
+    try:
+        holder = json.loads(os.pread(fd, 1 << 16, 0) or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _describe(holder):
+    if not holder:
+        return "another process (it has not written its name yet)"
+    return (f"{holder.get('command', 'a minitl command')!s} (PID {holder.get('pid')} on {holder.get('host')}, "
+            f"since {holder.get('started')})")
+
+
+def _program():
+    """How this process was started: 'python -m minitl', 'minitl', 'pytest', ..."""
+    path = Path(sys.argv[0])
+    return f"python -m {path.parent.name}" if path.name == "__main__.py" else path.name
+
+
+def _take_lock(path, option, log):
+    """The descriptor of ``path`` (a run folder's LOCK), locked for this process, with its name written in."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            wait = (f"wait until it ends (tail --pid={holder['pid']} -f /dev/null)"
+                    if holder.get("host") == socket.gethostname() else "wait until it ends")
+            raise TrainingError(f"{path.parent} is being written by {_describe(holder)}: one run folder takes one "
+                                f"writer at a time; {wait}, or choose another {option}") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:  # the file locked must still be the lock's: the last holder deletes it when it ends
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        left = _lock_holder(fd)
+        if left:
+            pid = left.get("pid")
+            gone = left.get("host") == socket.gethostname() and isinstance(pid, int) and not process_running(pid)
+            why = "is no longer running" if gone else "no longer holds it"
+            log(f"note: taking over the lock of {path.parent} from {_describe(left)}, which {why}")
+        me = {"pid": os.getpid(), "host": socket.gethostname(),
+              "command": f"{_program()} {shlex.join(sys.argv[1:])}".strip(),
+              "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+    except BaseException as e:
+        os.close(fd)
+        raise (disk_full_error(e, path) if isinstance(e, OSError) else None) or e
+    return fd
 
 
 class RunFolder:
@@ -360,6 +482,42 @@ class RunFolder:
     def __init__(self, path, record=None):
         self.path = Path(path) if path is not None else None
         self.record = record if record is not None else {}
+        self._locked = False
+
+    def lock(self, log=print, option="--out"):
+        """Make this process the folder's one writer until `unlock` (or its end), creating the
+        folder if needed: an OS lock
+        (flock) on .minitl.lock, which holds the writer's PID, host and command. TrainingError
+        naming the holder when another process holds it; a lock file that a dead process left
+        is taken over with a note. Within one process the lock can be taken again (nested)."""
+        if self.path is None or self._locked:
+            return
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            key = os.path.realpath(self.path)
+            if key not in _HELD_LOCKS:
+                _HELD_LOCKS[key] = [_take_lock(self.path / LOCK, option, log), 0]
+        except OSError as e:
+            raise access_error(e, self.path, f"; choose another {option} (a run can still be evaluated, "
+                                             f"predicted with and exported from a read-only folder)") or e
+        _HELD_LOCKS[key][1] += 1
+        self._locked = True
+
+    def unlock(self):
+        """Give up the lock of `lock`; the last holder in this process deletes .minitl.lock."""
+        if not self._locked:
+            return
+        self._locked = False
+        key = os.path.realpath(self.path)
+        held = _HELD_LOCKS[key]
+        held[1] -= 1
+        if held[1] == 0:
+            del _HELD_LOCKS[key]
+            try:
+                os.unlink(self.path / LOCK)  # while still held, so no other process locks the old file
+            except OSError:
+                pass
+            os.close(held[0])
 
     def __str__(self):
         return str(self.path)
@@ -380,22 +538,32 @@ class RunFolder:
     def commit_epoch(self, model, optimizer, row, improved, **entries):
         """Record the epoch of ``row`` (the last row of the record's history) and ``entries``,
         and write the epoch's files together: checkpoint.h5, optimizer.h5 and best.h5 (when ``improved``) under staged
-        names, record.json naming them by digest, then the renames. Ctrl-C meanwhile waits
-        until all are written; returns True when it came."""
+        names, record.json naming them by digest, then the renames. Ctrl-C (or SIGTERM, SIGHUP)
+        meanwhile waits until all are written; returns the signal that came, else 0."""
         with HeldInterrupt() as held:
+            before = dict(self.record)
             self.record["epoch"] = row["epoch"]
             self.record.update(entries)
             staged = {}
-            if self.path is not None:
-                staged = {CHECKPOINT: self.staged(CHECKPOINT), OPTIMIZER: self.staged(OPTIMIZER)}
-                save_weights(model, staged[CHECKPOINT])
-                save_optimizer(staged[OPTIMIZER], optimizer)
-                if improved:
-                    staged[BEST] = self.staged(BEST)
-                    save_weights(model, staged[BEST])
-                digests = {name: file_digest(path) for name, path in staged.items()}
-                self.record["files"] = {**self.record.get("files", {}), **digests}
-            self.write_record("running")
+            try:
+                if self.path is not None:
+                    staged = {CHECKPOINT: self.staged(CHECKPOINT), OPTIMIZER: self.staged(OPTIMIZER)}
+                    if improved:
+                        staged[BEST] = self.staged(BEST)
+                    save_weights(model, staged[CHECKPOINT])
+                    save_optimizer(staged[OPTIMIZER], optimizer)
+                    if improved:
+                        save_weights(model, staged[BEST])
+                    digests = {name: file_digest(path) for name, path in staged.items()}
+                    self.record["files"] = {**self.record.get("files", {}), **digests}
+                self.write_record("running")
+            except BaseException:  # not committed (a full disk): the record and the folder stay as they were
+                self.record.clear()
+                self.record.update(before)
+                for path in staged.values():
+                    if path.exists():
+                        path.unlink()
+                raise
             for name, path in staged.items():
                 os.replace(path, self.path / name)
         return held.caught
@@ -477,21 +645,41 @@ def features_key(base, loaders):
     return h.hexdigest()
 
 
+def array_digest(a):
+    """sha256 of an array's shape, dtype and bytes."""
+    a = np.ascontiguousarray(a)
+    return hashlib.sha256(f"{a.shape}{a.dtype.str}".encode() + a.tobytes()).hexdigest()
+
+
 def read_features(path, key, names):
-    """{name: (features, labels)} from features.h5 when it has ``key`` and every name, else None."""
-    if Path(path).is_file():
+    """{name: (features, labels)} from features.h5 when it has ``key`` and every name, else None.
+    Each array is checked against the sha256 written with it: a file that differs from what was
+    written (or cannot be read) is warned about once and not used."""
+    if not Path(path).is_file():
+        return None
+    try:
         with h5py.File(path, "r") as f:
-            if f.attrs.get("key") == key and all(name in f for name in names):
-                return {name: (f[name]["features"][()], f[name]["labels"][()]) for name in names}
-    return None
+            if f.attrs.get("key") != key or not all(name in f for name in names):
+                return None
+            found = {}
+            for name in names:
+                arrays = [f[name][part] for part in ("features", "labels")]
+                if any(d.attrs.get("sha256") != array_digest(d[()]) for d in arrays):
+                    raise ValueError(f"{name}: its arrays differ from their sha256")
+                found[name] = tuple(d[()] for d in arrays)
+            return found
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        warnings.warn(f"{path} is not the feature cache that was written ({e}): computing the features again")
+        return None
 
 
 def write_features(path, key, features):
-    """features.h5: ``key`` as an attribute, then <name>/features and <name>/labels."""
+    """features.h5: ``key`` as an attribute, then <name>/features and <name>/labels, each with
+    its sha256 (`array_digest`) as an attribute."""
     def fill(f):
         f.attrs["key"] = key
         for name, (x, y) in features.items():
             g = f.create_group(name)
-            g.create_dataset("features", data=x)
-            g.create_dataset("labels", data=y)
+            for part, a in (("features", x), ("labels", y)):
+                g.create_dataset(part, data=a).attrs["sha256"] = array_digest(a)
     write_h5(path, fill)

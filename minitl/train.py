@@ -8,6 +8,7 @@ about backbones or heads: it works on any `minitl.nn.Module` that returns logits
 `minitl.transfer.finetune`.
 """
 import math
+import signal
 import time
 import warnings
 
@@ -18,7 +19,7 @@ from minitl.backend import get_array_module, to_device, to_numpy
 from minitl.errors import TrainingError
 from minitl.metrics import classification_report, most_confused
 from minitl.nn import BatchNormalization, manual_seed
-from minitl.runs import CHECKPOINT, RunFolder
+from minitl.runs import CHECKPOINT, RunFolder, Stopped, signal_name
 from minitl.tensor import Tensor, no_grad
 
 LOSS_GROWTH = 100  # warn when an epoch's training loss is this many times the run's first (or above 100)
@@ -385,15 +386,16 @@ class RunCheckpoint(Callback):
         improved = "val_loss" in row and (best is None or row["val_loss"] < best)
         if improved:
             record["best_val_loss"] = row["val_loss"]
-        if self.run.commit_epoch(self.save_model or loop.model, loop.optimizer, row, improved):
-            self._interrupted(f"after epoch {row['epoch']}")
+        signum = self.run.commit_epoch(self.save_model or loop.model, loop.optimizer, row, improved)
+        if signum:
+            self._interrupted(f"after epoch {row['epoch']}", signum)
 
     def after_fit(self, loop):
         record = self.run.record
         del record["history"][record["epoch"]:]  # an epoch that did not commit
         if isinstance(loop.error, KeyboardInterrupt):
-            if loop.error.args != ("committed",):
-                self._interrupted(f"during epoch {loop.epoch + 1}")
+            if "committed" not in loop.error.args:
+                self._interrupted(f"during epoch {loop.epoch + 1}", getattr(loop.error, "signum", signal.SIGINT))
         elif isinstance(loop.error, TrainingError):
             self.run.write_record("diverged")
             kept = f"the checkpoint of epoch {record['epoch']} is kept in {self.run.path / CHECKPOINT}" \
@@ -402,11 +404,12 @@ class RunCheckpoint(Callback):
         elif loop.error is None and self.last:
             self.run.write_record("finished")
 
-    def _interrupted(self, when):
+    def _interrupted(self, when, signum):
         self.run.write_record("interrupted")
-        self.log(f"interrupted {when}; the checkpoint of epoch {self.run.record.get('epoch', 0)} is kept"
+        how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal_name(signum)}"
+        self.log(f"{how} {when}; the checkpoint of epoch {self.run.record.get('epoch', 0)} is kept"
                  + (f" in {self.run}; continue with --resume" if self.run.path is not None else ""))
-        raise KeyboardInterrupt("committed")
+        raise KeyboardInterrupt("committed") if signum == signal.SIGINT else Stopped(signum, "committed")
 
 
 class ProgressBar(Callback):

@@ -19,7 +19,7 @@ from minitl import functional as F
 from minitl.applications import get_backbone
 from minitl.backend import normalize_device
 from minitl.data import AUGMENTATIONS, ArrayDataset, DataLoader, dataset_labels
-from minitl.errors import DataError, ShapeError, TrainingError, WeightsError
+from minitl.errors import DataError, DiskFullError, ShapeError, TrainingError, WeightsError
 from minitl.files import atomic_write, write_json
 from minitl.io import load_weights, save_weights
 from minitl.nn import BatchNormalization, Dense, Dropout, Flatten, GlobalAvgPool2D, Sequential, manual_seed
@@ -321,9 +321,33 @@ def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume
     is no random augmentation, the base's features are computed once and cached; in a frozen
     phase before unfrozen ones, they are the features of the centre crops, and ``augment``
     applies once blocks train.
+
+    The run folder takes one writer at a time: it is locked while the run goes on
+    (`minitl.runs.RunFolder.lock`), and a run started on a folder that another process
+    writes is refused.
     """
-    settings = dataclasses.replace(settings or Settings(), **changes)
     run = RunFolder(run_dir)
+    try:
+        return _finetune(run, train_set, val_set, settings, weights=weights, resume=resume,
+                         cache_features=cache_features, allow_partial_weights=allow_partial_weights, device=device,
+                         progress=progress, log=log, **changes)
+    except DiskFullError as e:  # what the folder keeps, and how to go on
+        if not run.has(RECORD):
+            raise DiskFullError(f"{e}; free some space, then start the run again") from None
+        epoch = read_record(run.path).get("epoch", 0)
+        kept = f"the checkpoint of epoch {epoch} is kept in {run.path / CHECKPOINT}" if epoch else \
+            "no epoch was finished yet"
+        raise DiskFullError(f"{e}; {kept}; free some space, then continue with --resume", resume=True) from None
+    finally:
+        run.unlock()
+
+
+def _finetune(run, train_set, val_set, settings, *, weights, resume, cache_features, allow_partial_weights, device,
+              progress, log, **changes):
+    """`finetune` in the run folder ``run``, which it locks."""
+    settings = dataclasses.replace(settings or Settings(), **changes)
+    if run.path.is_dir():  # refused early when another process writes it
+        run.lock(log)
     image_size = tuple(train_set[0][0].shape[:2]) if len(train_set) else None
     if resume:
         run.record = read_record(run.path, RESUME_ENTRIES)
@@ -349,8 +373,8 @@ def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume
     set_trainable_blocks(model[0], settings.unfreeze_blocks, settings.train_bn)  # checks the count
     model.to(device)
     if not resume:
+        run.lock(log)  # creates the folder, once the settings and weights are known to be good
         run.clear(log)
-        run.path.mkdir(parents=True, exist_ok=True)  # once the settings and weights are known to be good
         run.write_record("running")  # from now on, --resume can continue it
     for phase in settings.phases():
         first, end, blocks = phase

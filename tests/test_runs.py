@@ -1,4 +1,8 @@
 """The run folder's settings: one object for the CLI's options, the record and --resume."""
+import warnings
+
+import h5py
+import numpy as np
 import pytest
 
 from minitl import runs
@@ -45,3 +49,26 @@ def test_resume_takes_the_recorded_settings_and_never_fewer_epochs_than_done():
 def test_an_unknown_optimizer_has_no_default_rate():
     with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
         runs.Settings(optimizer="rmsprop").training()
+
+
+def test_the_feature_cache_is_used_only_as_written(tmp_path):
+    from minitl.runs import read_features, write_features
+    path = tmp_path / "features.h5"
+    x, y = np.arange(96, dtype=np.float32).reshape(3, 32), np.array([0, 1, 2])
+    write_features(path, "k", {"train": (x, y)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = read_features(path, "k", ["train"])
+        assert read_features(path, "other key", ["train"]) is None  # another base or data: no warning
+    np.testing.assert_array_equal(got["train"][0], x)
+    np.testing.assert_array_equal(got["train"][1], y)
+    with h5py.File(path, "r") as f:
+        offset = f["train/labels"].id.get_offset()
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(b"\x07")
+    with pytest.warns(UserWarning, match="train: its arrays differ from their sha256"):
+        assert read_features(path, "k", ["train"]) is None
+    path.write_bytes(b"\0" * 4096)
+    with pytest.warns(UserWarning, match="features.h5 is not the feature cache that was written"):
+        assert read_features(path, "k", ["train"]) is None
