@@ -302,7 +302,7 @@ def _add_demo(sub):
                    help="the backbone: " + "; ".join(f"{b.arch} of width {b.width:g}" for b in DEMO_BASES.values())
                         + " (default vgg16)")
     p.add_argument("--out", help="run directory (default: a new folder under runs/)")
-    p.add_argument("--weights", help="pretrained base weights (default: weights/demo_ARCH_animals_notop.h5)")
+    p.add_argument("--weights", help="pretrained base weights (default: minitl/resources/demo_ARCH_animals_notop.h5)")
     p.add_argument("--train-per-class", type=positive_int, default=20, help="labelled training images per class (20)")
     p.add_argument("--epochs", type=positive_int, default=30, help="epochs of the scratch setting (30)")
     p.add_argument("--seed", type=Bounded(int, 0, 2**32 - 1), default=0,
