@@ -5,7 +5,7 @@ Flatten → Dense(1024, relu) → Dense(512, relu) → Dense(n, softmax),
 train with SGD at a low learning rate, evaluate on held-out images.
 
 Offline, on the demo's data and base: five animals (elephant, giraffe, horse, sheep,
-zebra) as 32×32 silhouettes, and weights/demo_vgg16_animals_notop.h5, a VGG16 of width
+zebra) as 32×32 silhouettes, and minitl/resources/demo_vgg16_animals_notop.h5, a VGG16 of width
 1/8 pretrained by minitl on five other animals and saved in Keras' notop layout
 (`minitl demo --pretrain` makes it). With the published file
 (`minitl weights fetch vgg16-notop`) the same lines take

@@ -7,7 +7,7 @@
 4. fine-tune: unfreeze the last blocks (--unfreeze, default 2), train on with a 10× lower learning rate;
 5. evaluate on held-out images: accuracy and macro F1.
 
-The pretrained base is weights/demo_vgg16_animals_notop.h5 (made by
+The pretrained base is minitl/resources/demo_vgg16_animals_notop.h5 (made by
 `minitl demo --pretrain`); without it the base keeps random weights.
 """
 import argparse

@@ -231,8 +231,15 @@ def cmd_predict(args):
 
 def cmd_export(args):
     from minitl.runs import BEST, CHECKPOINT
-    from minitl.transfer import export_run
-    weights, script = export_run(args.run_dir, args.out, BEST if args.best else CHECKPOINT)
+    from minitl.transfer import export_onnx, export_run
+    which = BEST if args.best else CHECKPOINT
+    if args.format == "onnx":
+        model, script = export_onnx(args.run_dir, args.out, which, args.with_preprocessing)
+        print(f"saved {model} (ONNX) and {script}; with ONNX Runtime: python {script.name} IMAGE...")
+        return 0
+    if args.with_preprocessing:
+        raise ValueError("--with-preprocessing applies to --format onnx only")
+    weights, script = export_run(args.run_dir, args.out, which)
     print(f"saved {weights} (Keras legacy .h5) and {script}; in Keras: from {script.stem} import build_model")
     return 0
 
@@ -346,7 +353,7 @@ def _add_demo(sub):
                    help="the backbone: " + "; ".join(f"{b.arch} of width {b.width:g}" for b in DEMO_BASES.values())
                         + " (default vgg16)")
     p.add_argument("--out", help="run directory (default: a new folder under runs/)")
-    p.add_argument("--weights", help="pretrained base weights (default: weights/demo_ARCH_animals_notop.h5)")
+    p.add_argument("--weights", help="pretrained base weights (default: minitl/resources/demo_ARCH_animals_notop.h5)")
     p.add_argument("--train-per-class", type=positive_int, default=20, help="labelled training images per class (20)")
     p.add_argument("--epochs", type=positive_int, default=30, help="epochs of the scratch setting (30)")
     p.add_argument("--seed", type=Bounded(int, 0, 2**32 - 1), default=0,
@@ -438,14 +445,19 @@ def _add_predict(sub):
 
 
 def _add_export(sub):
-    p = sub.add_parser("export", help="a run's weights as a Keras .h5, with the Keras script that loads them",
+    p = sub.add_parser("export", help="a run's model as a Keras .h5 with the Keras script that loads it, or as ONNX",
                        description="Write a run's weights in Keras' legacy .h5 layout and, beside them, "
                                    "FILE_keras.py: a Keras script that rebuilds the model (keras.applications "
                                    "backbone, then the same head), loads the file and prepares images as "
-                                   "the run did.")
+                                   "the run did. --format onnx: the whole model (base, head, softmax) as "
+                                   "FILE.onnx, and FILE_onnx.py, which runs it on image files with ONNX Runtime.")
     p.add_argument("run_dir", help="run directory written by minitl finetune or minitl demo")
-    p.add_argument("--out", required=True, help="the weights file, FILE.h5 (FILE_keras.py is written beside it)")
+    p.add_argument("--out", required=True, help="FILE.h5 (FILE_keras.py is written beside it) or, with --format "
+                                                "onnx, FILE.onnx (and FILE_onnx.py)")
     p.add_argument("--best", action="store_true", help="export best.h5 (lowest val loss) instead of the last epoch")
+    p.add_argument("--format", choices=("keras", "onnx"), default="keras", help="keras (the default) or onnx")
+    p.add_argument("--with-preprocessing", action="store_true",
+                   help="ONNX: the model takes uint8 RGB images and applies the run's preprocessing itself")
     p.set_defaults(func=cmd_export)
 
 

@@ -2,8 +2,8 @@
 
 Source task: a small backbone pretrained by minitl on five animals (bear, bird, cat, cow,
 dog; 4,500 training images), saved without its top in Keras' layout, like the published
-notop files: ``weights/demo_vgg16_animals_notop.h5`` (VGG16 of width 1/8) and
-``weights/demo_mobilenet_v2_animals_notop.h5`` (MobileNetV2 with alpha 0.35), both for
+notop files: ``minitl/resources/demo_vgg16_animals_notop.h5`` (VGG16 of width 1/8) and
+``minitl/resources/demo_mobilenet_v2_animals_notop.h5`` (MobileNetV2 with alpha 0.35), both for
 32×32 inputs.
 
 Target task: five other animals (elephant, giraffe, horse, sheep, zebra) with only
@@ -103,9 +103,10 @@ def demo_base(arch):
 
 
 def demo_weights_path(arch="vgg16"):
-    """weights/demo_<arch>_animals_notop.h5 in the project folder (else in minitl's weights folder)."""
+    """minitl/resources/demo_<arch>_animals_notop.h5, package data installed with minitl (else the
+    file of that name in minitl's weights folder)."""
     name = demo_base(arch).file
-    shipped = Path(__file__).resolve().parent.parent / "weights" / name
+    shipped = Path(__file__).resolve().parent / "resources" / name
     if shipped.is_file():
         return shipped
     from minitl.hub import weights_dir

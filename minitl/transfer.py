@@ -9,6 +9,7 @@ What a run writes, and the settings it is made with, are in `minitl.runs`.
 import dataclasses
 import functools
 import json
+import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -53,6 +54,7 @@ __all__ = [
     "build_model",
     "cached_features",
     "class_weights",
+    "export_onnx",
     "export_run",
     "find_lr",
     "finetune",
@@ -60,6 +62,7 @@ __all__ = [
     "load_run",
     "make_loss",
     "make_optimizer",
+    "onnx_script",
     "set_trainable_blocks",
 ]
 
@@ -592,6 +595,144 @@ def export_run(run_dir, out, which=BEST):
     text = keras_script(record, out.name, run=str(run_dir), which=which, module=script.stem)
     model, _ = load_run(run_dir, which)
     save_weights(model, out)
+    with atomic_write(script) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return out, script
+
+
+
+# ---- export to ONNX ------------------------------------------------------------
+ONNX_SCRIPT = '''"""{title}
+
+Written by `minitl export --format onnx` (minitl {version}) beside {model}, the ONNX model of
+{which} of the run {run}. It runs the model with ONNX Runtime alone (onnxruntime, NumPy and
+Pillow; minitl is not needed):
+
+    from {module} import load_images, predict
+    probabilities = predict(load_images(["photo.jpg"]))
+
+or, from a shell: python {script} IMAGE...
+
+The model: minitl's {arch} base and head, then a softmax; opset {opset}, any batch size.
+{input_text}
+Output "{output}": (N, {num_classes}) float32, the probabilities of the classes, in order:
+{class_list}.
+
+Images: minitl resizes an image so that it covers {height}x{width} (keeping its aspect ratio,
+bilinear, computing only the center crop's pixels), takes the center; load_images does the same.
+"""
+import os
+import sys
+
+import numpy as np
+
+CLASSES = {classes!r}
+IMAGE_SIZE = {image_size!r}
+PREPROCESSING = {preprocessing!r}  # None: the model applies it to uint8 images itself
+MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), {model!r})
+MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def load_images(paths):
+    """Image files -> the model's input, (N, {height}, {width}, 3), as minitl prepares them
+    (minitl also scales 16-bit grayscale to 0..255)."""
+    from PIL import Image, ImageOps
+
+    height, width = IMAGE_SIZE
+    images = []
+    for path in paths:
+        with Image.open(path) as img:
+            img.draft(None, (max(IMAGE_SIZE), max(IMAGE_SIZE)))  # a JPEG decoded at 1/2, 1/4 or 1/8 if large
+            img = ImageOps.exif_transpose(img)
+        if img.mode != "RGB" and ("A" in img.mode or "a" in img.mode or "transparency" in img.info):
+            white = Image.new("RGBA", img.size, (255, 255, 255, 255))  # transparent pixels on white
+            img = Image.alpha_composite(white, img.convert("RGBA"))
+        img = img.convert("RGB")
+        scale = max(height / img.height, width / img.width)
+        h, w = max(height, int(img.height * scale + 0.5)), max(width, int(img.width * scale + 0.5))
+        top, left = (h - height) // 2, (w - width) // 2
+        if (h, w) == (img.height, img.width):
+            img = img.crop((left, top, left + width, top + height))
+        else:
+            sy, sx = img.height / h, img.width / w
+            img = img.resize((width, height), Image.BILINEAR,
+                             box=(left * sx, top * sy, (left + width) * sx, (top + height) * sy))
+        images.append(np.asarray(img, dtype=np.uint8))
+    x = np.stack(images)
+    if PREPROCESSING == "caffe":  # RGB -> BGR, minus the ImageNet mean
+        return x[..., ::-1].astype(np.float32) - np.asarray(MEAN_BGR, np.float32)
+    if PREPROCESSING == "tf":  # x / 127.5 - 1
+        return x.astype(np.float32) / np.float32(127.5) - np.float32(1)
+    return x
+
+
+def predict(images, model=MODEL):
+    """The probabilities, (N, {num_classes}), of images prepared by load_images."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return session.run([{output!r}], {{{input!r}: images}})[0]
+
+
+if __name__ == "__main__":
+    probabilities = predict(load_images(sys.argv[1:]))
+    for path, p in zip(sys.argv[1:], probabilities):
+        print(path)
+        for i in np.argsort(-p)[:3]:
+            print(f"  {{CLASSES[i]:<20}} {{p[i]:.4f}}")
+'''
+
+
+def onnx_script(record, model_name, with_preprocessing, run="", which=BEST, module="model_onnx"):
+    """The text of a script that runs ``model_name`` (the ONNX model of a run, beside it) with
+    ONNX Runtime on image files, preparing them as the run did."""
+    from minitl import __version__
+    from minitl.onnx_export import INPUT, OPSET, OUTPUT
+    config = record["model"]
+    arch = config.get("arch", "vgg16")
+    height, width = config["input_shape"][:2]
+    mode = record.get("preprocessing", get_backbone(arch).PREPROCESSING)
+    input_text = textwrap.fill(
+        f'Input "{INPUT}": ' + (f"(N, {height}, {width}, 3) uint8 RGB pixels; the model applies Keras' "
+                                f"preprocess_input ({PREPROCESSING_TEXT[mode]})." if with_preprocessing else
+                                f"(N, {height}, {width}, 3) float32, RGB pixels 0..255 after Keras' "
+                                f"preprocess_input ({PREPROCESSING_TEXT[mode]})."), 92)
+    return ONNX_SCRIPT.format(
+        title=f"{get_backbone(arch).__name__} fine-tuned by minitl on {len(record['classes'])} classes, in ONNX "
+              f"Runtime.", version=__version__, model=model_name, run=run, module=module, script=f"{module}.py",
+        which="the best epoch (best.h5)" if which == BEST else "the last epoch (checkpoint.h5)", arch=arch,
+        opset=OPSET, input=INPUT, output=OUTPUT, input_text=input_text, num_classes=len(record["classes"]),
+        class_list=", ".join(record["classes"]), classes=list(record["classes"]), image_size=(height, width),
+        height=height, width=width, preprocessing=None if with_preprocessing else mode)
+
+
+def export_onnx(run_dir, out, which=BEST, with_preprocessing=False):
+    """Write a run's model (``which``: BEST or CHECKPOINT) to ``out`` (.onnx, atomically) as an
+    ONNX graph (`minitl.onnx_export.to_onnx`: the base, the head and a softmax; NHWC input of
+    any batch size; with ``with_preprocessing``, uint8 RGB input and the run's preprocessing in
+    the graph), and beside it ``<stem>_onnx.py``, the ONNX Runtime script of `onnx_script`.
+    Returns the two paths. WeightsError for an ``out`` not named '.onnx' or that exists and is
+    not a file."""
+    from minitl import __version__
+    from minitl.onnx_export import to_onnx
+    out = Path(out)
+    if not out.name.endswith(".onnx"):
+        raise WeightsError(f"{out}: the name must end in '.onnx'")
+    script = out.with_name(out.name[:-len(".onnx")] + "_onnx.py")
+    for path in (out, script):
+        if path.exists() and not path.is_file():
+            raise WeightsError(f"{path} exists and is not a file")
+    record = read_record(run_dir)
+    text = onnx_script(record, out.name, with_preprocessing, run=str(run_dir), which=which, module=script.stem)
+    model, _ = load_run(run_dir, which)
+    mode = record.get("preprocessing", type(model[0]).PREPROCESSING)
+    metadata = {"classes": json.dumps(record["classes"]), "image_size": json.dumps(record["image_size"]),
+                "preprocessing": mode, "preprocessing_in_graph": str(bool(with_preprocessing)).lower(),
+                "arch": record["model"].get("arch", "vgg16"), "run": str(run_dir), "minitl": __version__}
+    proto = to_onnx(model, record["model"]["input_shape"], mode if with_preprocessing else None, metadata,
+                    name=f"minitl_{metadata['arch']}")
+    with atomic_write(out) as tmp:
+        tmp.write_bytes(proto.SerializeToString())
     with atomic_write(script) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return out, script

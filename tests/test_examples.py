@@ -23,6 +23,7 @@ COVERED = [
     "07_transfer_learning",
     "08_gradcam",
     "09_winograd",
+    "10_dask_onnx_predict",
 ]
 
 
@@ -195,3 +196,18 @@ def test_09_winograd(run):
     assert mults["im2col"] / mults["F(2x2, 3x3)"] == 2.25 and mults["im2col"] / mults["F(4x4, 3x3)"] == 4
     errors = {k: float(v[2]) for k, v in rows.items()}
     assert errors["im2col"] < 1e-5 and errors["F(2x2, 3x3)"] < 1e-5 and errors["F(4x4, 3x3)"] < 1e-4
+
+
+def test_10_dask_onnx_predict(run):
+    """1,000 images on a LocalCluster of 2 workers, each running the exported ONNX model: one CSV,
+    the classes of minitl predict."""
+    pytest.importorskip("dask.distributed")
+    pytest.importorskip("onnxruntime")
+    (done, seconds), out = run("10_dask_onnx_predict")
+    assert done == 1000 and seconds > 0
+    assert "1000 images in" in out and "on 2 workers" in out
+    assert "the same class as minitl predict for 1000 of 1000 images" in out
+    with open("predictions.csv") as f:
+        lines = f.read().splitlines()
+    assert lines[0] == "path,class,probability,elephant,giraffe,horse,sheep,zebra" and len(lines) == 1001
+    assert len({line.split(",")[0] for line in lines[1:]}) == 1000

@@ -123,9 +123,11 @@ class Backbone(Module):
         return self.output_shape((None, *input_shape))
 
 
-def record_graph(model, shape):
+def record_graph(model, shape, run=None):
     """{id(layer): (ids of the layers feeding it, its output shape, call rank)} from one pass
-    of ``model.logits`` over zeros of ``shape`` in inference mode; the model input feeds as None."""
+    of ``run`` (``model.logits`` by default) over zeros of ``shape`` in inference mode; the
+    model input feeds as None. ShapeError when a layer's input or the output was made by no
+    layer (an op that ``run`` applies outside the layers)."""
     layers = model.layers()
     made_by, graph, keep = {}, {}, []
 
@@ -134,10 +136,14 @@ def record_graph(model, shape):
 
         def recorded(x):
             inputs = x if isinstance(x, (list, tuple)) else [x]
+            unknown = [t for t in inputs if id(t) not in made_by]
+            if unknown:
+                raise ShapeError(f"{model.name}: the input of layer {layer.name} is made outside the model's "
+                                 f"layers")
             y = forward(x)
             keep.extend(inputs)
             keep.append(y)
-            graph[id(layer)] = ([made_by.get(id(t)) for t in inputs], tuple(y.shape), len(graph))
+            graph[id(layer)] = ([made_by[id(t)] for t in inputs], tuple(y.shape), len(graph))
             made_by[id(y)] = id(layer)
             return y
         return recorded
@@ -149,7 +155,10 @@ def record_graph(model, shape):
     try:
         with no_grad():
             device = device_of(params[0].data) if (params := model.parameters()) else "cpu"
-            out = model.logits(Tensor(to_device(np.zeros(shape, np.float32), device)))
+            x = Tensor(to_device(np.zeros(shape, np.float32), device))
+            keep.append(x)
+            made_by[id(x)] = None
+            out = (run or model.logits)(x)
     finally:
         for layer in layers:
             del layer.__dict__["forward"]
@@ -158,6 +167,8 @@ def record_graph(model, shape):
     missing = [layer.name for layer in layers if id(layer) not in graph]
     if missing:
         raise ShapeError(f"{model.name}: forward never calls the layers {', '.join(missing)}")
+    if made_by.get(id(out)) is None:
+        raise ShapeError(f"{model.name}: its output is made outside its layers")
     graph["output"] = made_by[id(out)]
     return graph
 
