@@ -7,7 +7,7 @@ from finetune_fixtures import SMALL, make_folder
 
 from minitl import transfer
 from minitl.cli import main
-from minitl.compare import EVALUATION, compare
+from minitl.compare import EVALUATION, compare, recommend
 from minitl.data import DataLoader, ImageFolder
 from minitl.hub import file_name
 from minitl.runs import BEST, Settings
@@ -84,3 +84,19 @@ def test_missing_weights_do_not_stop_the_others(splits, notop, tmp_path, capsys)
     assert rows["vgg16"]["error"] is None and rows["vgg16"]["test_accuracy"] is not None
     assert "minitl weights fetch mobilenet_v2-notop" in printed and "most accurate: vgg16" in printed
     assert (out / "vgg16" / "seed0" / BEST).is_file()
+
+
+def test_an_image_size_below_the_minimum_is_refused_for_that_arch(splits, notop, tmp_path):
+    table = compare(splits, ["inception_v3"], tmp_path, SETTINGS, weights={"inception_v3": notop}, **QUIET)
+    assert "InceptionV3 needs inputs of at least 75x75" in table["rows"][0]["error"]
+    assert table["recommendation"] == "no backbone finished: nothing to recommend"
+    assert not (tmp_path / "inception_v3").exists()
+
+
+def test_the_recommendation_gives_its_reason_in_numbers():
+    rows = [{"arch": arch, "error": None, "test_accuracy": acc, "val_accuracy": acc, "ms_batch1": ms}
+            for arch, acc, ms in (("vgg16", 0.9, 180.0), ("mobilenet_v2", 0.8, 30.0), ("resnet50", 0.7, 20.0))]
+    assert recommend(rows) == "most accurate: vgg16 (test accuracy 0.900, 180.0 ms/image at batch 1)"
+    assert recommend(rows, 50).endswith("; within 50 ms/image: mobilenet_v2 (test accuracy 0.800, 30.0 ms; "
+                                        "vgg16 takes 180.0 ms)")
+    assert recommend(rows, 10).endswith("; none within 10 ms/image (the fastest, resnet50, takes 20.0 ms)")
