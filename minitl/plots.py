@@ -98,7 +98,7 @@ def plot_top_losses(images, titles, path, columns=3):
 def plot_compare(rows, path):
     """Accuracy against milliseconds per image (batch 1) of `minitl.compare`'s rows: one point
     per backbone with its spread over seeds, the Pareto front (no other is both faster and
-    more accurate) joined by a line."""
+    more accurate) circled and joined by a line."""
     from minitl.compare import score
     rows = [r for r in rows if r.get("error") is None and score(r) is not None]
     plt = _pyplot()
@@ -114,7 +114,8 @@ def plot_compare(rows, path):
             front.append(r)
             best = score(r)
     if front:
-        ax.plot([r["ms_batch1"] for r in front], [score(r) for r in front], "--", color="gray", label="Pareto front")
+        ax.plot([r["ms_batch1"] for r in front], [score(r) for r in front], "--o", color="gray", markersize=12,
+                markerfacecolor="none", label="Pareto front")
         ax.legend()
     ax.set_xlabel("ms per image (batch 1)")
     ax.set_ylabel(("test" if test else "validation") + " accuracy (mean ± sd over seeds)")
