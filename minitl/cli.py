@@ -120,6 +120,31 @@ def cmd_lr_find(args):
     return 0
 
 
+def cmd_compare(args):
+    from minitl.compare import compare, compare_demo, markdown
+    from minitl.errors import DataError
+    from minitl.runs import Settings
+    device = _device(args.device)
+    out = args.out or ("runs/compare-demo" if args.demo else "runs/compare")
+    if args.demo:
+        table = compare_demo(out, args.seeds, args.budget_ms, args.resume, device,
+                             progress=not args.quiet)
+    else:
+        if args.data is None:
+            raise DataError("compare needs --data DIR (or --demo)")
+        if not os.path.isdir(args.data):
+            problem = "is not a folder" if os.path.exists(args.data) else "does not exist"
+            raise DataError(f"data folder {args.data} {problem}")
+        settings = Settings.from_options(args)
+        table = compare(args.data, args.arch, out, settings, weights_dir=args.weights_dir,
+                        seeds=args.seeds, budget_ms=args.budget_ms, resume=args.resume,
+                        validation_split=args.validation_split, device=device, progress=not args.quiet)
+    print()
+    print(markdown(table), end="")
+    print(f"saved compare.json, compare.md and compare.png in {out}")
+    return 0
+
+
 def cmd_evaluate(args):
     from pathlib import Path
 
@@ -397,6 +422,34 @@ def _add_training_options(p):
     p.add_argument("--no-cache", action="store_true", help="do not cache the frozen base's features")
 
 
+def _add_compare(sub):
+    from minitl.applications import BACKBONES
+    from minitl.runs import Bounded, Settings, positive, positive_int
+    p = sub.add_parser("compare", help="fine-tune several backbones with the same settings and seeds, and "
+                                       "compare accuracy, speed and size",
+                       description="Run minitl finetune once per backbone and seed (each a run folder under "
+                                   "--out), then print and save a table (compare.json, compare.md, compare.png) "
+                                   "and recommend a backbone.")
+    p.add_argument("--data", help="folder with one sub-folder per class, or train/ and val/ (and test/)")
+    p.add_argument("--demo", action="store_true", help="compare the two demo bases on the demo's animals, offline")
+    p.add_argument("--arch", nargs="+", choices=list(BACKBONES), default=["vgg16", "resnet50", "mobilenet_v2"],
+                   help="the backbones (vgg16 resnet50 mobilenet_v2)")
+    p.add_argument("--weights-dir", help="folder of the published notop files (minitl weights fetch ARCH-notop); "
+                                         + WEIGHTS_DIR_HELP)
+    p.add_argument("--seeds", type=positive_int, default=1, help="runs per backbone, seeds --seed, --seed + 1, ... (1)")
+    p.add_argument("--out", help="folder of the runs and the table (default runs/compare, runs/compare-demo)")
+    p.add_argument("--budget-ms", type=positive, help="also recommend the most accurate backbone within this many "
+                                                      "milliseconds per image (batch 1)")
+    p.add_argument("--resume", action="store_true", help="skip the finished runs in --out, continue the others")
+    for name, option in Settings.options():  # --epochs, --batch-size, ... --seed
+        if name != "arch":
+            p.add_argument("--" + name.replace("_", "-"), **option)
+    p.add_argument("--validation-split", type=Bounded(float, 0, 1, "()"), default=0.2,
+                   help="share held out when there is no val/, between 0 and 1 (0.2)")
+    _add_common(p)
+    p.set_defaults(func=cmd_compare)
+
+
 def _add_lr_find(sub):
     from minitl.runs import Bounded
     p = sub.add_parser("lr-find", help="sweep the learning rate over a few batches and suggest one",
@@ -521,6 +574,7 @@ def build_parser():
     _add_demo(sub)
     _add_finetune(sub)
     _add_lr_find(sub)
+    _add_compare(sub)
     _add_evaluate(sub)
     _add_predict(sub)
     _add_export(sub)

@@ -1,0 +1,102 @@
+"""minitl compare: the table read back from the run folders, resume, missing weights."""
+import json
+import shutil
+
+import pytest
+from finetune_fixtures import SMALL, make_folder
+
+from minitl import transfer
+from minitl.cli import main
+from minitl.compare import EVALUATION, compare, recommend
+from minitl.data import DataLoader, ImageFolder
+from minitl.hub import file_name
+from minitl.runs import BEST, Settings
+from minitl.train import evaluate
+
+SETTINGS = Settings(**{k: v for k, v in SMALL.items() if k not in ("progress", "log")}, epochs=1,
+                    image_size=(32, 32))
+QUIET = {"log": lambda *a: None}
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("splits") / "photos"
+    for part, n in (("train", 4), ("val", 2), ("test", 2)):
+        make_folder(root / part, per_class=n)
+    return root
+
+
+@pytest.fixture(scope="module")
+def compared(splits, notop, tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    table = compare(splits, ["vgg16"], out, SETTINGS, weights={"vgg16": notop}, seeds=2, **QUIET)
+    return out, table
+
+
+def test_table_numbers_come_from_the_run_folders(compared, splits):
+    out, table = compared
+    row = table["rows"][0]
+    assert row["error"] is None and row["seeds"] == 2
+    accuracies = []
+    for seed in (0, 1):
+        model, record = transfer.load_run(out / "vgg16" / f"seed{seed}", BEST)
+        assert record["status"] == "finished" and record["seed"] == seed
+        test = ImageFolder(splits / "test", (32, 32), classes=record["classes"])
+        accuracies.append(evaluate(model, DataLoader(test, 32), record["classes"])["accuracy"])
+    assert row["test_accuracy"] == pytest.approx(sum(accuracies) / 2)
+    saved = json.loads((out / "compare.json").read_text())
+    assert saved["rows"][0]["test_accuracy"] == pytest.approx(row["test_accuracy"])
+    assert "vgg16" in (out / "compare.md").read_text() and "keras.io" in (out / "compare.md").read_text()
+    assert row["ms_batch1"] > 0 and row["ms_batch32"] > 0 and row["multiply_adds"] > 0
+    assert row["weights_bytes"] == (out / "vgg16" / "seed0" / BEST).stat().st_size
+    assert table["recommendation"].startswith("most accurate: vgg16 (test accuracy")
+
+
+def test_resume_skips_finished_runs_and_reads_them_back(compared, splits, notop, monkeypatch):
+    out, _ = compared
+    path = out / "vgg16" / "seed1" / EVALUATION
+    numbers = json.loads(path.read_text())
+    path.write_text(json.dumps({**numbers, "test_accuracy": 0.25}))
+    trained = []
+    monkeypatch.setattr(transfer, "finetune", lambda *a, **k: trained.append(a))
+    try:
+        table = compare(splits, ["vgg16"], out, SETTINGS, weights={"vgg16": notop}, seeds=2, resume=True, **QUIET)
+    finally:
+        path.write_text(json.dumps(numbers))
+    first = json.loads((out / "vgg16" / "seed0" / EVALUATION).read_text())["test_accuracy"]
+    assert trained == []
+    assert table["rows"][0]["test_accuracy"] == pytest.approx((first + 0.25) / 2)
+
+
+def test_missing_weights_do_not_stop_the_others(splits, notop, tmp_path, capsys):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(notop, weights / file_name("vgg16-notop"))
+    out = tmp_path / "out"
+    code = main(["compare", "--data", str(splits), "--arch", "mobilenet_v2", "vgg16", "--weights-dir", str(weights),
+                 "--out", str(out), "--image-size", "32", "--width", str(1 / 16), "--hidden", "16", "8",
+                 "--unfreeze-blocks", "0", "--optimizer", "sgd", "--schedule", "none", "--epochs", "1",
+                 "--batch-size", "4", "--budget-ms", "1000", "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    rows = {r["arch"]: r for r in json.loads((out / "compare.json").read_text())["rows"]}
+    assert "minitl weights fetch mobilenet_v2-notop" in rows["mobilenet_v2"]["error"]
+    assert rows["vgg16"]["error"] is None and rows["vgg16"]["test_accuracy"] is not None
+    assert "minitl weights fetch mobilenet_v2-notop" in printed and "most accurate: vgg16" in printed
+    assert (out / "vgg16" / "seed0" / BEST).is_file()
+
+
+def test_an_image_size_below_the_minimum_is_refused_for_that_arch(splits, notop, tmp_path):
+    table = compare(splits, ["inception_v3"], tmp_path, SETTINGS, weights={"inception_v3": notop}, **QUIET)
+    assert "InceptionV3 needs inputs of at least 75x75" in table["rows"][0]["error"]
+    assert table["recommendation"] == "no backbone finished: nothing to recommend"
+    assert not (tmp_path / "inception_v3").exists()
+
+
+def test_the_recommendation_gives_its_reason_in_numbers():
+    rows = [{"arch": arch, "error": None, "test_accuracy": acc, "val_accuracy": acc, "ms_batch1": ms}
+            for arch, acc, ms in (("vgg16", 0.9, 180.0), ("mobilenet_v2", 0.8, 30.0), ("resnet50", 0.7, 20.0))]
+    assert recommend(rows) == "most accurate: vgg16 (test accuracy 0.900, 180.0 ms/image at batch 1)"
+    assert recommend(rows, 50).endswith("; within 50 ms/image: mobilenet_v2 (test accuracy 0.800, 30.0 ms; "
+                                        "vgg16 takes 180.0 ms)")
+    assert recommend(rows, 10).endswith("; none within 10 ms/image (the fastest, resnet50, takes 20.0 ms)")
