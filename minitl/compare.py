@@ -28,7 +28,7 @@ TEST_NAMES = ("test", "testing")
 METRICS = ("val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1", "train_seconds")
 
 
-def test_folder(root):
+def find_test_folder(root):
     """root/test (or testing) when root also holds train/ and val/ folders, else None."""
     from minitl.data import find_splits
     if find_splits(root) is None:
@@ -195,7 +195,7 @@ def compare(data, archs, out="runs/compare", settings=None, *, weights_dir=None,
     from minitl.transfer import finetune
     settings = settings or Settings()
     out = Path(out)
-    test_dir = test_folder(data)
+    test_dir = find_test_folder(data)
     rows = []
     for arch in archs:
         backbone = get_backbone(arch)
