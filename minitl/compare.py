@@ -196,7 +196,7 @@ def compare(data, archs, out="runs/compare", settings=None, *, weights_dir=None,
     settings = settings or Settings()
     out = Path(out)
     test_dir = find_test_folder(data)
-    rows = []
+    rows, overall = [], _overall_bar(len(archs) * seeds, progress)
     for arch in archs:
         backbone = get_backbone(arch)
         path = Path((weights or {}).get(arch) or weights_file(arch, weights_dir))
@@ -209,6 +209,7 @@ def compare(data, archs, out="runs/compare", settings=None, *, weights_dir=None,
         except MinitlError as e:
             log(f"{arch}: skipped: {e}")
             rows.append({"arch": arch, "error": str(e), "published_top1": PUBLISHED_TOP1.get(arch)})
+            overall.update(seeds)
             continue
         runs = []
         for i in range(seeds):
@@ -217,6 +218,7 @@ def compare(data, archs, out="runs/compare", settings=None, *, weights_dir=None,
             if resume and finished(run_dir):
                 log(f"{arch} seed {seed}: finished in {run_dir}, skipped")
                 runs.append(read_run(run_dir))
+                overall.update()
                 continue
             log(f"{arch} seed {seed} ({len(runs) + 1}/{seeds}): training into {run_dir}")
             run_settings = dataclasses.replace(settings, arch=arch, seed=seed, image_size=image_size)
@@ -230,10 +232,18 @@ def compare(data, archs, out="runs/compare", settings=None, *, weights_dir=None,
                      device=device, progress=progress, log=log)
             _evaluate_run(run_dir, val_set, test_set, time.perf_counter() - start, device)
             runs.append(read_run(run_dir))
+            overall.update()
         rows.append(arch_row(arch, runs, image_size))
+    overall.close()
     note = "Test accuracy: the images of test/." if test_dir else \
         "No test/ folder: validation only (test columns empty)."
     return _table(out, rows, str(data), seeds, settings.training(), note, budget_ms)
+
+
+def _overall_bar(total, progress):
+    """A progress bar over every arch/seed run, with the estimated time left."""
+    from tqdm import tqdm
+    return tqdm(total=total, desc="compare", unit="run", disable=not progress, position=1, leave=False)
 
 
 def _table(out, rows, data, seeds, settings, note, budget_ms):
@@ -252,7 +262,7 @@ def compare_demo(out="runs/compare-demo", seeds=1, budget_ms=None, resume=False,
     from minitl.datasets import load_animal_shapes
     out = Path(out)
     images, labels, names = load_animal_shapes()
-    rows = []
+    rows, overall = [], _overall_bar(len(demo.DEMO_BASES) * seeds, progress)
     for arch, base in demo.DEMO_BASES.items():
         runs = []
         for seed in range(seeds):
@@ -261,6 +271,7 @@ def compare_demo(out="runs/compare-demo", seeds=1, budget_ms=None, resume=False,
             if resume and finished(run_dir):
                 log(f"{arch} seed {seed}: finished in {run_dir}, skipped")
                 runs.append(read_run(run_dir))
+                overall.update()
                 continue
             log(f"{arch} seed {seed} ({len(runs) + 1}/{seeds}): training into {folder}")
             results = demo.run(out=folder, arch=arch, seed=seed, scratch=False, device=device, progress=progress,
@@ -269,7 +280,9 @@ def compare_demo(out="runs/compare-demo", seeds=1, budget_ms=None, resume=False,
             seconds = results["frozen"]["seconds"] + results["finetuned"]["seconds"]
             _evaluate_run(run_dir, data["val"], data["test"], seconds, device)
             runs.append(read_run(run_dir))
+            overall.update()
         rows.append(arch_row(arch, runs, (demo.SIZE, demo.SIZE)))
+    overall.close()
     note = (f"The demo bases ({', '.join(f'{b.arch} of width {b.width:g}' for b in demo.DEMO_BASES.values())}, "
             f"pretrained by minitl on other animals) on {', '.join(demo.TARGET)}: 20 training, 10 validation and "
             "100 test images per class; the published ImageNet accuracies are those of the full-size Keras weights.")
