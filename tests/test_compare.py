@@ -100,3 +100,26 @@ def test_the_recommendation_gives_its_reason_in_numbers():
     assert recommend(rows, 50).endswith("; within 50 ms/image: mobilenet_v2 (test accuracy 0.800, 30.0 ms; "
                                         "vgg16 takes 180.0 ms)")
     assert recommend(rows, 10).endswith("; none within 10 ms/image (the fastest, resnet50, takes 20.0 ms)")
+
+
+def test_a_compare_stopped_in_its_second_run_resumes_it_and_skips_the_first(splits, notop, tmp_path, monkeypatch):
+    import minitl.train as T
+    real = T.train_epoch
+
+    def stopped(loop):  # Ctrl-C in the first epoch of seed 1's run
+        if loop.record.get("seed") == 1:
+            raise KeyboardInterrupt
+        return real(loop)
+
+    monkeypatch.setattr(T, "train_epoch", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        compare(splits, ["vgg16"], tmp_path, SETTINGS, weights={"vgg16": notop}, seeds=2, **QUIET)
+    first = (tmp_path / "vgg16" / "seed0" / EVALUATION).read_bytes()
+    assert json.loads((tmp_path / "vgg16" / "seed1" / "record.json").read_text())["status"] == "interrupted"
+    monkeypatch.setattr(T, "train_epoch", real)
+    lines = []
+    table = compare(splits, ["vgg16"], tmp_path, SETTINGS, weights={"vgg16": notop}, seeds=2, resume=True,
+                    log=lines.append)
+    assert "vgg16 seed 0: finished in" in lines[0] and any("resuming" in line for line in lines)
+    assert (tmp_path / "vgg16" / "seed0" / EVALUATION).read_bytes() == first  # not trained again
+    assert table["rows"][0]["seeds"] == 2 and table["rows"][0]["error"] is None
