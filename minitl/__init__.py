@@ -47,9 +47,9 @@ __all__ = [
 
 # Modules loaded on first use (PEP 562), so that `import minitl` stays light: mt.io and mt.runs
 # bring h5py, mt.data Pillow, and none of them CuPy.
-LAZY_MODULES = ("applications", "backend", "cli", "conv", "data", "datasets", "demo", "errors", "files", "hub",
-                "io", "kernels", "metrics", "nn", "onnx_export", "plots", "runs", "tensor", "train", "transfer", "viz",
-                "winograd")
+LAZY_MODULES = ("applications", "backend", "cli", "compare", "conv", "data", "datasets", "demo", "errors", "files",
+                "hub", "io", "kernels", "metrics", "nn", "onnx_export", "plots", "runs", "tensor", "train", "transfer",
+                "viz", "winograd")
 
 
 def __getattr__(name):

@@ -176,7 +176,11 @@ def save(table, out):
         tmp.write_text(markdown(table))
     try:
         from minitl.plots import plot_compare
-        plot_compare(table["rows"], out / "compare.png")
+        rows = [r for r in table["rows"] if r["error"] is None and score(r) is not None]
+        test = bool(rows) and rows[0]["test_accuracy"] is not None
+        points = [(r["arch"], r["ms_batch1"], score(r), r["test_accuracy_spread" if test else "val_accuracy_spread"])
+                  for r in rows]
+        plot_compare(points, out / "compare.png", "test accuracy" if test else "validation accuracy")
     except ImportError:  # matplotlib is optional
         pass
 

@@ -95,28 +95,24 @@ def plot_top_losses(images, titles, path, columns=3):
     _save(fig, path)
 
 
-def plot_compare(rows, path):
-    """Accuracy against milliseconds per image (batch 1) of `minitl.compare`'s rows: one point
-    per backbone with its spread over seeds, the Pareto front (no other is both faster and
-    more accurate) circled and joined by a line."""
-    from minitl.compare import score
-    rows = [r for r in rows if r.get("error") is None and score(r) is not None]
+def plot_compare(points, path, what="test accuracy"):
+    """Accuracy against milliseconds per image: ``points`` (name, ms, accuracy, spread), one per
+    backbone with its spread over seeds as an error bar; the Pareto front (no other point is
+    both faster and more accurate) circled and joined by a line."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    test = bool(rows) and rows[0]["test_accuracy"] is not None
-    for r in rows:
-        spread = r["test_accuracy_spread"] if test else r["val_accuracy_spread"]
-        ax.errorbar(r["ms_batch1"], score(r), yerr=spread, fmt="o", capsize=3)
-        ax.annotate(r["arch"], (r["ms_batch1"], score(r)), textcoords="offset points", xytext=(5, 5))
+    for name, ms, accuracy, spread in points:
+        ax.errorbar(ms, accuracy, yerr=spread, fmt="o", capsize=3)
+        ax.annotate(name, (ms, accuracy), textcoords="offset points", xytext=(5, 5))
     front, best = [], -1.0
-    for r in sorted(rows, key=lambda r: (r["ms_batch1"], -score(r))):
-        if score(r) > best:
-            front.append(r)
-            best = score(r)
+    for point in sorted(points, key=lambda p: (p[1], -p[2])):
+        if point[2] > best:
+            front.append(point)
+            best = point[2]
     if front:
-        ax.plot([r["ms_batch1"] for r in front], [score(r) for r in front], "--o", color="gray", markersize=12,
+        ax.plot([p[1] for p in front], [p[2] for p in front], "--o", color="gray", markersize=12,
                 markerfacecolor="none", label="Pareto front")
         ax.legend()
     ax.set_xlabel("ms per image (batch 1)")
-    ax.set_ylabel(("test" if test else "validation") + " accuracy (mean ± sd over seeds)")
+    ax.set_ylabel(f"{what} (mean ± sd over seeds)")
     _save(fig, path)

@@ -19,7 +19,6 @@ import numpy as np
 from minitl import functional as F
 from minitl.applications import get_backbone
 from minitl.backend import normalize_device
-from minitl.compare import compare
 from minitl.data import AUGMENTATIONS, ArrayDataset, DataLoader, dataset_labels
 from minitl.errors import DataError, DiskFullError, ShapeError, TrainingError, WeightsError
 from minitl.files import atomic_write, write_json
@@ -55,7 +54,6 @@ __all__ = [
     "build_model",
     "cached_features",
     "class_weights",
-    "compare",
     "export_onnx",
     "export_run",
     "find_lr",
