@@ -408,14 +408,10 @@ def _add_finetune(sub):
 
 def _add_training_options(p):
     """The data, weights and settings options that ``finetune`` and ``lr-find`` share."""
-    from minitl.runs import Bounded, Settings
     p.add_argument("--data", required=True, help="folder with one sub-folder per class, or train/ and val/")
     p.add_argument("--weights", help="the backbone's notop weights (.h5, Keras layout; minitl weights fetch "
                                      "ARCH-notop); omit to train from scratch")
-    for name, option in Settings.options():  # --epochs, --batch-size, ... --seed
-        p.add_argument("--" + name.replace("_", "-"), **option)
-    p.add_argument("--validation-split", type=Bounded(float, 0, 1, "()"), default=0.2,
-                   help="share held out when there is no val/, between 0 and 1 (0.2)")
+    _add_settings_options(p)
     p.add_argument("--allow-partial-weights", action="store_true",
                    help="let base layers that --weights lacks keep their initial weights (listed); "
                         "by default every layer must be in the file")
@@ -424,7 +420,7 @@ def _add_training_options(p):
 
 def _add_compare(sub):
     from minitl.applications import BACKBONES
-    from minitl.runs import Bounded, Settings, positive, positive_int
+    from minitl.runs import positive, positive_int
     p = sub.add_parser("compare", help="fine-tune several backbones with the same settings and seeds, and "
                                        "compare accuracy, speed and size",
                        description="Run minitl finetune once per backbone and seed (each a run folder under "
@@ -441,13 +437,19 @@ def _add_compare(sub):
     p.add_argument("--budget-ms", type=positive, help="also recommend the most accurate backbone within this many "
                                                       "milliseconds per image (batch 1)")
     p.add_argument("--resume", action="store_true", help="skip the finished runs in --out, continue the others")
+    _add_settings_options(p, skip=("arch",))
+    _add_common(p)
+    p.set_defaults(func=cmd_compare)
+
+
+def _add_settings_options(p, skip=()):
+    """An option per field of `minitl.runs.Settings` (but ``skip``), and --validation-split."""
+    from minitl.runs import Bounded, Settings
     for name, option in Settings.options():  # --epochs, --batch-size, ... --seed
-        if name != "arch":
+        if name not in skip:
             p.add_argument("--" + name.replace("_", "-"), **option)
     p.add_argument("--validation-split", type=Bounded(float, 0, 1, "()"), default=0.2,
                    help="share held out when there is no val/, between 0 and 1 (0.2)")
-    _add_common(p)
-    p.set_defaults(func=cmd_compare)
 
 
 def _add_lr_find(sub):
