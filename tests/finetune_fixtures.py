@@ -85,3 +85,12 @@ def interrupt_at(monkeypatch, at_epoch):
 
     monkeypatch.setattr(T, "train_epoch", interrupted)
     return lambda: monkeypatch.setattr(T, "train_epoch", real)
+
+
+def one_error_line(capsys, command, *parts):
+    """The error output of ``minitl COMMAND``: that one line (no warning, no traceback), naming ``parts``."""
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"minitl {command}: error: ")
+    for part in parts:
+        assert part in err, err

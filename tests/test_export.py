@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from finetune_fixtures import one_error_line
 from PIL import Image
 
 from minitl import applications, io, transfer
@@ -54,14 +55,6 @@ def head_of(run):
     """The run's head as minitl builds it from the record (its layers, not its weights)."""
     config = json.loads((run / "record.json").read_text())["model"]
     return transfer.build_head(config["num_classes"], config["hidden"], config["dropout"], config["pooling"])
-
-
-def one_error_line(capsys, *parts):
-    err = capsys.readouterr().err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert err.startswith("minitl export: error: ")
-    for part in parts:
-        assert part in err, err
 
 
 def script_model(path):
@@ -175,29 +168,29 @@ def test_the_script_prepares_images_as_minitl(exported, folder, tmp_path, monkey
 ])
 def test_refuses_names_keras_reads_as_another_layout(small_run, tmp_path, capsys, out, message):
     assert main(["export", str(small_run), "--out", str(tmp_path / out)]) == 1
-    one_error_line(capsys, str(tmp_path / out), message)
+    one_error_line(capsys, "export", str(tmp_path / out), message)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_refuses_an_out_that_is_not_a_file(small_run, tmp_path, capsys):
     (tmp_path / "model.h5").mkdir()
     assert main(["export", str(small_run), "--out", str(tmp_path / "model.h5")]) == 1
-    one_error_line(capsys, f"{tmp_path / 'model.h5'} exists and is not a file")
+    one_error_line(capsys, "export", f"{tmp_path / 'model.h5'} exists and is not a file")
     (tmp_path / "model.h5").rmdir()
     (tmp_path / "model_keras.py").mkdir()
     assert main(["export", str(small_run), "--out", str(tmp_path / "model.h5")]) == 1
-    one_error_line(capsys, f"{tmp_path / 'model_keras.py'} exists and is not a file")
+    one_error_line(capsys, "export", f"{tmp_path / 'model_keras.py'} exists and is not a file")
     assert not (tmp_path / "model.h5").exists()
 
 
 def test_refuses_a_folder_that_is_not_a_run_and_a_run_that_lost_its_best_h5(small_run, tmp_path, capsys):
     assert main(["export", str(tmp_path), "--out", str(tmp_path / "model.h5")]) == 1
-    one_error_line(capsys, f"{tmp_path} is not a minitl run directory (no record.json)")
+    one_error_line(capsys, "export", f"{tmp_path} is not a minitl run directory (no record.json)")
     run = tmp_path / "run"
     shutil.copytree(small_run, run)
     (run / BEST).unlink()
     assert main(["export", str(run), "--out", str(tmp_path / "model.h5"), "--best"]) == 1
-    one_error_line(capsys, f"{run / BEST} is missing, unlike the file of epoch 2 that record.json names")
+    one_error_line(capsys, "export", f"{run / BEST} is missing, unlike the file of epoch 2 that record.json names")
     assert not (tmp_path / "model.h5").exists() and not (tmp_path / "model_keras.py").exists()
 
 
@@ -207,6 +200,6 @@ def test_refuses_a_width_that_keras_applications_cannot_build(folder, tmp_path, 
                  *TINY]) == 0
     capsys.readouterr()
     assert main(["export", str(run), "--out", str(tmp_path / "model.h5")]) == 1
-    one_error_line(capsys, f"{run}: its vgg16 has width 0.0625, which Keras cannot build",
+    one_error_line(capsys, "export", f"{run}: its vgg16 has width 0.0625, which Keras cannot build",
                    "keras.applications.VGG16 has no width multiplier")
     assert not (tmp_path / "model.h5").exists()

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from finetune_fixtures import one_error_line
 from PIL import Image
 
 from minitl import functional as F
@@ -198,12 +199,6 @@ def test_best_exports_best_h5(exported, folder, tmp_path):
 
 
 # ---- refusals ------------------------------------------------------------------------
-def one_error_line(capsys, *parts):
-    err = capsys.readouterr().err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert err.startswith("minitl export: error: ")
-    for part in parts:
-        assert part in err, err
 
 
 @pytest.fixture(scope="module")
@@ -216,16 +211,16 @@ def small_run(folder, tmp_path_factory):
 
 def test_refuses_a_name_that_is_not_onnx_and_a_folder(small_run, tmp_path, capsys):
     assert main(["export", str(small_run), "--out", str(tmp_path / "model.h5"), "--format", "onnx"]) == 1
-    one_error_line(capsys, f"{tmp_path / 'model.h5'}: the name must end in '.onnx'")
+    one_error_line(capsys, "export", f"{tmp_path / 'model.h5'}: the name must end in '.onnx'")
     (tmp_path / "model_onnx.py").mkdir()
     assert main(["export", str(small_run), "--out", str(tmp_path / "model.onnx"), "--format", "onnx"]) == 1
-    one_error_line(capsys, f"{tmp_path / 'model_onnx.py'} exists and is not a file")
+    one_error_line(capsys, "export", f"{tmp_path / 'model_onnx.py'} exists and is not a file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model_onnx.py"]
 
 
 def test_with_preprocessing_is_for_onnx_only(small_run, tmp_path, capsys):
     assert main(["export", str(small_run), "--out", str(tmp_path / "model.h5"), "--with-preprocessing"]) == 1
-    one_error_line(capsys, "--with-preprocessing applies to --format onnx only")
+    one_error_line(capsys, "export", "--with-preprocessing applies to --format onnx only")
     assert list(tmp_path.iterdir()) == []
 
 
