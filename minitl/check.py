@@ -150,7 +150,7 @@ def op_cases(seed=0):
             gamma = next(it) if kw.get("scale", True) else None
             beta = next(it) if kw.get("center", True) else None
             mean, var = stats[0].copy(), stats[1].copy()   # training mode updates them in place
-            return F.batch_norm(x, gamma, beta, mean, var, training=training, epsilon=1e-3)
+            return F.batch_norm(x, gamma, beta, mean, var, training=training, epsilon=1e-3, axis=kw.get("axis", -1))
         return f
 
     labels = np.array([0, 2, 1, 2])
@@ -199,6 +199,8 @@ def op_cases(seed=0):
          [t(3, 2, 2, 3), t(3)]),
         ("BatchNormFunction", "training, x (3,2,3), no gamma, no beta", bn(True, scale=False, center=False),
          [t(3, 2, 3)]),
+        ("BatchNormFunction", "training, channels on axis 1, x (2,3,2,2)", bn(True, axis=1),
+         [t(2, 3, 2, 2), t(3, low=0.5), t(3)]),
         ("BatchNormFunction", "inference, x (2,2,2,3), gamma, beta", bn(False), [t(2, 2, 2, 3), t(3, low=0.5), t(3)]),
         ("BatchNormFunction", "inference, x (2,3,3), no gamma", bn(False, scale=False), [t(2, 3, 3), t(3)]),
         ("BatchNormFunction", "inference, x (2,3), no gamma, no beta", bn(False, scale=False, center=False),

@@ -74,9 +74,7 @@ class ClippedReLUFunction(Function):
         return self.y
 
     def backward(self, gy):
-        xp = get_array_module(gy)
-        keep = (self.y > 0) & (self.y < self.max_value)
-        return xp.where(keep, gy, 0).astype(gy.dtype, copy=False)
+        return kernels.clipped_relu_backward(gy, self.y, self.max_value)
 
 
 class Sigmoid(Function):
@@ -326,6 +324,8 @@ class BatchNormFunction(Function):
         training:  dL/dx = γ / √(σ² + ε) · (gy − (1/m) Σ gy − x̂ · (1/m) Σ gy · x̂)
 
     (training: μ and σ² depend on x, which gives the two mean terms; docs/math.md derives them).
+    Training runs in ``kernels.batch_norm_forward`` and ``batch_norm_backward``: two passes over
+    the data each way, sums in float64.
     forward(x, *params) takes params = [γ] if scale, then [β] if center, each of shape (C,).
     The batch statistics stay on ``batch_mean`` and ``batch_variance`` for the moving update.
     inplace=True (inference only): y is written into x's array (see ``batch_norm``).
@@ -365,32 +365,32 @@ class BatchNormFunction(Function):
             out *= c(scale)
             out += c(shift)
             return out
-        mean = x.mean(axis=axes, keepdims=True)
-        centred = x - mean
-        variance = (centred * centred).mean(axis=axes, keepdims=True)
-        self.batch_mean, self.batch_variance = mean.reshape(-1), variance.reshape(-1)
-        self.inv_std = 1 / xp.sqrt(variance + x.dtype.type(self.epsilon))
-        centred *= self.inv_std
-        self.x_hat = centred
-        y = self.x_hat * c(gamma) if gamma is not None else self.x_hat.copy()
-        if beta is not None:
-            y += c(beta)
-        return y
+        self.x = x = xp.ascontiguousarray(xp.moveaxis(x, self.axis, -1))     # (..., C): a view when C is last
+        y, self.mean, variance = kernels.batch_norm_forward(x.reshape(-1, x.shape[-1]), gamma, beta, self.epsilon)
+        self.inv_std = 1 / xp.sqrt(variance + self.epsilon)
+        self.batch_mean, self.batch_variance = self.mean.astype(x.dtype), variance.astype(x.dtype)
+        return xp.moveaxis(y.reshape(x.shape), -1, self.axis)
 
     def backward(self, gy):
         axes, inv_std, gamma = self.axes, self.inv_std, self.gamma
         need_params = self.needs_grad[1:]
         if self.training:
-            x_hat = self.x_hat
-        elif self.scale and need_params[0]:          # x̂ only for dL/dγ (a frozen layer needs none)
+            xp = get_array_module(gy)
+            g = xp.moveaxis(gy, self.axis, -1)
+            dx, sum_gy_x_hat, sum_gy = kernels.batch_norm_backward(
+                g.reshape(-1, g.shape[-1]), self.x.reshape(-1, g.shape[-1]), self.mean, inv_std, gamma,
+                self.needs_grad[0], any(need_params))
+            dx = None if dx is None else xp.moveaxis(dx.reshape(g.shape), -1, self.axis)
+            grads = []
+            if self.scale:
+                grads.append(sum_gy_x_hat.astype(gy.dtype) if need_params[0] else None)
+            if self.center:
+                grads.append(sum_gy.astype(gy.dtype) if need_params[-1] else None)
+            return (dx, *grads)
+        if self.scale and need_params[0]:          # x̂ only for dL/dγ (a frozen layer needs none)
             x_hat = (self.x - self.mean) * inv_std
         scale = inv_std * self._channels(gamma, gy.ndim) if gamma is not None else inv_std
-        if self.training:
-            g_mean = gy.mean(axis=axes, keepdims=True)
-            gx_mean = (gy * x_hat).mean(axis=axes, keepdims=True)
-            dx = scale * (gy - g_mean - x_hat * gx_mean) if self.needs_grad[0] else None
-        else:
-            dx = gy * scale if self.needs_grad[0] else None
+        dx = gy * scale if self.needs_grad[0] else None
         grads = []
         if self.scale:
             grads.append((gy * x_hat).sum(axis=axes) if need_params[0] else None)

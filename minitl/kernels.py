@@ -42,10 +42,16 @@ __all__ = [
     "avg_pool_backward_xp",
     "avg_pool_forward",
     "avg_pool_forward_xp",
+    "batch_norm_backward",
+    "batch_norm_backward_xp",
+    "batch_norm_forward",
+    "batch_norm_forward_xp",
     "bias_relu",
     "bias_relu_xp",
     "channel_affine",
     "channel_affine_xp",
+    "clipped_relu_backward",
+    "clipped_relu_backward_xp",
     "clipped_relu_forward",
     "clipped_relu_forward_xp",
     "col2im",
@@ -126,6 +132,12 @@ def _is_numpy(a):
 
 
 # ---------------------------------------------------------------- im2col
+
+def _chunks(m):
+    """How many chunks of rows a parallel sum splits m rows into, each with its own partial
+    sum (added up after): enough to share out between the threads."""
+    return max(1, min(m, 4 * numba.get_num_threads()))
+
 
 def im2col(x, kh, kw, sh, sw, pads, out=None, rows=None):
     """Unfolds x (N, H, W, C) into cols (N*Ho*Wo, kh*kw*C); see the module notation.
@@ -664,6 +676,32 @@ def relu_backward_xp(gy, x):
     return get_array_module(gy).where(x > 0, gy, 0).astype(gy.dtype, copy=False)
 
 
+def clipped_relu_backward(gy, y, max_value):
+    """dx = gy where 0 < y < max_value, else 0 (y: the clipped ReLU's output; NaN gives 0)."""
+    if tuple(gy.shape) != tuple(y.shape):
+        raise ShapeError(f"clipped_relu_backward: gy {tuple(gy.shape)} and y {tuple(y.shape)} differ")
+    if not _is_numpy(gy):
+        return clipped_relu_backward_xp(gy, y, max_value)
+    gy = np.ascontiguousarray(gy)
+    y = np.ascontiguousarray(y)
+    dx = np.empty_like(gy)
+    _clipped_relu_backward_nb(gy.reshape(-1), y.reshape(-1), y.dtype.type(max_value), dx.reshape(-1))
+    return dx
+
+
+@_jit
+def _clipped_relu_backward_nb(gy, y, max_value, dx):
+    for i in prange(y.size):
+        v = y[i]
+        dx[i] = gy[i] if v > 0 and v < max_value else 0
+
+
+def clipped_relu_backward_xp(gy, y, max_value):
+    """Array-module twin of clipped_relu_backward."""
+    xp = get_array_module(gy)
+    return xp.where((y > 0) & (y < max_value), gy, 0).astype(gy.dtype, copy=False)
+
+
 # ---------------------------------------------------------------- depthwise convolution
 # y[n, i, j, c·M + m] = Σ_{a,b} x_pad[n, i·sh + a, j·sw + b, c] · w[a, b, c, m]   (w is (kh, kw, C, M))
 
@@ -757,8 +795,10 @@ def depthwise_backward(gy, x, w, sh, sw, pads, need_dx=True, need_dw=True):
         dx = np.zeros(x.shape, dtype=np.result_type(gy, w))
         _depthwise_dx_nb(gy, w.astype(dx.dtype, copy=False), dx, sh, sw, pads[0], pads[2])
     if need_dw:
-        dw = np.zeros(w.shape, dtype=np.result_type(gy, x))
-        _depthwise_dw_nb(gy, x, dw, sh, sw, pads[0], pads[2])
+        dtype = np.result_type(gy, x)
+        parts = np.zeros((_chunks(gy.shape[0] * gy.shape[1]), *w.shape), dtype=dtype)
+        _depthwise_dw_nb(gy, x, parts, sh, sw, pads[0], pads[2])
+        dw = parts.sum(axis=0, dtype=dtype)
     return dx, dw
 
 
@@ -792,31 +832,34 @@ def _depthwise_dx_nb(gy, w, dx, sh, sw, top, left):
 
 
 @_jit
-def _depthwise_dw_nb(gy, x, dw, sh, sw, top, left):
-    # Parallel over window cells (a, b): each thread owns dw[a, b].
+def _depthwise_dw_nb(gy, x, parts, sh, sw, top, left):
+    # Parallel over chunks of output rows (n, i), each summing into its own parts[k]; the
+    # caller adds the chunks up. Each row of gy is read once per kernel row a, from the cache.
     N, H, W, C = x.shape
-    kh, kw, _, M = dw.shape
+    chunks, kh, kw, _, M = parts.shape
     _, Ho, Wo, _ = gy.shape
-    for ab in prange(kh * kw):
-        a = ab // kw
-        b = ab % kw
-        for n in range(N):
-            for i in range(Ho):
+    for k in prange(chunks):
+        dw = parts[k]
+        for r in range(k * N * Ho // chunks, (k + 1) * N * Ho // chunks):
+            n = r // Ho
+            i = r % Ho
+            for a in range(kh):
                 yy = _input_cell(i, a, sh, top, H)
                 if yy < 0:
                     continue
                 for j in range(Wo):
-                    xx = _input_cell(j, b, sw, left, W)
-                    if xx < 0:
-                        continue
-                    if M == 1:
-                        for c in range(C):
-                            dw[a, b, c, 0] += x[n, yy, xx, c] * gy[n, i, j, c]
-                    else:
-                        for c in range(C):
-                            v = x[n, yy, xx, c]
-                            for m in range(M):
-                                dw[a, b, c, m] += v * gy[n, i, j, c * M + m]
+                    for b in range(kw):
+                        xx = _input_cell(j, b, sw, left, W)
+                        if xx < 0:
+                            continue
+                        if M == 1:
+                            for c in range(C):
+                                dw[a, b, c, 0] += x[n, yy, xx, c] * gy[n, i, j, c]
+                        else:
+                            for c in range(C):
+                                v = x[n, yy, xx, c]
+                                for m in range(M):
+                                    dw[a, b, c, m] += v * gy[n, i, j, c * M + m]
 
 
 def depthwise_backward_xp(gy, x, w, sh, sw, pads, need_dx=True, need_dw=True):
@@ -879,3 +922,131 @@ def channel_affine_xp(x, mean, scale, shift, out=None):
     y *= scale.astype(dtype, copy=False)
     y += shift.astype(dtype, copy=False)
     return y
+
+
+# ---------------------------------------------------------------- batch norm in training
+# x is (M, C): the M = N·H·W values of each of C channels (channels-last, flattened).
+# Sums run in float64 over chunks of rows (in parallel, one partial sum per chunk, added
+# up at the end), and the shifted sums Σ(x − K) and Σ(x − K)² with K = x[0] keep the
+# variance σ² = Σ(x − K)²/M − (Σ(x − K)/M)² from cancelling when |μ| ≫ σ. The elementwise
+# passes compute in float64 too, then round once to x's dtype. Forward reads x twice
+# (statistics, then y) and writes y; backward reads gy and x twice (sums, then dx) and
+# writes dx; the NumPy formulas take about ten passes each way.
+
+def _moments(s1, s2, shift, m):
+    """(μ, σ²) in float64 from the shifted sums s1 = Σ(x − K), s2 = Σ(x − K)²."""
+    d = s1 / m
+    return shift + d, get_array_module(s1).maximum(s2 / m - d * d, 0)
+
+
+def _dx_coefficients(mean, inv_std, gamma, sum_gy, sum_gy_d, m):
+    """a, b, c of dx = a·gy + b·(x − μ) + c, from Σgy and Σgy·(x − μ):
+    dx = γ/σ' · (gy − Σgy/m − x̂ · Σgy·x̂/m), σ' = √(σ² + ε), x̂ = (x − μ)/σ'."""
+    a = inv_std if gamma is None else inv_std * gamma.astype(inv_std.dtype)
+    return a, -a * inv_std * inv_std * sum_gy_d / m, -a * sum_gy / m
+
+
+def batch_norm_forward(x, gamma, beta, epsilon):
+    """Training-mode batch norm of x (M, C) C-contiguous: y = γ · (x − μ)/√(σ² + ε) + β with the
+    batch's mean μ and biased variance σ² per channel (gamma, beta (C,) or None).
+    Returns (y, μ, σ²), the last two float64 (C,)."""
+    if not _is_numpy(x):
+        return batch_norm_forward_xp(x, gamma, beta, epsilon)
+    m, c = x.shape
+    if m == 0:
+        raise ShapeError(f"batch_norm: no values to take statistics of (input of shape {tuple(x.shape)})")
+    chunks = _chunks(m)
+    s1, s2 = np.zeros((chunks, c)), np.zeros((chunks, c))
+    shift = x[0].astype(np.float64)
+    _bn_sums_nb(x, shift, s1, s2)
+    mean, variance = _moments(s1.sum(axis=0), s2.sum(axis=0), shift, m)
+    inv_std = 1 / np.sqrt(variance + epsilon)
+    scale = inv_std if gamma is None else inv_std * gamma
+    offset = np.zeros(c) if beta is None else beta.astype(np.float64)
+    y = np.empty_like(x)
+    _bn_affine_nb(x, mean, scale, offset, y)
+    return y, mean, variance
+
+
+@_jit
+def _bn_sums_nb(x, shift, s1, s2):
+    M, C = x.shape
+    chunks = s1.shape[0]
+    for k in prange(chunks):
+        for r in range(k * M // chunks, (k + 1) * M // chunks):
+            for c in range(C):
+                d = np.float64(x[r, c]) - shift[c]
+                s1[k, c] += d
+                s2[k, c] += d * d
+
+
+@_jit
+def _bn_affine_nb(x, mean, scale, offset, y):
+    M, C = x.shape
+    for r in prange(M):
+        for c in range(C):
+            y[r, c] = (np.float64(x[r, c]) - mean[c]) * scale[c] + offset[c]
+
+
+def batch_norm_forward_xp(x, gamma, beta, epsilon):
+    """Array-module twin of batch_norm_forward."""
+    xp = get_array_module(x)
+    shift = x[0].astype(np.float64)
+    d = x.astype(np.float64) - shift
+    mean, variance = _moments(d.sum(axis=0), (d * d).sum(axis=0), shift, x.shape[0])
+    inv_std = 1 / xp.sqrt(variance + epsilon)
+    y = (x.astype(np.float64) - mean) * (inv_std if gamma is None else inv_std * gamma)
+    if beta is not None:
+        y += beta
+    return y.astype(x.dtype), mean, variance
+
+
+def batch_norm_backward(gy, x, mean, inv_std, gamma, need_dx=True, need_params=True):
+    """Gradients of batch_norm_forward for gy (M, C): (dx, Σ gy · x̂, Σ gy), with
+    x̂ = (x − μ)·inv_std; dx (None unless need_dx) in gy's dtype, the sums (None unless
+    need_params) float64 (C,)."""
+    if not _is_numpy(gy):
+        return batch_norm_backward_xp(gy, x, mean, inv_std, gamma, need_dx, need_params)
+    gy = np.ascontiguousarray(gy)
+    m, c = x.shape
+    chunks = _chunks(m)
+    s1, s2 = np.zeros((chunks, c)), np.zeros((chunks, c))
+    _bn_grad_sums_nb(gy, x, mean, s1, s2)
+    sum_gy, sum_gy_d = s1.sum(axis=0), s2.sum(axis=0)
+    dx = None
+    if need_dx:
+        dx = np.empty_like(gy)
+        _bn_dx_nb(gy, x, mean, *_dx_coefficients(mean, inv_std, gamma, sum_gy, sum_gy_d, m), dx)
+    return (dx, sum_gy_d * inv_std, sum_gy) if need_params else (dx, None, None)
+
+
+@_jit
+def _bn_grad_sums_nb(gy, x, mean, s1, s2):
+    M, C = x.shape
+    chunks = s1.shape[0]
+    for k in prange(chunks):
+        for r in range(k * M // chunks, (k + 1) * M // chunks):
+            for c in range(C):
+                g = np.float64(gy[r, c])
+                s1[k, c] += g
+                s2[k, c] += g * (np.float64(x[r, c]) - mean[c])
+
+
+@_jit
+def _bn_dx_nb(gy, x, mean, a, b, c0, dx):
+    M, C = x.shape
+    for r in prange(M):
+        for c in range(C):
+            dx[r, c] = a[c] * gy[r, c] + b[c] * (np.float64(x[r, c]) - mean[c]) + c0[c]
+
+
+def batch_norm_backward_xp(gy, x, mean, inv_std, gamma, need_dx=True, need_params=True):
+    """Array-module twin of batch_norm_backward."""
+    g = gy.astype(np.float64)
+    d = x.astype(np.float64) - mean
+    sum_gy, sum_gy_d = g.sum(axis=0), (g * d).sum(axis=0)
+    dx = None
+    if need_dx:
+        a, b, c0 = _dx_coefficients(mean, inv_std, gamma, sum_gy, sum_gy_d, x.shape[0])
+        dx = (a * g + b * d + c0).astype(gy.dtype)
+    return (dx, sum_gy_d * inv_std, sum_gy) if need_params else (dx, None, None)

@@ -332,6 +332,85 @@ def test_clipped_relu_matches_loops_and_twin(dtype, layout, max_value):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_clipped_relu_backward_matches_loops_and_twin(dtype, layout):
+    rng = np.random.default_rng(11)
+    y = np.clip(make_x(rng, (2, 5, 4, 3), dtype, layout) * 4, 0, 6)
+    y[0, 0, 0, :] = [np.nan, 0.0, 6.0]
+    gy = make_x(rng, (2, 5, 4, 3), dtype, layout)
+    ref = np.empty_like(gy)
+    for i in itertools.product(*map(range, y.shape)):
+        ref[i] = gy[i] if 0 < y[i] < 6 else 0
+    dx = K.clipped_relu_backward(gy, y, 6.0)
+    assert dx.dtype == dtype
+    np.testing.assert_array_equal(dx, ref)
+    np.testing.assert_array_equal(dx, K.clipped_relu_backward_xp(gy, y, 6.0))
+    with pytest.raises(ShapeError, match="clipped_relu_backward: gy"):
+        K.clipped_relu_backward(gy, y[:1], 6.0)
+
+
+# ---------------------------------------------------------------- batch norm in training
+
+def batch_norm_loops(x, gamma, beta, epsilon):
+    """y, μ, σ² of training-mode batch norm of x (M, C) as loops in float64."""
+    m, c = x.shape
+    mean, var, y = np.zeros(c), np.zeros(c), np.empty((m, c))
+    for j in range(c):
+        mean[j] = sum(float(v) for v in x[:, j]) / m
+        var[j] = sum((float(v) - mean[j]) ** 2 for v in x[:, j]) / m
+        for i in range(m):
+            y[i, j] = (float(x[i, j]) - mean[j]) / np.sqrt(var[j] + epsilon) * (1 if gamma is None else gamma[j]) \
+                + (0 if beta is None else beta[j])
+    return y, mean, var
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("m", [1, 7, 300])
+def test_batch_norm_kernels_match_loops_and_twin(dtype, affine, m):
+    rng = np.random.default_rng(13)
+    x = (rng.standard_normal((m, 5)) * 3 + 2).astype(dtype)
+    gy = rng.standard_normal((m, 5)).astype(dtype)
+    gamma, beta = (rng.standard_normal(5).astype(dtype) for _ in range(2)) if affine else (None, None)
+    y_ref, mean_ref, var_ref = batch_norm_loops(x, gamma, beta, 1e-3)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    y, mean, var = K.batch_norm_forward(x, gamma, beta, 1e-3)
+    y2, mean2, var2 = K.batch_norm_forward_xp(x, gamma, beta, 1e-3)
+    assert y.dtype == y2.dtype == dtype and mean.dtype == var.dtype == np.float64
+    for a, b, ref in ((y, y2, y_ref), (mean, mean2, mean_ref), (var, var2, var_ref)):
+        np.testing.assert_allclose(a, ref, rtol=tol, atol=tol)
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    # backward against the loops of dx = γ/σ' (gy − Σgy/m − x̂ Σgy x̂/m), x̂ = (x − μ)/σ'
+    inv_std = 1 / np.sqrt(var_ref + 1e-3)
+    x_hat = (x - mean_ref) * inv_std
+    g64 = gy.astype(np.float64)
+    sum_gy, sum_gy_x_hat = g64.sum(axis=0), (g64 * x_hat).sum(axis=0)
+    dx_ref = (1 if gamma is None else gamma) * inv_std * (g64 - sum_gy / m - x_hat * sum_gy_x_hat / m)
+    for f in (K.batch_norm_backward, K.batch_norm_backward_xp):
+        dx, dgamma, dbeta = f(gy, x, mean, inv_std, gamma)
+        assert dx.dtype == dtype
+        np.testing.assert_allclose(dx, dx_ref, rtol=tol, atol=tol * np.abs(dx_ref).max())
+        np.testing.assert_allclose(dgamma, sum_gy_x_hat, rtol=tol, atol=tol)
+        np.testing.assert_allclose(dbeta, sum_gy, rtol=tol, atol=tol)
+        assert f(gy, x, mean, inv_std, gamma, need_dx=False)[0] is None
+        assert f(gy, x, mean, inv_std, gamma, need_params=False)[1:] == (None, None)
+
+
+def test_batch_norm_statistics_hold_for_a_large_mean():
+    """Shifted float64 sums: a channel at 1e4 ± 1e-2 keeps its variance, where float32
+    arithmetic on E[x²] − μ² would lose it all."""
+    rng = np.random.default_rng(14)
+    x = (1e4 + 1e-2 * rng.standard_normal((5000, 3))).astype(np.float32)
+    var_ref = x.astype(np.float64).var(axis=0)
+    for f in (K.batch_norm_forward, K.batch_norm_forward_xp):
+        y, _, var = f(x, None, None, 0.0)
+        np.testing.assert_allclose(var, var_ref, rtol=1e-9)
+        np.testing.assert_allclose(y.std(axis=0, dtype=np.float64), 1, rtol=1e-3)
+    with pytest.raises(ShapeError, match="no values"):
+        K.batch_norm_forward(x[:0], None, None, 1e-3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_elementwise_kernels_write_into_out(dtype):
     """relu, clipped ReLU and the channel affine map of batch norm give the same numbers in place
     (out=x) as into a new array, on both versions."""
