@@ -2,6 +2,9 @@
 against a naive loop reference written here."""
 
 import itertools
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -510,3 +513,44 @@ def test_twins_on_cupy_match_numba():
                                   K.bias_relu(y2.copy(), b))
     np.testing.assert_array_equal(cp.asnumpy(K.im2col(cp.asarray(x), *args, rows=(1, 3))),
                                   K.im2col(x, *args, rows=(1, 3)))
+
+
+# ---------------------------------------------------------------- process settings
+
+def _run_python(code, **env):
+    environ = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT", "MINITL_KEEP_FREED_MEMORY")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**environ, **env},
+                         check=True)
+    return out.stdout.split()
+
+
+TIMEOUT_CODE = """
+import numpy                      # loads OpenBLAS before minitl sets its thread timeout
+import minitl.kernels as K
+paths = K._reread_blas_thread_timeout()
+import ctypes
+print(len(paths), *(ctypes.CDLL(p).openblas_thread_timeout() for p in paths))
+"""
+
+
+def _openblas_loaded():
+    try:
+        with open("/proc/self/maps") as f:
+            return "openblas" in f.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _openblas_loaded(), reason="NumPy without OpenBLAS, or no /proc")
+def test_openblas_threads_stop_spinning_soon_even_when_numpy_came_first():
+    count, *timeouts = _run_python(TIMEOUT_CODE)
+    assert int(count) >= 1 and set(timeouts) == {"16"}
+    _, *timeouts = _run_python(TIMEOUT_CODE, OPENBLAS_THREAD_TIMEOUT="20")    # the user's value wins
+    assert set(timeouts) == {"20"}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings")
+def test_freed_memory_is_kept_unless_turned_off():
+    code = "import minitl.kernels as K; print(K.KEEPS_FREED_MEMORY)"
+    assert _run_python(code) == ["True"]
+    assert _run_python(code, MINITL_KEEP_FREED_MEMORY="0") == ["False"]
