@@ -4,6 +4,8 @@ a table of accuracy, macro F1, training time, inference time, size and cost per 
 Each arch/seed is a normal `minitl.transfer.finetune` run in ``out/ARCH/seedN``; after it,
 its best model is evaluated and the numbers are written beside it (``evaluation.json``).
 The table is built from those files, so a re-run with ``resume`` skips the finished runs.
+The seeds of one arch share its frozen base's features (``out/ARCH/features/``, one file per
+base and data), so the base's feature pass runs once per arch and split, not once per seed.
 """
 import dataclasses
 import os
@@ -191,6 +193,11 @@ def compare(data, archs, out="runs/compare", settings=None, *, weights_dir=None,
     first of ``seeds``) on the image folder ``data``, once per seed, into ``out/ARCH/seedN``;
     returns the table as plain data and writes it (`save`).
 
+    Each seed's split is `minitl.data.train_val_folders`' with that seed, as in ``minitl
+    finetune --seed``. While the base is frozen, the seeds of an arch take its features from
+    one file in ``out/ARCH/features/`` when their data is the same (train/ and val/ folders);
+    a split that moves with the seed gets a file of its own.
+
     ``weights``: {arch: notop file}; else each arch's published notop file in ``weights_dir``.
     An arch whose weights file is missing, or whose minimum input is above the image size, gets
     a row with the reason and the others still run. ``resume``: skip the finished runs and
@@ -233,7 +240,7 @@ def compare(data, archs, out="runs/compare", settings=None, *, weights_dir=None,
             again = resume and (run_dir / RECORD).is_file()
             start = time.perf_counter()
             finetune(train_set, val_set, run_dir, run_settings, weights=None if again else path, resume=again,
-                     device=device, progress=progress, log=log)
+                     shared_features=out / arch / "features", device=device, progress=progress, log=log)
             _evaluate_run(run_dir, val_set, test_set, time.perf_counter() - start, device)
             runs.append(read_run(run_dir))
             overall.update()
