@@ -1,7 +1,9 @@
 """minitl compare: the table read back from the run folders, resume, missing weights, the
 feature pass shared by the seeds of an arch."""
 import json
+import re
 import shutil
+import sys
 
 import pytest
 from finetune_fixtures import SMALL, make_folder
@@ -178,3 +180,16 @@ def test_a_different_base_does_not_reuse_the_shared_features(splits, notop, tmp_
     compare(splits, ["vgg16"], tmp_path, SETTINGS, weights={"vgg16": other}, **QUIET)
     assert len(passes) == 4
     assert len(list((tmp_path / "vgg16" / "features").glob("*.h5"))) == 2
+
+
+def test_progress_bars_per_arch_and_overall_show_on_a_terminal_only(splits, notop, tmp_path, capsys, monkeypatch):
+    archs, weights = ["inception_v3", "vgg16"], {"inception_v3": notop, "vgg16": notop}  # inception_v3: too small
+    compare(splits, archs, tmp_path / "a", SETTINGS, weights=weights, seeds=2, progress=True, **QUIET)
+    assert capsys.readouterr().err == ""  # not a terminal: no bars
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    compare(splits, archs, tmp_path / "b", SETTINGS, weights=weights, seeds=2, progress=True, **QUIET)
+    err = capsys.readouterr().err
+    assert "compare: 100%" in err and "| 4/4 [" in err  # every run, the skipped arch's seeds counted
+    assert "  vgg16: 100%" in err and "| 2/2 [" in err
+    assert re.search(r"vgg16: +50%.*\| 1/2 \[\d\d:\d\d<\d\d:\d\d", err)  # the time left, after the first seed
+    assert "epoch 1/1" in err  # each run's own bar, below them
