@@ -54,6 +54,7 @@ __all__ = [
     "build_model",
     "cached_features",
     "class_weights",
+    "compare",
     "export_onnx",
     "export_run",
     "find_lr",
@@ -414,6 +415,17 @@ def _finetune(run, train_set, val_set, settings, *, weights, resume, cache_featu
     except ImportError:  # matplotlib is optional
         pass
     return model, run.record
+
+
+def compare(data, archs, out="runs/compare", settings=None, **options):
+    """``minitl compare``: `finetune` with ``settings`` on each of ``archs`` (and seeds) on the
+    image folder ``data``, one run folder each under ``out``; returns the table of accuracy,
+    macro F1, time and size per backbone as plain data (``table["rows"]``). The work is
+    `minitl.compare.compare`'s (``options``: its ``seeds``, ``weights_dir``, ``budget_ms``,
+    ``resume``, ...), one layer above this one, since it runs this recipe once per backbone and
+    seed; imported here, when called, so that the recipe and its comparison are found together."""
+    from minitl.compare import compare as compare_backbones
+    return compare_backbones(data, archs, out, settings, **options)
 
 
 def find_lr(train_set, out, settings=None, *, weights=None, cache_features=True, allow_partial_weights=False,

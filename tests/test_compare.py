@@ -193,3 +193,12 @@ def test_progress_bars_per_arch_and_overall_show_on_a_terminal_only(splits, noto
     assert "  vgg16: 100%" in err and "| 2/2 [" in err
     assert re.search(r"vgg16: +50%.*\| 1/2 \[\d\d:\d\d<\d\d:\d\d", err)  # the time left, after the first seed
     assert "epoch 1/1" in err  # each run's own bar, below them
+
+
+def test_the_python_api_in_transfer_returns_the_table(splits, notop, tmp_path):
+    table = transfer.compare(splits, ["vgg16"], tmp_path, SETTINGS, weights={"vgg16": notop}, seeds=2, **QUIET)
+    saved = json.loads((tmp_path / "compare.json").read_text())
+    assert json.loads(json.dumps(table)) == saved  # plain data
+    assert [r["arch"] for r in table["rows"]] == ["vgg16"] and table["rows"][0]["seeds"] == 2
+    assert table["rows"][0]["runs"] == [str(tmp_path / "vgg16" / "seed0"), str(tmp_path / "vgg16" / "seed1")]
+
