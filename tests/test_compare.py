@@ -1,14 +1,16 @@
 """minitl compare: the table read back from the run folders, resume, missing weights, the
 feature pass shared by the seeds of an arch."""
+import dataclasses
 import json
 import re
 import shutil
 import sys
 
+import numpy as np
 import pytest
 from finetune_fixtures import SMALL, make_folder
 
-from minitl import io, transfer
+from minitl import demo, io, transfer
 from minitl.applications import VGG16, VGG19
 from minitl.cli import main
 from minitl.compare import EVALUATION, compare, recommend
@@ -202,3 +204,32 @@ def test_the_python_api_in_transfer_returns_the_table(splits, notop, tmp_path):
     assert [r["arch"] for r in table["rows"]] == ["vgg16"] and table["rows"][0]["seeds"] == 2
     assert table["rows"][0]["runs"] == [str(tmp_path / "vgg16" / "seed0"), str(tmp_path / "vgg16" / "seed1")]
 
+
+def test_compare_demo_agrees_with_separate_demo_runs_of_the_same_seeds(tmp_path, monkeypatch, capsys):
+    short = {arch: dataclasses.replace(b, recipe=dataclasses.replace(b.recipe, frozen_epochs=1, finetune_epochs=1))
+             for arch, b in demo.DEMO_BASES.items()}
+    monkeypatch.setattr(demo, "DEMO_BASES", short)  # the demo's recipes, shortened
+    split = demo.split_target
+
+    def fewer(images, labels, names, train, val, test, *rest):  # 10 training and 20 test images per class
+        return split(images, labels, names, 10, val, 20, *rest)
+
+    monkeypatch.setattr(demo, "split_target", fewer)
+    monkeypatch.setattr(demo, "_plots", lambda *a: None)  # the pictures take a third of the time
+    assert main(["compare", "--demo", "--seeds", "2", "--out", str(tmp_path / "compare"), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    rows = {r["arch"]: r for r in json.loads((tmp_path / "compare" / "compare.json").read_text())["rows"]}
+    assert list(rows) == ["vgg16", "mobilenet_v2"]
+    assert "| vgg16 | " in printed and "| mobilenet_v2 | " in printed and "most accurate: " in printed
+    for arch, row in rows.items():
+        alone = []
+        for seed in (0, 1):  # minitl demo --arch ARCH --seed SEED, its scratch setting short
+            out = tmp_path / f"{arch}-{seed}"
+            assert main(["demo", "--arch", arch, "--seed", str(seed), "--epochs", "1", "--out", str(out),
+                         "--quiet"]) == 0
+            alone.append(json.loads((out / "results.json").read_text())["finetuned"])
+        for name, key in (("test_accuracy", "accuracy"), ("test_macro_f1", "macro_f1"),
+                          ("val_accuracy", "val_accuracy")):
+            values = [r[key] for r in alone]
+            assert row[name] == pytest.approx(np.mean(values), abs=1e-12), (arch, name)
+            assert row[name + "_spread"] == pytest.approx(np.std(values, ddof=1), abs=1e-12), (arch, name)
