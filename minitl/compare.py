@@ -4,9 +4,15 @@ a table of accuracy, macro F1, training time, inference time, size and cost per 
 Each arch/seed is a normal `minitl.transfer.finetune` run in ``out/ARCH/seedN``; after it,
 its best model is evaluated and the numbers are written beside it (``evaluation.json``).
 The table is built from those files, so a re-run with ``resume`` skips the finished runs.
+The seeds of one arch share its frozen base's features (``out/ARCH/features/``, one file per
+base and data), so the base's feature pass runs once per arch and split, not once per seed.
+
+`minitl.transfer.compare` hands over to `compare`: this module sits above the recipe
+(docs/architecture.md), since it runs the recipe once per backbone and seed.
 """
 import dataclasses
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -191,6 +197,12 @@ def compare(data, archs, out="runs/compare", settings=None, *, weights_dir=None,
     first of ``seeds``) on the image folder ``data``, once per seed, into ``out/ARCH/seedN``;
     returns the table as plain data and writes it (`save`).
 
+    Each seed's split is `minitl.data.train_val_folders`' with that seed, as in ``minitl
+    finetune --seed``. While the base is frozen, the seeds of an arch take its features from
+    one file in ``out/ARCH/features/`` when their data is the same (train/ and val/ folders);
+    a split that moves with the seed gets a file of its own. ``progress``: a bar per arch and
+    one over all runs, with the time left, on a terminal only.
+
     ``weights``: {arch: notop file}; else each arch's published notop file in ``weights_dir``.
     An arch whose weights file is missing, or whose minimum input is above the image size, gets
     a row with the reason and the others still run. ``resume``: skip the finished runs and
@@ -200,54 +212,93 @@ def compare(data, archs, out="runs/compare", settings=None, *, weights_dir=None,
     settings = settings or Settings()
     out = Path(out)
     test_dir = find_test_folder(data)
-    rows, overall = [], _overall_bar(len(archs) * seeds, progress)
-    for arch in archs:
-        backbone = get_backbone(arch)
-        path = Path((weights or {}).get(arch) or weights_file(arch, weights_dir))
-        image_size = settings.image_size or (224, 224)
-        try:
-            if not path.is_file():
-                raise WeightsError(f"{arch}: weights file {path} does not exist "
-                                   f"(get it with: minitl weights fetch {arch}-notop)")
-            backbone.check_input_shape((*image_size, 3), given=f"--image-size {image_size[0]}x{image_size[1]}")
-        except MinitlError as e:
-            log(f"{arch}: skipped: {e}")
-            rows.append({"arch": arch, "error": str(e), "published_top1": PUBLISHED_TOP1.get(arch)})
-            overall.update(seeds)
-            continue
-        runs = []
-        for i in range(seeds):
-            seed = settings.seed + i
-            run_dir = out / arch / f"seed{seed}"
-            if resume and finished(run_dir):
-                log(f"{arch} seed {seed}: finished in {run_dir}, skipped")
-                runs.append(read_run(run_dir))
-                overall.update()
+    with _Bars(len(archs), seeds, progress, log) as bars:
+        log, rows = bars.log, []
+        for arch in archs:
+            backbone = get_backbone(arch)
+            path = Path((weights or {}).get(arch) or weights_file(arch, weights_dir))
+            image_size = settings.image_size or (224, 224)
+            try:
+                if not path.is_file():
+                    raise WeightsError(f"{arch}: weights file {path} does not exist "
+                                       f"(get it with: minitl weights fetch {arch}-notop)")
+                backbone.check_input_shape((*image_size, 3), given=f"--image-size {image_size[0]}x{image_size[1]}")
+            except MinitlError as e:
+                log(f"{arch}: skipped: {e}")
+                rows.append({"arch": arch, "error": str(e), "published_top1": PUBLISHED_TOP1.get(arch)})
+                bars.skip()
                 continue
-            log(f"{arch} seed {seed} ({len(runs) + 1}/{seeds}): training into {run_dir}")
-            run_settings = dataclasses.replace(settings, arch=arch, seed=seed, image_size=image_size)
-            train_set, val_set = train_val_folders(data, image_size, validation_split=validation_split, seed=seed,
-                                                   augment=settings.augment, preprocess=backbone.PREPROCESSING)
-            test_set = None if test_dir is None else ImageFolder(test_dir, image_size, classes=train_set.classes,
-                                                                 preprocess=backbone.PREPROCESSING)
-            again = resume and (run_dir / RECORD).is_file()
-            start = time.perf_counter()
-            finetune(train_set, val_set, run_dir, run_settings, weights=None if again else path, resume=again,
-                     device=device, progress=progress, log=log)
-            _evaluate_run(run_dir, val_set, test_set, time.perf_counter() - start, device)
-            runs.append(read_run(run_dir))
-            overall.update()
-        rows.append(arch_row(arch, runs, image_size))
-    overall.close()
+            runs = []
+            bars.start(arch)
+            for i in range(seeds):
+                seed = settings.seed + i
+                run_dir = out / arch / f"seed{seed}"
+                if resume and finished(run_dir):
+                    log(f"{arch} seed {seed}: finished in {run_dir}, skipped")
+                    runs.append(read_run(run_dir))
+                    bars.done()
+                    continue
+                log(f"{arch} seed {seed} ({len(runs) + 1}/{seeds}): training into {run_dir}")
+                run_settings = dataclasses.replace(settings, arch=arch, seed=seed, image_size=image_size)
+                train_set, val_set = train_val_folders(data, image_size, validation_split=validation_split, seed=seed,
+                                                       augment=settings.augment, preprocess=backbone.PREPROCESSING)
+                test_set = None if test_dir is None else ImageFolder(test_dir, image_size, classes=train_set.classes,
+                                                                     preprocess=backbone.PREPROCESSING)
+                again = resume and (run_dir / RECORD).is_file()
+                start = time.perf_counter()
+                finetune(train_set, val_set, run_dir, run_settings, weights=None if again else path, resume=again,
+                         shared_features=out / arch / "features", device=device, progress=bars.inner, log=log)
+                _evaluate_run(run_dir, val_set, test_set, time.perf_counter() - start, device)
+                runs.append(read_run(run_dir))
+                bars.done()
+            rows.append(arch_row(arch, runs, image_size))
     note = "Test accuracy: the images of test/." if test_dir else \
         "No test/ folder: validation only (test columns empty)."
     return _table(out, rows, str(data), seeds, settings.training(), note, budget_ms)
 
 
-def _overall_bar(total, progress):
-    """A progress bar over every arch/seed run, with the estimated time left."""
-    from tqdm import tqdm
-    return tqdm(total=total, desc="compare", unit="run", disable=not progress, position=1, leave=False)
+class _Bars:
+    """The progress of a comparison: a tqdm bar over all the arch/seed runs and one over the
+    current arch's seeds, each with the estimated time left. They show on a terminal only
+    (stderr), where the training's own bars go below them and ``log``'s lines (when it is
+    ``print``) above them; elsewhere nothing but the log lines is written."""
+
+    def __init__(self, archs, seeds, progress, log=print):
+        from tqdm import tqdm
+        self.tqdm, self.seeds = tqdm, seeds
+        self.on = bool(progress) and sys.stderr.isatty()
+        self.inner = self.on  # the bars of each run's epochs and feature pass
+        self.log = tqdm.write if self.on and log is print else log
+        self.overall = self._bar(archs * seeds, "compare", 0)
+        self.arch = None
+
+    def start(self, arch):
+        """A bar for the seeds of ``arch``."""
+        self.arch = self._bar(self.seeds, f"  {arch}", 1)
+
+    def _bar(self, total, desc, position):
+        # updated once a run, so each update is shown (no minimum interval)
+        return self.tqdm(total=total, desc=desc, unit="run", disable=not self.on, position=position, leave=False,
+                         mininterval=0, file=sys.stderr)
+
+    def done(self):
+        """One run finished."""
+        self.arch.update()
+        self.overall.update()
+        if self.arch.n == self.seeds:
+            self.arch.close()
+
+    def skip(self):
+        """An arch that could not run: its seeds count as done."""
+        self.overall.update(self.seeds)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *error):
+        if self.arch is not None:
+            self.arch.close()
+        self.overall.close()
 
 
 def _table(out, rows, data, seeds, settings, note, budget_ms):
@@ -261,32 +312,35 @@ def compare_demo(out="runs/compare-demo", seeds=1, budget_ms=None, resume=False,
                  log=print):
     """`compare` on the demo's target animals with the two demo bases (`minitl.demo.DEMO_BASES`),
     offline: per base and seed, the demo's frozen and fine-tuned settings (`minitl.demo.run`
-    without scratch) in ``out/ARCH/seedN``; the table's run is the fine-tuned one."""
+    without scratch) in ``out/ARCH/seedN``; the table's run is the fine-tuned one. Each seed
+    draws its own split of the animals, as ``minitl demo --seed`` does, so each seed makes its
+    own feature pass (150 images of 32×32)."""
     from minitl import demo
     from minitl.datasets import load_animal_shapes
     out = Path(out)
     images, labels, names = load_animal_shapes()
-    rows, overall = [], _overall_bar(len(demo.DEMO_BASES) * seeds, progress)
-    for arch, base in demo.DEMO_BASES.items():
-        runs = []
-        for seed in range(seeds):
-            folder = out / arch / f"seed{seed}"
-            run_dir = folder / "finetuned"
-            if resume and finished(run_dir):
-                log(f"{arch} seed {seed}: finished in {run_dir}, skipped")
+    with _Bars(len(demo.DEMO_BASES), seeds, progress, log) as bars:
+        log, rows = bars.log, []
+        for arch, base in demo.DEMO_BASES.items():
+            runs = []
+            bars.start(arch)
+            for seed in range(seeds):
+                folder = out / arch / f"seed{seed}"
+                run_dir = folder / "finetuned"
+                if resume and finished(run_dir):
+                    log(f"{arch} seed {seed}: finished in {run_dir}, skipped")
+                    runs.append(read_run(run_dir))
+                    bars.done()
+                    continue
+                log(f"{arch} seed {seed} ({len(runs) + 1}/{seeds}): training into {folder}")
+                results = demo.run(out=folder, arch=arch, seed=seed, scratch=False, device=device, progress=bars.inner,
+                                   log=lambda *a: None)
+                data = demo.split_target(images, labels, names, 20, 10, 100, seed, base.preprocessing)
+                seconds = results["frozen"]["seconds"] + results["finetuned"]["seconds"]
+                _evaluate_run(run_dir, data["val"], data["test"], seconds, device)
                 runs.append(read_run(run_dir))
-                overall.update()
-                continue
-            log(f"{arch} seed {seed} ({len(runs) + 1}/{seeds}): training into {folder}")
-            results = demo.run(out=folder, arch=arch, seed=seed, scratch=False, device=device, progress=progress,
-                               log=lambda *a: None)
-            data = demo.split_target(images, labels, names, 20, 10, 100, seed, base.preprocessing)
-            seconds = results["frozen"]["seconds"] + results["finetuned"]["seconds"]
-            _evaluate_run(run_dir, data["val"], data["test"], seconds, device)
-            runs.append(read_run(run_dir))
-            overall.update()
-        rows.append(arch_row(arch, runs, (demo.SIZE, demo.SIZE)))
-    overall.close()
+                bars.done()
+            rows.append(arch_row(arch, runs, (demo.SIZE, demo.SIZE)))
     note = (f"The demo bases ({', '.join(f'{b.arch} of width {b.width:g}' for b in demo.DEMO_BASES.values())}, "
             f"pretrained by minitl on other animals) on {', '.join(demo.TARGET)}: 20 training, 10 validation and "
             "100 test images per class; the published ImageNet accuracies are those of the full-size Keras weights.")

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -117,6 +118,17 @@ def atomic_write(path):
         if full is not None:
             raise full from None
         raise
+
+
+def link_or_copy(source, path):
+    """Make ``path`` a hard link to ``source`` (a copy where the file system has no hard links
+    between them), replacing what was there in one rename."""
+    with atomic_write(path) as tmp:
+        os.unlink(tmp)
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
 
 
 def strict_json(obj):

@@ -21,7 +21,7 @@ from minitl.applications import get_backbone
 from minitl.backend import normalize_device
 from minitl.data import AUGMENTATIONS, ArrayDataset, DataLoader, dataset_labels
 from minitl.errors import DataError, DiskFullError, ShapeError, TrainingError, WeightsError
-from minitl.files import atomic_write, write_json
+from minitl.files import atomic_write, link_or_copy, write_json
 from minitl.io import load_weights, save_weights
 from minitl.nn import BatchNormalization, Dense, Dropout, Flatten, GlobalAvgPool2D, Sequential, manual_seed
 from minitl.optim import SGD, Adam, make_schedule
@@ -54,6 +54,7 @@ __all__ = [
     "build_model",
     "cached_features",
     "class_weights",
+    "compare",
     "export_onnx",
     "export_run",
     "find_lr",
@@ -154,18 +155,28 @@ def make_optimizer(model, lr, lr_mult=1.0, momentum=0.9, weight_decay=0.0, clip_
     raise ValueError(f"unknown optimizer {optimizer!r}: use sgd or adam")
 
 
-def cached_features(run_dir, base, loaders, device="cpu", progress=False):
+def cached_features(run_dir, base, loaders, device="cpu", progress=False, shared=None):
     """{'train': (features, labels), ...}: read from features.h5 if it was made by the same base
-    weights from the same data (see `minitl.runs.features_key`), else computed and stored."""
+    weights from the same data (see `minitl.runs.features_key`), else computed and stored.
+
+    ``shared``: a folder of feature files that several runs share (`minitl.compare.compare`'s
+    seeds of one arch), each named by its key, so that a different base or different data never
+    reuses one; the run's features.h5 becomes a hard link to (or a copy of) the one it uses."""
     path = Path(run_dir) / FEATURES
     key = features_key(base, loaders)
     found = read_features(path, key, loaders)
     if found is not None:
         return found
-    out = {name: predict(base, loader, device, progress, desc=f"features ({name})")
-           for name, loader in loaders.items()}
-    write_features(path, key, out)
-    return out
+    common = None if shared is None else Path(shared) / f"{key}.h5"
+    if common is not None:
+        found = read_features(common, key, loaders)
+    if found is None:
+        found = {name: predict(base, loader, device, progress, desc=f"features ({name})")
+                 for name, loader in loaders.items()}
+        write_features(common or path, key, found)
+    if common is not None:
+        link_or_copy(common, path)
+    return found
 
 
 # ---- the recipe ---------------------------------------------------------------
@@ -270,7 +281,8 @@ def _warn_if_unbalanced(train_set, settings):
                       f"lets the small classes count as much", stacklevel=3)
 
 
-def _train_phase(run, model, optimizer, train_set, val_set, settings, phase, cache_features, device, progress, log):
+def _train_phase(run, model, optimizer, train_set, val_set, settings, phase, cache_features, shared_features, device,
+                 progress, log):
     """One phase, epochs ``first`` to ``end`` with ``blocks`` unfrozen: the head alone on the
     base's cached features while the base is frozen (its BatchNormalization too) and nothing
     is random in the data; else the whole model on the images."""
@@ -296,7 +308,7 @@ def _train_phase(run, model, optimizer, train_set, val_set, settings, phase, cac
     if val_loader is not None:
         loaders["val"] = val_loader
     t0 = time.perf_counter()
-    feats = cached_features(run.path, base, loaders, device, progress)
+    feats = cached_features(run.path, base, loaders, device, progress, shared_features)
     run.record["feature_seconds"] = time.perf_counter() - t0
     train_loader = DataLoader(ArrayDataset(*feats["train"]), settings.batch_size, shuffle=True, seed=settings.seed,
                               balanced=settings.balanced_sampling)
@@ -306,7 +318,7 @@ def _train_phase(run, model, optimizer, train_set, val_set, settings, phase, cac
 
 
 def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume=False, cache_features=True,
-             allow_partial_weights=False, device="cpu", progress=True, log=print, **changes):
+             shared_features=None, allow_partial_weights=False, device="cpu", progress=True, log=print, **changes):
     """The whole recipe on two datasets; returns (model, record).
 
     Builds the base without top (``settings.arch``, VGG16 by default; loading ``weights``,
@@ -323,7 +335,8 @@ def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume
     recorded settings; only ``epochs`` may change. While the whole base is frozen and there
     is no random augmentation, the base's features are computed once and cached; in a frozen
     phase before unfrozen ones, they are the features of the centre crops, and ``augment``
-    applies once blocks train.
+    applies once blocks train. ``shared_features``: a folder where runs of the same base on the
+    same data find each other's features (`cached_features`).
 
     The run folder takes one writer at a time: it is locked while the run goes on
     (`minitl.runs.RunFolder.lock`), and a run started on a folder that another process
@@ -332,8 +345,9 @@ def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume
     run = RunFolder(run_dir)
     try:
         return _finetune(run, train_set, val_set, settings, weights=weights, resume=resume,
-                         cache_features=cache_features, allow_partial_weights=allow_partial_weights, device=device,
-                         progress=progress, log=log, **changes)
+                         cache_features=cache_features, shared_features=shared_features,
+                         allow_partial_weights=allow_partial_weights, device=device, progress=progress, log=log,
+                         **changes)
     except DiskFullError as e:  # what the folder keeps, and how to go on
         if not run.has(RECORD):
             raise DiskFullError(f"{e}; free some space, then start the run again") from None
@@ -345,8 +359,8 @@ def finetune(train_set, val_set, run_dir, settings=None, *, weights=None, resume
         run.unlock()
 
 
-def _finetune(run, train_set, val_set, settings, *, weights, resume, cache_features, allow_partial_weights, device,
-              progress, log, **changes):
+def _finetune(run, train_set, val_set, settings, *, weights, resume, cache_features, shared_features,
+              allow_partial_weights, device, progress, log, **changes):
     """`finetune` in the run folder ``run``, which it locks."""
     settings = dataclasses.replace(settings or Settings(), **changes)
     if run.path.is_dir():  # refused early when another process writes it
@@ -392,8 +406,8 @@ def _finetune(run, train_set, val_set, settings, *, weights, resume, cache_featu
             log(f"phase {settings.phases().index(phase) + 1}: epochs {first + 1} to {end}, "
                 + (f"the last {blocks} blocks unfrozen" if blocks > 1 else "the last block unfrozen" if blocks
                    else "the base frozen"))
-        _train_phase(run, model, optimizer, train_set, val_set, settings, phase, cache_features, device, progress,
-                     log)
+        _train_phase(run, model, optimizer, train_set, val_set, settings, phase, cache_features, shared_features,
+                     device, progress, log)
     try:
         from minitl.plots import plot_history
         plot_history(run.record["history"], run.path / "curves.png",
@@ -401,6 +415,17 @@ def _finetune(run, train_set, val_set, settings, *, weights, resume, cache_featu
     except ImportError:  # matplotlib is optional
         pass
     return model, run.record
+
+
+def compare(data, archs, out="runs/compare", settings=None, **options):
+    """``minitl compare``: `finetune` with ``settings`` on each of ``archs`` (and seeds) on the
+    image folder ``data``, one run folder each under ``out``; returns the table of accuracy,
+    macro F1, time and size per backbone as plain data (``table["rows"]``). The work is
+    `minitl.compare.compare`'s (``options``: its ``seeds``, ``weights_dir``, ``budget_ms``,
+    ``resume``, ...), one layer above this one, since it runs this recipe once per backbone and
+    seed; imported here, when called, so that the recipe and its comparison are found together."""
+    from minitl.compare import compare as compare_backbones
+    return compare_backbones(data, archs, out, settings, **options)
 
 
 def find_lr(train_set, out, settings=None, *, weights=None, cache_features=True, allow_partial_weights=False,

@@ -69,3 +69,21 @@ def test_write_json_writes_null_for_nan_and_infinities(tmp_path):
     with pytest.raises(ValueError, match="NaN is not JSON"):
         strict_loads(json.dumps({"loss": float("nan")}))  # the parser used above does refuse NaN
     assert np.isnan(record["loss"])  # the caller's object is left as it was
+
+
+def test_link_or_copy_replaces_the_file_with_a_link_or_else_a_copy(tmp_path, monkeypatch):
+    source, path = tmp_path / "shared.h5", tmp_path / "run" / "features.h5"
+    source.write_bytes(b"features")
+    path.parent.mkdir()
+    path.write_bytes(b"an older cache")
+    files.link_or_copy(source, path)
+    assert path.samefile(source) and path.read_bytes() == b"features"
+
+    def no_links(*args):
+        raise OSError("hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    other = tmp_path / "copy.h5"
+    files.link_or_copy(source, other)
+    assert other.read_bytes() == b"features" and not other.samefile(source)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.h5", "run", "shared.h5"]  # no temporary left
