@@ -21,12 +21,14 @@ Parts (``--parts``):
   forward and backward timed; convolutions by algorithm), plus the loss, the optimizer and
   what is left: the graph's own bookkeeping (recording ops, the backward walk, summing
   gradients).
-- ``memory``: the peak resident memory a step adds (VmHWM over the RSS before it, after a
-  warm-up step), each framework in a fresh process.
+- ``memory``: the peak resident memory that two steps add (VmHWM over the RSS once the model,
+  batch and optimizer are built), each framework in a fresh process.
 - ``accuracy``: in training mode (every layer, BatchNorm on batch statistics), how far a
   float32 step is from the same step in float64: max |y32 − y64| / max |y64| over the logits
-  and ‖g32 − g64‖ / ‖g64‖ over all parameter gradients; minitl with the 'auto', 'im2col' and
-  'winograd' (F(2×2, 3×3)) convolutions, PyTorch against its own float64 run.
+  and ‖g32 − g64‖ / ‖g64‖ over all parameter gradients, medians over ``--accuracy-seeds`` draws
+  of weights and batch; minitl with the 'auto', 'im2col', 'winograd' (F(2×2, 3×3)) and
+  'winograd4' (F(4×4, 3×3)) convolutions, PyTorch against its own float64 run (its weights
+  drawn as minitl draws them, He normal).
 
 PyTorch's twins: ResNet50 and MobileNetV2 as ``bench_backbones.py`` writes them (Keras'
 layout, layer for layer), VGG16 and VGG19 written here, InceptionV3 from torchvision
@@ -73,12 +75,11 @@ def batch_data(batch, size, seed=0):
 
 
 # ---- minitl's step ----------------------------------------------------------------------
-def minitl_model(name, mode, size, dtype="float32"):
+def minitl_model(name, mode, size, dtype="float32", seed=0):
     """The transfer model (base, global average pooling, Dense(10)) with ``mode``'s blocks trainable."""
-
     from minitl import nn as mnn
     from minitl.transfer import base_and_head, build_model, set_trainable_blocks
-    mnn.manual_seed(0)
+    mnn.manual_seed(seed)
     model = build_model({"arch": name, "input_shape": (size, size, 3), "num_classes": CLASSES,
                          "hidden": (), "pooling": "avg"})
     base, _ = base_and_head(model)
@@ -147,12 +148,25 @@ def torch_base(name):
     raise ValueError(name)
 
 
-def torch_step(name, mode, batch, size, layout, dtype=None):
-    """(step, model): step() runs one SGD step (momentum 0.9) on a fixed random batch."""
-    torch.manual_seed(0)
+def he_normal_(model):
+    """minitl's initialisation (``build_model``: He normal, zero biases) instead of PyTorch's own,
+    so that float32 errors compare on weights of the same scale."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            fan_in = m.weight[0].numel()
+            nn.init.normal_(m.weight, std=(2 / fan_in) ** 0.5)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def torch_step(name, mode, batch, size, layout, dtype=None, seed=0):
+    """(step, model, x, y): step() runs one SGD step (momentum 0.9) on a fixed random batch."""
+    torch.manual_seed(seed)
     blocks, channels = torch_base(name)
     top = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, CLASSES)]
     model = nn.Sequential(*blocks, *top).train()
+    if dtype is not None:
+        he_normal_(model)
     frozen = blocks[:-2] if mode == "last2" else []
     for block in frozen:
         block.eval()                                    # BatchNorm on its moving statistics, as Keras
@@ -160,7 +174,7 @@ def torch_step(name, mode, batch, size, layout, dtype=None):
             p.requires_grad = False
     if dtype is not None:
         model = model.to(dtype)
-    x, y = batch_data(batch, size)
+    x, y = batch_data(batch, size, seed)
     x, y = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y)
     if dtype is not None:
         x = x.to(dtype)
@@ -362,19 +376,24 @@ def memory_status():
 
 
 def child_memory(args):
-    """Runs a warm-up step, then prints how far one more step raised the peak RSS (bytes)."""
+    """Prints how far two steps raised the peak RSS over the RSS before the first (bytes), once
+    the model, its batch and the optimizer are built: the step's activations, gradients,
+    optimizer state and workspace. (Over the RSS before a second step, a process that keeps
+    freed memory, as minitl does and PyTorch's allocators may, would show almost nothing.)"""
     name, mode, who = args.memory_of
     if who == "minitl":
         import numba
         numba.set_num_threads(args.threads)
+        step = minitl_step(name, mode, 1, args.size)[0]
+        step()                                          # compiles (or loads) the kernels on a batch of 1
         step = minitl_step(name, mode, args.batch, args.size)[0]
     else:
         torch.set_num_threads(args.threads)
         step = torch_step(name, mode, args.batch, args.size, who)[0]
-    step()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")                                    # resets VmHWM to the current RSS
     before, _ = memory_status()
+    step()
     step()
     print(memory_status()[1] - before)
 
@@ -409,14 +428,14 @@ def relative_errors(y32, y64, g32, g64):
     return out, (num / den) ** 0.5
 
 
-def minitl_logits_and_grads(name, batch, size, dtype, algorithm):
+def minitl_logits_and_grads(name, batch, size, dtype, algorithm, seed):
     import numpy as np
 
     import minitl.functional as F
     from minitl import Tensor
     from minitl.conv import algorithm as conv_algorithm
-    model = minitl_model(name, "all", size, dtype)
-    x, y = batch_data(batch, size, seed=1)
+    model = minitl_model(name, "all", size, dtype, seed)
+    x, y = batch_data(batch, size, seed)
     with conv_algorithm(algorithm):
         logits = model(Tensor(x.astype(dtype)))
         F.softmax_cross_entropy(logits, y).backward()
@@ -425,38 +444,54 @@ def minitl_logits_and_grads(name, batch, size, dtype, algorithm):
 
 
 def child_torch_accuracy(args):
-    """Prints the float32 step's errors against float64 for PyTorch's twin (default layout)."""
+    """Prints the float32 step's errors against float64 for PyTorch's twin (default layout), per seed."""
     torch.set_num_threads(args.threads)
-    results = []
-    for dtype in (torch.float32, torch.float64):
-        _, model, x, y = torch_step(args.accuracy_of, "all", args.accuracy_batch, args.accuracy_size, "default",
-                                    dtype)
-        logits = model(x)
-        nn.CrossEntropyLoss()(logits, y).backward()
-        results.append((logits.detach().double().numpy(),
-                        [p.grad.double().numpy() for p in model.parameters() if p.requires_grad]))
-    (y32, g32), (y64, g64) = results
-    print(json.dumps(relative_errors(y32, y64, g32, g64)))
+    errors = []
+    for seed in range(args.accuracy_seeds):
+        results = []
+        for dtype in (torch.float32, torch.float64):
+            _, model, x, y = torch_step(args.accuracy_of, "all", args.accuracy_batch, args.accuracy_size, "default",
+                                        dtype, seed)
+            logits = model(x)
+            nn.CrossEntropyLoss()(logits, y).backward()
+            results.append((logits.detach().double().numpy(),
+                            [p.grad.double().numpy() for p in model.parameters() if p.requires_grad]))
+        (y32, g32), (y64, g64) = results
+        errors.append(relative_errors(y32, y64, g32, g64))
+    print(json.dumps(errors))
+
+
+ACCURACY_ALGORITHMS = ("auto", "im2col", "winograd", "winograd4")
+
+
+def accuracy_cell(errors):
+    """'logits, grads' as medians over the seeds."""
+    return "{:.2g}, {:.2g}".format(*(statistics.median(e[i] for e in errors) for i in (0, 1)))
 
 
 def part_accuracy(args):
-    print(f"\n## float32 against float64 in training mode (BatchNorm on batch statistics), random weights, "
-          f"batch {args.accuracy_batch} x {args.accuracy_size}\n")
-    print("| model | minitl auto: logits, grads | im2col | winograd F(2x2) | PyTorch |")
-    print("| --- | --- | --- | --- | --- |")
+    print(f"\n## float32 against float64 in training mode (BatchNorm on batch statistics), He-normal random "
+          f"weights, batch {args.accuracy_batch} x {args.accuracy_size}: max |y32 - y64| / max |y64| of the logits, "
+          f"||g32 - g64|| / ||g64|| of all gradients, medians over {args.accuracy_seeds} seeds\n")
+    print("| model | minitl 'auto' | im2col | winograd F(2x2) | winograd F(4x4) | PyTorch |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for name in args.models:
-        y64, g64 = minitl_logits_and_grads(name, args.accuracy_batch, args.accuracy_size, "float64", "im2col")
-        cells = []
-        for algorithm in ("auto", "im2col", "winograd"):
-            y32, g32 = minitl_logits_and_grads(name, args.accuracy_batch, args.accuracy_size, "float32", algorithm)
-            cells.append("{:.2g}, {:.2g}".format(*relative_errors(y32, y64, g32, g64)))
+        errors = {a: [] for a in ACCURACY_ALGORITHMS}
+        for seed in range(args.accuracy_seeds):
+            y64, g64 = minitl_logits_and_grads(name, args.accuracy_batch, args.accuracy_size, "float64", "im2col",
+                                               seed)
+            for algorithm in ACCURACY_ALGORITHMS:
+                y32, g32 = minitl_logits_and_grads(name, args.accuracy_batch, args.accuracy_size, "float32",
+                                                   algorithm, seed)
+                errors[algorithm].append(relative_errors(y32, y64, g32, g64))
         out = subprocess.run([sys.executable, __file__, "--child-torch", "--accuracy-of", name,
                               "--accuracy-batch", str(args.accuracy_batch), "--accuracy-size", str(args.accuracy_size),
-                              "--threads", str(args.threads)],
+                              "--accuracy-seeds", str(args.accuracy_seeds), "--threads", str(args.threads)],
                              capture_output=True, text=True, env=child_env(args.threads))
-        cells.append("{:.2g}, {:.2g}".format(*json.loads(out.stdout.split("\n")[-2])) if out.returncode == 0
-                     else "failed: " + out.stderr.strip().splitlines()[-1])
-        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+        torch_cell = accuracy_cell(json.loads(out.stdout.split("\n")[-2])) if out.returncode == 0 \
+            else "failed: " + out.stderr.strip().splitlines()[-1]
+        print(f"| {name} | " + " | ".join(accuracy_cell(errors[a]) for a in ACCURACY_ALGORITHMS)
+              + f" | {torch_cell} |", flush=True)
 
 
 def main():
@@ -473,6 +508,7 @@ def main():
     p.add_argument("--pause", type=float, default=0.5, help="seconds between contestants")
     p.add_argument("--accuracy-batch", type=int, default=4)
     p.add_argument("--accuracy-size", type=int, default=96)
+    p.add_argument("--accuracy-seeds", type=int, default=3)
     p.add_argument("--child-torch", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--memory-of", nargs=3, help=argparse.SUPPRESS)
     p.add_argument("--accuracy-of", help=argparse.SUPPRESS)

@@ -163,7 +163,7 @@ class Conv2DFunction(Function):
                 self.y = y
             return y
         # -- Winograd (minitl.winograd) for 3x3 stride-1 kernels, when winograd.choose says so
-        self.tile = winograd.choose(x, w, b, self.stride, self.pads)
+        self.tile = winograd.choose(x, w, b, self.stride, self.pads, getattr(self, "training", False))
         if self.tile:
             self.x, self.w, self.has_bias = x, w, b is not None
             y = winograd.conv_forward(x, w, b, self.pads, self.relu, self.tile, getattr(self, "weight", None))
@@ -348,6 +348,7 @@ def conv2d(x, w, b=None, stride=1, padding="valid", activation=None):
     pads = resolve_padding(padding, x.shape[1:3], w.shape[:2], stride)
     fn = Conv2DFunction(stride, pads, relu=activation == "relu")
     fn.weight = w                                       # Winograd caches its transformed kernel on it
+    fn.training = records(x, w, b)                      # a gradient will flow back: see winograd.choose
     return fn(x, w) if b is None else fn(x, w, b)
 
 

@@ -221,6 +221,32 @@ def test_choose_rule():
     assert conv.get_algorithm() == "auto"
 
 
+def test_auto_takes_the_smaller_tile_where_a_gradient_flows_back():
+    """F(4×4) for inference (and frozen layers), F(2×2) in a recorded graph, through conv2d itself."""
+    rng = np.random.default_rng(3)
+    x = Tensor(rng.standard_normal((1, 12, 12, 64)).astype(np.float32))
+    w = Tensor(rng.standard_normal((3, 3, 64, 8)).astype(np.float32))
+    tiles = []
+    real_choose = winograd.choose
+
+    def spy(*args):
+        tiles.append(real_choose(*args))
+        return tiles[-1]
+    winograd.choose = spy
+    try:
+        F.conv2d(x, w, padding="same")                            # nothing requires grad
+        w.requires_grad = True
+        F.conv2d(x, w, padding="same")                            # trains
+        with no_grad():
+            F.conv2d(x, w, padding="same")
+    finally:
+        winograd.choose = real_choose
+    assert tiles == [winograd.AUTO_TILE, winograd.AUTO_TRAINING_TILE, winograd.AUTO_TILE] == [4, 2, 4]
+    assert winograd.choose(x.data, w.data, None, (1, 1), (1, 1, 1, 1), training=True) == 2
+    with conv.algorithm("winograd4"):                             # a tile asked for by name is kept
+        assert winograd.choose(x.data, w.data, None, (1, 1), (1, 1, 1, 1), training=True) == 4
+
+
 def test_set_algorithm_refuses_unknown_names():
     with pytest.raises(ValueError, match="im2col"):
         conv.set_algorithm("fft")
