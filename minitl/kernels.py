@@ -13,12 +13,12 @@ Convolution is then one GEMM: ``cols @ w.reshape(kh*kw*C, O)`` is the output
 (N*Ho*Wo, O), i.e. (N, Ho, Wo, O) after a reshape.
 
 Each kernel has two versions: a Numba one (``_*_nb``, parallel over rows of
-cols, N*Ho or N*H, so both cores are busy even at N=1; the elementwise forward
-passes on one thread, see "ReLU") used for NumPy arrays, and a
+cols, N*Ho or N*H, so both cores are busy even at N=1) used for NumPy arrays, and a
 plain array-module twin (``*_xp``) written only with ``xp`` slicing, so it
 also runs on CuPy arrays. The public function picks one; the tests check that
 both agree. Backward kernels gather into rows of dx, so threads never write the
-same cell, and they add terms in the same order as the twins.
+same cell; a sum over rows (depthwise dW, batch norm's sums) gives each chunk of
+rows its own partial sum and adds them up after (``_chunks``).
 """
 
 import os
