@@ -160,6 +160,8 @@ def main():
     if args.child_torch:
         torch_worker(args.batch, args.size, args.threads, args.models)
         return
+    import minitl.kernels  # noqa: F401  (first: it sets OMP_WAIT_POLICY before Numba starts its threads)
+    # isort: split
     import numba
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     runs = {name: minitl_runner(name, args.batch, args.size) for name in args.models}

@@ -382,6 +382,8 @@ def child_memory(args):
     freed memory, as minitl does and PyTorch's allocators may, would show almost nothing.)"""
     name, mode, who = args.memory_of
     if who == "minitl":
+        import minitl.kernels  # noqa: F401  (first: it sets OMP_WAIT_POLICY before Numba starts its threads)
+        # isort: split
         import numba
         numba.set_num_threads(args.threads)
         step = minitl_step(name, mode, 1, args.size)[0]
@@ -522,6 +524,8 @@ def main():
     if args.child_torch:
         torch_worker(args)
         return
+    import minitl.kernels  # noqa: F401  (first: it sets OMP_WAIT_POLICY before Numba starts its threads)
+    # isort: split
     import numba
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     for part in args.parts:
