@@ -1049,7 +1049,7 @@ def batch_norm_forward(x, gamma, beta, epsilon):
     scale = inv_std if gamma is None else inv_std * gamma
     offset = np.zeros(c) if beta is None else beta.astype(np.float64)
     y = np.empty_like(x)
-    _bn_affine_nb(x, mean, scale, offset, y)
+    _channel_affine_nb(x, mean, scale, offset, y)    # float64 parameters: computed in float64
     return y, mean, variance
 
 
@@ -1063,14 +1063,6 @@ def _bn_sums_nb(x, shift, s1, s2):
                 d = np.float64(x[r, c]) - shift[c]
                 s1[k, c] += d
                 s2[k, c] += d * d
-
-
-@_jit
-def _bn_affine_nb(x, mean, scale, offset, y):
-    M, C = x.shape
-    for r in prange(M):
-        for c in range(C):
-            y[r, c] = (np.float64(x[r, c]) - mean[c]) * scale[c] + offset[c]
 
 
 def batch_norm_forward_xp(x, gamma, beta, epsilon):
