@@ -52,19 +52,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
+import bench_backbones  # its PyTorch models, with torch imported under --child-torch as here
+from bench_backbones import best_of, load
+
 MODELS = ("vgg16", "vgg19", "resnet50", "inception_v3", "mobilenet_v2")
 MODES = ("all", "last2")
 CLASSES = 10
-
-
-def best_of(run, repeat):
-    """The fastest of ``repeat`` calls of run() (seconds)."""
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def batch_data(batch, size, seed=0):
@@ -122,8 +115,6 @@ def torch_vgg(convs):
 
 def torch_base(name):
     """(the base's blocks in input order as modules, output channels)."""
-    import bench_backbones
-    bench_backbones.torch, bench_backbones.nn = torch, nn
     if name == "vgg16":
         return torch_vgg((2, 2, 3, 3, 3))
     if name == "vgg19":
@@ -204,11 +195,6 @@ def torch_worker(args):
     for line in sys.stdin:
         name, mode, layout, repeat = line.split()
         print(json.dumps(best_of(steps[name, mode, layout], int(repeat))), flush=True)
-
-
-def load():
-    with open("/proc/loadavg") as f:
-        return f.read().split()[0]
 
 
 def child_env(threads):
@@ -401,7 +387,8 @@ def child_memory(args):
 
 
 def part_memory(args):
-    print(f"\n## peak memory of a step (MB the peak RSS rose over the RSS before it), batch {args.batch} x "
+    print(f"\n## peak memory of two steps (MB the peak RSS rose over the RSS of the built model, batch and "
+          f"optimizer), batch {args.batch} x "
           f"{args.size}\n")
     print("| model | trains | minitl | PyTorch default | PyTorch channels-last | minitl / default "
           "| minitl / channels-last |")
