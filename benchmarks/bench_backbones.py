@@ -146,6 +146,17 @@ def load():
         return f.read().split()[0]
 
 
+def memory_status():
+    """(VmRSS, VmHWM) of this process in bytes, from /proc/self/status."""
+    values = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) * 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))

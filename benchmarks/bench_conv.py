@@ -65,6 +65,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench_backbones import memory_status
+
 import minitl.functional as F
 from minitl import Tensor, conv, no_grad
 from minitl.applications.vgg16 import VGG16, VGG16_BLOCKS
@@ -309,17 +311,6 @@ def timing_run(workers, contestants, mode, batch, size, parts, rounds, steps, pa
 
 
 # ---- peak memory and compile time, each in a fresh subprocess ---------------------------
-
-def memory_status():
-    """(VmRSS, VmHWM) of this process in bytes, from /proc/self/status."""
-    values = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0]) * 1024
-    return values["VmRSS"], values["VmHWM"]
-
 
 def child_memory(framework, batch, size, mode, threads):
     """Runs one step and prints 'peak_rss_rise tracemalloc_peak' in bytes."""

@@ -53,7 +53,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import bench_backbones  # its PyTorch models, with torch imported under --child-torch as here
-from bench_backbones import best_of, load
+from bench_backbones import best_of, load, memory_status
 
 MODELS = ("vgg16", "vgg19", "resnet50", "inception_v3", "mobilenet_v2")
 MODES = ("all", "last2")
@@ -350,17 +350,6 @@ def part_profile(args):
 
 
 # ---- memory -------------------------------------------------------------------------------
-def memory_status():
-    """(VmRSS, VmHWM) of this process in bytes, from /proc/self/status."""
-    values = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0]) * 1024
-    return values["VmRSS"], values["VmHWM"]
-
-
 def child_memory(args):
     """Prints how far two steps raised the peak RSS over the RSS before the first (bytes), once
     the model, its batch and the optimizer are built: the step's activations, gradients,
