@@ -454,7 +454,8 @@ def main():
             if use_torch:
                 for c in ("torch", "torch_cl"):
                     trise, _ = memory_rise(c, batch, size, mode, threads)
-                    line += f"   {LABELS[c]} +{trise / 2**20:6.0f}  minitl/{LABELS[c]} {rise / trise:.2f}"
+                    ratio = f"{rise / trise:.2f}" if trise > 0 else "n/a (no rise)"
+                    line += f"   {LABELS[c]} +{trise / 2**20:6.0f}  minitl/{LABELS[c]} {ratio}"
             print(line, flush=True)
 
 
